@@ -1,0 +1,26 @@
+"""Shared set-up: under tox, make sure the code under test is the installed wheel."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+if os.environ.get("RUNFCGI_TEST_WHEEL"):
+    # pytest put the checkout on sys.path to import the ``tests`` package;
+    # drop it so ``import runfcgi_compat`` finds the wheel tox installed.
+    sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != REPO]
+    for name in [m for m in sys.modules if m.split(".")[0] == "runfcgi_compat"]:
+        del sys.modules[name]
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+
+@pytest.fixture(scope="session")
+def repo():
+    return REPO

@@ -1,0 +1,11 @@
+import os
+from pathlib import Path
+
+import pytest
+
+import runfcgi_compat
+
+
+@pytest.mark.skipif(not os.environ.get("RUNFCGI_TEST_WHEEL"), reason="only under tox")
+def test_the_installed_wheel_is_under_test(repo):
+    assert repo not in Path(runfcgi_compat.__file__).resolve().parents

@@ -1,0 +1,389 @@
+"""Web server configuration for runfcgi: the one source for docs, tests and generators.
+
+Each function returns the text of a configuration file, rendered from a
+template under ``templates/`` with Django's template engine (autoescaping
+off; a line holding only a ``{% tag %}`` leaves no blank line behind).  The
+same text is shown in the docs, written by the integration tests that run the
+real servers, and printed by the configuration generator, so a recipe that is
+documented is a recipe that was tested.
+
+Where Django listens is given as ``protocol`` plus either ``host`` and
+``port`` or ``socket`` (a UNIX socket path), exactly like ``runfcgi``'s own
+options; ``prefix`` is the URL path the site is mounted under (``""`` for the
+root, or e.g. ``"/app"``).
+
+* ``nginx()``: a snippet for nginx's ``http { }`` context (upstream + server).
+* ``apache()``: a ``<VirtualHost>`` using mod_proxy_fcgi, mod_proxy_scgi or
+  mod_proxy_ajp.
+* ``apache_fcgid()``, ``htaccess()``, ``fcgi_script()``: the shared-host recipe
+  where mod_fcgid starts the application itself.
+* ``lighttpd()``: ``fastcgi.server`` (or ``scgi.server``, ``ajp13.server``) to
+  a running ``runfcgi``, or spawning it with ``bin_path``.
+* ``systemd()``: a service unit running ``runfcgi`` in the foreground.
+* ``nginx_main()``, ``apache_main()``, ``lighttpd_main()``: minimal whole-server
+  configurations that include a snippet; enough to try one out (the tests use
+  them).
+"""
+import functools
+import re
+import shlex
+from importlib import resources
+
+from runfcgi_compat.options import OptionError, as_host, as_path, as_port, choice
+
+PROTOCOL_NAMES = {"fcgi": "FastCGI", "scgi": "SCGI", "ajp": "AJP13"}
+
+# Apache modules each set-up needs, in LoadModule order.
+APACHE_BASE_MODULES = (
+    "mpm_event", "unixd", "authz_core", "log_config", "mime", "alias", "env",
+)
+APACHE_PROXY_MODULES = {
+    "fcgi": ("proxy", "proxy_fcgi"),
+    "scgi": ("proxy", "proxy_scgi"),
+    "ajp": ("proxy", "proxy_ajp"),
+}
+APACHE_FCGID_MODULES = ("fcgid", "rewrite")
+
+LIGHTTPD_BACKENDS = {
+    # protocol: (module, directive)
+    "fcgi": ("mod_fastcgi", "fastcgi.server"),
+    "scgi": ("mod_scgi", "scgi.server"),
+    "ajp": ("mod_ajp13", "ajp13.server"),
+}
+
+_as_protocol = choice("fcgi", "scgi", "ajp")
+# Characters that would end or split a directive in nginx, Apache or lighttpd.
+_UNSAFE = re.compile(r"[\s\"'`;{}\\$#|<>]")
+_TAG_LINE = re.compile(r"^[ \t]*((?:\{%[^\n]*?%\}|\{#[^\n]*?#\})[ \t]*)+\n", re.M)
+
+
+# -- values ------------------------------------------------------------------
+
+
+def _safe(name, value):
+    text = str(value)
+    if not text or _UNSAFE.search(text):
+        raise OptionError(
+            f"{name}={value!r} cannot be written into a web server configuration: "
+            "avoid spaces, quotes and ; {{ }} \\ $ # | < >."
+        )
+    return text
+
+
+def _as_prefix(name, value):
+    """``""``, ``"/"`` or ``"/app/"`` → ``""``, ``""``, ``"/app"``."""
+    text = (value or "").strip().rstrip("/")
+    if text and not text.startswith("/"):
+        raise OptionError(f"{name}={value!r} must start with '/' (e.g. /app).")
+    return _safe(name, text) if text else ""
+
+
+def backend(protocol="fcgi", host=None, port=None, socket=None):
+    """Return ``(protocol, host, port, socket)`` checked like runfcgi's options.
+
+    Without a socket, host defaults to 127.0.0.1 and port to 8000.
+    """
+    protocol = _as_protocol("protocol", protocol)
+    if socket is not None:
+        if host is not None or port is not None:
+            raise OptionError("socket cannot be combined with host or port.")
+        return protocol, None, None, _safe("socket", as_path("socket", socket))
+    host = "127.0.0.1" if host is None else host
+    port = 8000 if port is None else port
+    return protocol, _safe("host", as_host("host", host)), as_port("port", port), None
+
+
+def runfcgi_words(protocol="fcgi", host=None, port=None, socket=None, method=None,
+                  **options):
+    """Return the ``runfcgi`` words that listen where the web server connects.
+
+    ``host``/``port``/``socket`` may all be None: the web server then passes
+    the socket on fd 0 (lighttpd ``bin-path``, mod_fcgid).
+    """
+    words = [f"protocol={_as_protocol('protocol', protocol)}"]
+    if method:
+        words.append(f"method={method}")
+    if socket is not None:
+        words.append(f"socket={socket}")
+    elif host is not None:
+        words += [f"host={host}", f"port={port}"]
+    words += [f"{name}={value}" for name, value in options.items() if value is not None]
+    return words
+
+
+def _address(host, port):
+    """host:port, with brackets around an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# -- rendering -----------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _template(name):
+    from django.template import Engine
+
+    source = resources.files(__package__).joinpath("templates", name).read_text()
+    # Jinja's trim_blocks, by hand: a line holding only tags leaves no line.
+    source = _TAG_LINE.sub(lambda match: match.group(0).rstrip("\n").strip(), source)
+    return Engine(autoescape=False).from_string(source)
+
+
+def render(name, **context):
+    """Render ``templates/<name>`` with ``context``; usable for any template.
+
+    Numbers are passed as text: a port must never be localized into ``8,000``.
+    """
+    from django.template import Context
+
+    context = {
+        key: str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        for key, value in context.items()
+    }
+    return _template(name).render(Context(context, autoescape=False, use_l10n=False))
+
+
+# -- nginx -----------------------------------------------------------------------
+
+
+def nginx(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
+          server_name="_", prefix="", https=False, keepalive=0, max_body="20m",
+          params_dir="/etc/nginx", upstream="django", static_url=None,
+          static_root=None):
+    """Return an nginx snippet for the ``http`` context.
+
+    ``keepalive`` > 0 keeps that many idle FastCGI connections open
+    (``fastcgi_keep_conn on``); SCGI cannot keep connections.  ``https``
+    sends ``HTTPS on`` for TLS that ends before nginx.  Only the stock
+    ``fastcgi_params``/``scgi_params`` are included: runfcgi_compat fixes
+    SCRIPT_NAME and PATH_INFO itself.
+    """
+    protocol, host, port, socket = backend(protocol, host, port, socket)
+    if protocol == "ajp":
+        raise OptionError("protocol='ajp': nginx has no AJP module; use fcgi or scgi.")
+    if keepalive and protocol != "fcgi":
+        raise OptionError("keepalive needs protocol=fcgi (SCGI closes each connection).")
+    if static_url and not static_root:
+        raise OptionError("static_url needs static_root (the STATIC_ROOT directory).")
+    prefix = _as_prefix("prefix", prefix)
+    return render(
+        "nginx.conf",
+        title=_title(protocol, host, port, socket, prefix),
+        runfcgi=" ".join(["manage.py runfcgi"] + runfcgi_words(protocol, host, port, socket)),
+        protocol=protocol,
+        upstream=_safe("upstream", upstream),
+        nginx_backend=f"unix:{socket}" if socket else _address(host, port),
+        keepalive=int(keepalive) or None,
+        listen=_safe("listen", listen),
+        server_name=_safe("server_name", server_name),
+        max_body=_safe("max_body", max_body),
+        params_dir=_safe("params_dir", params_dir).rstrip("/"),
+        location=f"{prefix}/",
+        prefix=prefix,
+        prefix_regex=re.escape(prefix),
+        https=https,
+        static_url=static_url and _safe("static_url", static_url),
+        static_root=static_root and _safe("static_root", static_root).rstrip("/"),
+    )
+
+
+def nginx_main(root, site, *, user=None):
+    """Return a whole nginx.conf that runs from ``root`` and includes ``site``.
+
+    ``root`` needs a ``tmp`` directory for request bodies and buffers.
+    """
+    return render("nginx-main.conf", root=_safe("root", root), site=_safe("site", site),
+                  user=user and _safe("user", user))
+
+
+# -- Apache -------------------------------------------------------------------------
+
+
+def apache_modules(protocol="fcgi", *, fcgid=False):
+    """Return the Apache modules a set-up needs (names as in ``a2enmod``)."""
+    if fcgid:
+        return APACHE_FCGID_MODULES
+    return APACHE_PROXY_MODULES[_as_protocol("protocol", protocol)]
+
+
+def apache(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80",
+           server_name="localhost", prefix="", secret=None, reuse=False, https=False):
+    """Return an Apache ``<VirtualHost>`` proxying to runfcgi.
+
+    mod_proxy_fcgi reaches a UNIX socket as ``unix:/path|fcgi://localhost/``;
+    mod_proxy_scgi and mod_proxy_ajp only over TCP.  ``secret`` is AJP's
+    shared secret; ``reuse`` keeps backend connections (``enablereuse=on``).
+    """
+    protocol, host, port, socket = backend(protocol, host, port, socket)
+    if socket and protocol != "fcgi":
+        raise OptionError(f"protocol={protocol!r}: Apache reaches it over TCP only; "
+                          "use host and port.")
+    if secret is not None and protocol != "ajp":
+        raise OptionError("secret is an AJP setting (protocol=ajp).")
+    scheme = {"fcgi": "fcgi", "scgi": "scgi", "ajp": "ajp"}[protocol]
+    if socket:
+        proxy_url = f"unix:{socket}|fcgi://localhost/"
+    else:
+        proxy_url = f"{scheme}://{_address(host, port)}/"
+    prefix = _as_prefix("prefix", prefix)
+    return render(
+        "apache.conf",
+        title=_title(protocol, host, port, socket, prefix),
+        runfcgi=" ".join(["manage.py runfcgi"] + runfcgi_words(protocol, host, port, socket)),
+        modules=list(apache_modules(protocol)),
+        protocol=protocol,
+        listen=_safe("listen", listen),
+        server_name=_safe("server_name", server_name),
+        proxy_url=proxy_url,
+        prefix=prefix,
+        prefix_regex=re.escape(prefix),
+        secret=secret and _safe("secret", secret),
+        reuse=reuse,
+        https=https,
+    )
+
+
+def apache_fcgid(docroot, *, listen="*:80", server_name="localhost",
+                 script_name="mysite.fcgi", max_body_bytes=64 * 1024 * 1024):
+    """Return a ``<VirtualHost>`` for the mod_fcgid recipe (with ``htaccess()``)."""
+    return render(
+        "apache-fcgid.conf",
+        title=f"mod_fcgid starts {script_name} (FastCGI over fd 0)",
+        docroot=_safe("docroot", docroot).rstrip("/"),
+        listen=_safe("listen", listen),
+        server_name=_safe("server_name", server_name),
+        script_name=_safe("script_name", script_name),
+        max_body_bytes=int(max_body_bytes),
+    )
+
+
+def htaccess(docroot="DOCUMENT_ROOT", *, script_name="mysite.fcgi"):
+    """Return the ``.htaccess`` of the mod_fcgid recipe."""
+    return render("htaccess", docroot=docroot, script_name=_safe("script_name", script_name))
+
+
+def fcgi_script(python, project_dir, settings, *, pythonpath=()):
+    """Return the ``mysite.fcgi`` script mod_fcgid runs.
+
+    ``pythonpath`` entries are put first on ``sys.path`` (the project itself
+    and, if needed, a virtualenv's site-packages).
+    """
+    return render(
+        "mysite.fcgi",
+        python=_safe("python", python),
+        project_dir=str(project_dir),
+        settings=str(settings),
+        pythonpath=[str(path) for path in pythonpath],
+    )
+
+
+def apache_main(root, site, *, host="127.0.0.1", port=80, modules=(), user="www-data",
+                group="www-data", modules_dir="/usr/lib/apache2/modules",
+                log_level="warn"):
+    """Return a whole httpd.conf that runs from ``root`` and includes ``site``.
+
+    ``modules`` are added to the few every set-up needs.
+    """
+    wanted = list(APACHE_BASE_MODULES)
+    wanted += [module for module in modules if module not in wanted]
+    return render(
+        "apache-main.conf",
+        root=_safe("root", root),
+        site=_safe("site", site),
+        host=_safe("host", host),
+        port=as_port("port", port),
+        modules=wanted,
+        modules_dir=_safe("modules_dir", modules_dir),
+        user=user and _safe("user", user),
+        group=group and _safe("group", group),
+        log_level=_safe("log_level", log_level),
+    )
+
+
+# -- lighttpd ---------------------------------------------------------------------------
+
+
+def lighttpd(protocol="fcgi", host=None, port=None, socket=None, *, prefix="",
+             fix_root=True, bin_path=None, bin_environment=None):
+    """Return lighttpd directives sending ``prefix`` to runfcgi.
+
+    With ``bin_path`` (a command line, e.g. ``/venv/bin/python manage.py
+    runfcgi``) lighttpd starts the application itself on ``socket`` and passes
+    it on fd 0.  ``fix_root`` matters at the root: without it lighttpd splits
+    the first path segment off into SCRIPT_NAME.
+    """
+    protocol, host, port, socket = backend(protocol, host, port, socket)
+    module, directive = LIGHTTPD_BACKENDS[protocol]
+    prefix = _as_prefix("prefix", prefix)
+    environment = sorted((bin_environment or {}).items())
+    for name, value in environment:
+        _safe(f"bin_environment[{name!r}]", value)
+    return render(
+        "lighttpd.conf",
+        title=_title(protocol, host, port, socket, prefix)
+        + (" (lighttpd starts it)" if bin_path else ""),
+        module=module,
+        directive=directive,
+        mount=prefix or "/",
+        host=host,
+        port=port,
+        socket=socket,
+        fix_root=fix_root and not prefix,
+        bin_path=bin_path and _as_command("bin_path", bin_path),
+        bin_environment=environment,
+    )
+
+
+def _as_command(name, value):
+    if any(c in value for c in "\"\\$\n"):
+        raise OptionError(f"{name}={value!r} cannot hold quotes, backslashes or $.")
+    return value
+
+
+def lighttpd_main(root, site, *, host="127.0.0.1", port=80, max_body_kbytes=65536):
+    """Return a whole lighttpd.conf that runs from ``root`` and includes ``site``."""
+    return render("lighttpd-main.conf", root=_safe("root", root), site=_safe("site", site),
+                  host=_safe("host", host), port=as_port("port", port),
+                  max_body_kbytes=int(max_body_kbytes))
+
+
+# -- systemd ---------------------------------------------------------------------------
+
+
+def systemd(protocol="fcgi", host=None, port=None, socket=None, *, python,
+            project_dir, settings, unit="django-fcgi", user="www-data",
+            group="www-data", method="prefork", umask=None):
+    """Return a systemd service unit running runfcgi in the foreground.
+
+    A socket under ``/run/<name>/`` gets ``RuntimeDirectory=<name>`` so
+    systemd creates the directory for the service's user.
+    """
+    protocol, host, port, socket = backend(protocol, host, port, socket)
+    if socket and umask is None:
+        umask = "007"  # the socket readable by the web server's group, no one else
+    runtime_directory = None
+    if socket:
+        parts = socket.split("/")
+        if len(parts) == 4 and parts[1] == "run":
+            runtime_directory = parts[2]
+    words = runfcgi_words(protocol, host, port, socket, method=method,
+                          daemonize="false", umask=umask)
+    command = [_safe("python", python), "manage.py", "runfcgi"] + words
+    return render(
+        "systemd.service",
+        title=_title(protocol, host, port, socket, ""),
+        protocol_name=PROTOCOL_NAMES[protocol],
+        unit=_safe("unit", unit),
+        user=_safe("user", user),
+        group=_safe("group", group),
+        project_dir=_safe("project_dir", project_dir),
+        settings=_safe("settings", settings),
+        runtime_directory=runtime_directory,
+        exec_start=shlex.join(command),
+    )
+
+
+def _title(protocol, host, port, socket, prefix):
+    where = f"UNIX socket {socket}" if socket else _address(host, port)
+    mount = f" under {prefix}/" if prefix else ""
+    return f"Django{mount} over {PROTOCOL_NAMES[protocol]} to {where}"

@@ -1,0 +1,337 @@
+"""What the three protocol handlers share.
+
+A protocol handler runs one accepted connection to completion
+(``handle_connection``).  It is built from flup's protocol classes, but the
+WSGI side (start_response, the response loop, error pages) is ours for all
+three protocols, because flup's version is where most defects live: it
+imports ``cgitb`` (removed in Python 3.13) for debug pages, writes large
+bodies in quadratic time, sends AJP errors with status 200, and rebuilds
+PATH_INFO before we can see what the web server really sent.
+
+The pools (prefork, threaded) set two attributes on a handler:
+
+* ``stop_notice``: a ``signals.Notice``; once set, connections close at
+  their next idle moment (between requests), never in the middle of one.
+* ``on_request_done``: called after every request (prefork counts them for
+  ``maxrequests``).
+"""
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import sys
+import traceback
+
+from .environ import fix_environ
+from .signals import wait_readable
+
+log = logging.getLogger("runfcgi_compat")
+
+# Errors that mean "the web server (or its client) went away": worth one log
+# line, never a traceback.
+CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+class ClientGone(Exception):
+    """The peer closed or aborted the request; stop writing the response."""
+
+
+class ProtocolError(Exception):
+    """The peer sent something we cannot parse; the connection is closed."""
+
+
+def is_client_gone(exc):
+    if isinstance(exc, (ClientGone,) + CLIENT_GONE):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ECONNRESET)
+
+
+# -- allowed peers ------------------------------------------------------------
+
+
+def parse_allowed_peers(text):
+    """Parse FCGI_WEB_SERVER_ADDRS ("ip,ip,...") into a set of addresses.
+
+    Return None (allow every peer) when the text is unset or blank.
+    """
+    if text is None or not text.strip():
+        return None
+    allowed = set()
+    for word in text.split(","):
+        word = word.strip()
+        if not word:
+            continue
+        try:
+            allowed.add(ipaddress.ip_address(word.strip("[]")))
+        except ValueError:
+            log.warning("FCGI_WEB_SERVER_ADDRS: ignoring %r, not an IP address", word)
+    return allowed
+
+
+def peer_allowed(family, addr, allowed):
+    """Return True if a peer may talk to us.
+
+    UNIX-socket peers are always allowed: file permissions guard the socket.
+    An IPv4 peer reaching an IPv6 socket appears as ::ffff:a.b.c.d and
+    matches the plain IPv4 entry.
+    """
+    if allowed is None or family not in (socket.AF_INET, socket.AF_INET6):
+        return True
+    try:
+        peer = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
+    except (ValueError, IndexError, TypeError):
+        return False
+    if peer in allowed:
+        return True
+    mapped = getattr(peer, "ipv4_mapped", None)
+    return mapped is not None and mapped in allowed
+
+
+def describe_peer(sock, addr):
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return "unix socket"
+    try:
+        host, port = addr[0], addr[1]
+    except (TypeError, IndexError):
+        return str(addr)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+# -- the WSGI side --------------------------------------------------------------
+
+
+class Response:
+    """One WSGI response, written through a protocol-specific ``transport``.
+
+    The transport implements ``send_head_and_body(status, headers, body)``,
+    ``send_body(body)`` and ``flush()``.  Headers are held back until the
+    first non-empty body chunk (PEP 3333) so that they travel with it.
+    """
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.status = None
+        self.headers = None
+        self.headers_sent = False
+        self.buffered = False  # True: flush once at the end, not per chunk.
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice without exc_info")
+        if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
+            raise AssertionError(f"invalid WSGI status {status!r}")
+        if not isinstance(headers, list):
+            raise AssertionError("WSGI response headers must be a list")
+        for header in headers:
+            if not (isinstance(header, tuple) and len(header) == 2
+                    and isinstance(header[0], str) and isinstance(header[1], str)):
+                raise AssertionError(f"invalid WSGI header {header!r}")
+        self.status, self.headers = status, headers
+        return self.write
+
+    def write(self, data):
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        if not self.headers_sent:
+            self.headers_sent = True
+            self.transport.send_head_and_body(self.status, self.headers, data)
+        elif data:
+            self.transport.send_body(data)
+        if not self.buffered:
+            self.transport.flush()
+
+    def finish(self):
+        if not self.headers_sent:
+            self.write(b"")
+        self.transport.flush()
+
+
+def run_app(app, environ, response):
+    """Call a WSGI app and stream its result into ``response``."""
+    result = app(environ, response.start_response)
+    try:
+        # Django's HttpResponse says whether it is streamed; lists and
+        # tuples are complete.  A complete body is sent with one flush, so
+        # headers, body and the end-of-request record share one syscall.
+        response.buffered = isinstance(result, (list, tuple)) or (
+            getattr(result, "streaming", None) is False
+        )
+        for chunk in result:
+            if chunk:
+                response.write(chunk)
+        response.finish()
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+
+def error_page(debug, exc_info):
+    """Return (status, headers, body) for an exception that escaped the app.
+
+    With debug a plain-text traceback; never ``cgitb``, which Python 3.13
+    removed (flup's debug page crashed the request there).
+    """
+    if debug:
+        text = "".join(traceback.format_exception(*exc_info))
+        body = ("Unhandled exception in the application:\n\n" + text).encode(
+            "utf-8", "replace"
+        )
+        content_type = "text/plain; charset=utf-8"
+    else:
+        body = b"Internal Server Error\n"
+        content_type = "text/plain; charset=utf-8"
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    return "500 Internal Server Error", headers, body
+
+
+def encode_head(status, headers):
+    """CGI-style response head shared by FastCGI and SCGI."""
+    lines = [f"Status: {status}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+# -- the handler base -------------------------------------------------------------
+
+
+class ProtocolHandler:
+    """Mixin for the protocol handlers: peers, waiting, WSGI calls, errors."""
+
+    protocol = None
+    # Seconds a connection may sit idle waiting for its (next) request.
+    # nginx's `fastcgi_keep_conn on` and Apache's AJP keep connections open;
+    # without a bound they pin workers/threads forever.
+    idle_timeout = 60.0
+    # Seconds to wait for the peer's EOF after our half-close, so unread
+    # request bytes do not turn close() into a reset that cuts the response.
+    linger_timeout = 5.0
+
+    def setup_handler(self, *, debug, multithreaded, multiprocess, max_conns):
+        self.app = None
+        self.debug = debug
+        self.wsgi_multithread = multithreaded
+        self.wsgi_multiprocess = multiprocess
+        self.max_conns = max_conns
+        self.allowed_peers = parse_allowed_peers(os.environ.get("FCGI_WEB_SERVER_ADDRS"))
+        self.stop_notice = None
+        self.on_request_done = None
+
+    def set_app(self, app):
+        self.app = app
+
+    # -- connection level
+
+    def handle_connection(self, sock, addr):
+        """Serve one accepted connection until it closes; never raise."""
+        peer = describe_peer(sock, addr)
+        try:
+            sock.setblocking(True)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                # Nagle + delayed ACK stalled every small write by ~40 ms.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not peer_allowed(sock.family, addr, self.allowed_peers):
+                log.warning("%s: connection from %s refused (not in "
+                            "FCGI_WEB_SERVER_ADDRS)", self.protocol, peer)
+                return
+            self.run_connection(sock, addr)
+        except ProtocolError as exc:
+            log.warning("%s: closing connection from %s: %s", self.protocol, peer, exc)
+        except Exception as exc:
+            if is_client_gone(exc):
+                log.info("%s: %s went away: %s", self.protocol, peer, exc)
+            else:
+                log.exception("%s: unexpected error on connection from %s",
+                              self.protocol, peer)
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def run_connection(self, sock, addr):
+        raise NotImplementedError
+
+    def wait_for_request(self, sock, first):
+        """Wait until ``sock`` has a request for us; False: close instead.
+
+        Between requests a stop (or reload) closes the connection at once.
+        A fresh connection's first request is normally already in the socket;
+        it is served even if the stop arrived meanwhile.
+        """
+        notice = self.stop_notice
+        if not first and notice is not None and notice.is_set():
+            return False
+        waiting_on = [sock] if notice is None else [sock, notice]
+        ready = wait_readable(waiting_on, self.idle_timeout)
+        if sock in ready:
+            return True
+        if not ready:
+            log.debug("%s: idle connection timed out after %ss",
+                      self.protocol, self.idle_timeout)
+        return False
+
+    def linger_close(self, sock):
+        """Half-close, read until the peer's EOF (bounded), then close."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while wait_readable([sock], self.linger_timeout):
+                if not sock.recv(65536):
+                    break
+            else:
+                pass
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    # -- request level
+
+    def base_environ(self, environ, wsgi_input, errors=None):
+        environ["wsgi.version"] = (1, 0)
+        environ["wsgi.input"] = wsgi_input
+        environ["wsgi.errors"] = errors if errors is not None else sys.stderr
+        environ["wsgi.multithread"] = self.wsgi_multithread
+        environ["wsgi.multiprocess"] = self.wsgi_multiprocess
+        environ["wsgi.run_once"] = False
+        environ.setdefault("wsgi.url_scheme", "http")
+        fix_environ(environ, self.protocol)
+        return environ
+
+    def serve_request(self, environ, transport):
+        """Run the app for one request; send an error page if it fails.
+
+        Raise ClientGone (or an OSError) when the peer is gone, and
+        ProtocolError-free re-raise when the response had already started:
+        the only honest thing left is to close the connection.
+        """
+        response = Response(transport)
+        try:
+            run_app(self.app, environ, response)
+        except Exception as exc:
+            if is_client_gone(exc):
+                raise
+            where = f"{environ.get('REQUEST_METHOD', '?')} {environ.get('REQUEST_URI') or environ.get('PATH_INFO', '')}"
+            if response.headers_sent:
+                log.exception("%s: exception after the response to %s started; "
+                              "closing the connection", self.protocol, where)
+                raise ClientGone("response aborted by the application") from exc
+            log.exception("%s: unhandled exception in the application for %s",
+                          self.protocol, where)
+            status, headers, body = error_page(self.debug, sys.exc_info())
+            response = Response(transport)
+            response.buffered = True
+            response.start_response(status, headers)
+            response.write(body)
+            response.finish()
+        finally:
+            if self.on_request_done is not None:
+                self.on_request_done()

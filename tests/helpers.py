@@ -1,0 +1,84 @@
+"""Helpers shared by the tests: run commands, find free ports, wait for sockets."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "example"
+
+
+def free_port(host="127.0.0.1"):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def example_env(**extra):
+    """Environment for a process running the example project (no checkout on the path)."""
+    env = dict(os.environ)
+    env.pop("RUNFCGI_TEST_WHEEL", None)
+    env["PYTHONPATH"] = str(EXAMPLE)
+    env["DJANGO_SETTINGS_MODULE"] = "exampleproject.settings"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def manage_command(*words):
+    return [sys.executable, str(EXAMPLE / "manage.py"), *words]
+
+
+def run_manage(*words, timeout=60, **popen):
+    """Run ``manage.py words...`` to completion; return (stdout, stderr, exit code)."""
+    popen.setdefault("env", example_env())
+    done = subprocess.run(manage_command(*words), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, **popen)
+    return done.stdout, done.stderr, done.returncode
+
+
+def wait_for_connect(address, timeout=30.0, process=None):
+    """Return once ``address`` ((host, port) or a UNIX path) accepts connections."""
+    deadline = time.monotonic() + timeout
+    family = socket.AF_UNIX if isinstance(address, (str, Path)) else (
+        socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    target = str(address) if family == socket.AF_UNIX else address
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before listening")
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(target)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"nothing listens on {address} after {timeout} s")
+        time.sleep(0.05)
+
+
+def wait_for_exit(pid, timeout=15.0):
+    """Return True once ``pid`` is gone (reaping it if it is our child)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return True
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def kill_quietly(pid, sig=9):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

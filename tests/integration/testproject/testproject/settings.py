@@ -1,0 +1,15 @@
+"""Settings of the Django project the integration tests serve through real web servers."""
+import os
+
+SECRET_KEY = "runfcgi-compat-integration-tests-only"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+INSTALLED_APPS = ["runfcgi_compat"]
+MIDDLEWARE = []
+ROOT_URLCONF = "testproject.urls"
+DATABASES = {}
+USE_TZ = True
+# Some set-ups cannot tell the mount point (Apache ProxyPass under a prefix).
+FORCE_SCRIPT_NAME = os.environ.get("TESTPROJECT_FORCE_SCRIPT_NAME")
+# The views read bodies as streams; nothing here may cap them.
+DATA_UPLOAD_MAX_MEMORY_SIZE = None

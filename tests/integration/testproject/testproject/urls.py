@@ -1,0 +1,10 @@
+from django.urls import path, re_path
+
+from . import views
+
+urlpatterns = [
+    path("stream/<int:size>", views.stream),
+    path("error/", views.error),
+    path("upload/", views.upload),
+    re_path(r"^(?P<rest>.*)$", views.echo),
+]

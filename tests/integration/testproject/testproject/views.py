@@ -1,0 +1,56 @@
+"""Views that show what Django received, to check each front end end to end."""
+import hashlib
+
+from django.http import JsonResponse, StreamingHttpResponse
+from django.urls import get_script_prefix
+
+CHUNK = 64 * 1024
+# The streamed body: a fixed pattern the test can recompute.
+PATTERN = bytes(range(256)) * (CHUNK // 256)
+
+
+def _digest(request):
+    """Read the body in chunks; return (length, sha256 hex)."""
+    digest = hashlib.sha256()
+    length = 0
+    while True:
+        chunk = request.read(CHUNK)
+        if not chunk:
+            return length, digest.hexdigest()
+        length += len(chunk)
+        digest.update(chunk)
+
+
+def echo(request, rest):
+    body_len, body_sha256 = _digest(request)
+    return JsonResponse({
+        "path": request.path,
+        "path_info": request.path_info,
+        "script_name": request.META.get("SCRIPT_NAME"),
+        "script_prefix": get_script_prefix(),
+        "query": {key: request.GET.getlist(key) for key in request.GET},
+        "method": request.method,
+        "is_secure": request.is_secure(),
+        "body_len": body_len,
+        "body_sha256": body_sha256,
+        "server_software": request.META.get("SERVER_SOFTWARE", ""),
+    })
+
+
+def upload(request):
+    body_len, body_sha256 = _digest(request)
+    return JsonResponse({"body_len": body_len, "body_sha256": body_sha256})
+
+
+def stream(request, size):
+    def chunks():
+        left = size
+        while left > 0:
+            yield PATTERN[:min(left, CHUNK)]
+            left -= CHUNK
+
+    return StreamingHttpResponse(chunks(), content_type="application/octet-stream")
+
+
+def error(request):
+    raise RuntimeError("testproject error view: this text must not reach the client")

@@ -1,0 +1,108 @@
+"""runner.py: the start-up checklist, with the server factory as the seam."""
+import io
+import os
+import stat
+
+import pytest
+
+from runfcgi_compat import runner
+from runfcgi_compat.errors import StartupError
+from runfcgi_compat.options import parse_words
+from tests.helpers import free_port
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+class FakeServer:
+    """Records what the runner hands over, and what the filesystem looks like then."""
+
+    def __init__(self, tmp_path):
+        self.calls = []
+        self.tmp_path = tmp_path
+
+    def factory(self, options, load_app, **kwargs):
+        self.calls.append(("make", options, load_app, sorted(kwargs)))
+        return self
+
+    def serve(self, sock):
+        self.calls.append(("serve", sock.getsockname(), sorted(os.listdir(self.tmp_path))))
+        self.mode = stat.S_IMODE(os.stat(sock.getsockname()).st_mode) if isinstance(
+            sock.getsockname(), str) else None
+
+
+def run(words, fake, **kwargs):
+    out = io.StringIO()
+    runner.run(parse_words(words), load_app=lambda: app, server_factory=fake.factory,
+               stdout=out, **kwargs)
+    return out.getvalue()
+
+
+def test_unix_socket_pidfile_umask_then_cleanup(tmp_path):
+    fake = FakeServer(tmp_path)
+    sock, pid = str(tmp_path / "s.sock"), str(tmp_path / "s.pid")
+    old = os.umask(0o022)
+    try:
+        out = run([f"socket={sock}", f"pidfile={pid}", "umask=007", "daemonize=false"], fake)
+    finally:
+        os.umask(old)
+    make, serve = fake.calls
+    assert make[0] == "make" and make[1].socket == sock
+    assert make[2]() is app
+    assert make[3] == ["on_reopen_logs"]
+    assert serve == ("serve", sock, ["s.pid", "s.sock"])
+    assert fake.mode == 0o770  # umask applied without daemonizing
+    assert os.listdir(tmp_path) == []  # pidfile and socket removed at exit
+    assert out == (f"runfcgi: serving fcgi on unix:{sock}, prefork (2-5 spare, at most 50 "
+                   f"workers), pid {os.getpid()}, foreground\n")
+
+
+def test_verbosity_zero_is_quiet(tmp_path):
+    fake = FakeServer(tmp_path)
+    port = free_port()
+    assert run(["host=127.0.0.1", f"port={port}", "daemonize=false"], fake, verbosity=0) == ""
+    assert fake.calls[1][1] == ("127.0.0.1", port)
+
+
+def test_missing_workdir_is_refused_before_anything(tmp_path):
+    fake = FakeServer(tmp_path)
+    with pytest.raises(StartupError, match=r"^workdir='/no/such' is not an existing directory\.$"):
+        run([f"socket={tmp_path}/s.sock", "workdir=/no/such"], fake)
+    assert fake.calls == [] and os.listdir(tmp_path) == []
+
+
+def test_log_in_missing_directory_is_refused(tmp_path):
+    fake = FakeServer(tmp_path)
+    log = str(tmp_path / "nope" / "err.log")
+    with pytest.raises(StartupError) as caught:
+        run([f"socket={tmp_path}/s.sock", f"errlog={log}", "daemonize=false"], fake)
+    assert str(caught.value) == (
+        f"errlog={log!r}: directory {str(tmp_path / 'nope')!r} does not exist.")
+    assert fake.calls == [] and os.listdir(tmp_path) == []
+
+
+def test_app_that_fails_to_load_leaves_nothing(tmp_path):
+    fake = FakeServer(tmp_path)
+
+    def broken():
+        raise ImportError("No module named 'mysite.wsgi'")
+
+    with pytest.raises(StartupError) as caught:
+        runner.run(parse_words([f"socket={tmp_path}/s.sock", f"pidfile={tmp_path}/s.pid"]),
+                   load_app=broken, server_factory=fake.factory, stdout=io.StringIO())
+    assert str(caught.value) == (
+        "cannot load the project's WSGI application: No module named 'mysite.wsgi'")
+    assert fake.calls == [] and os.listdir(tmp_path) == []
+
+
+def test_factory_failure_removes_pidfile_and_socket(tmp_path):
+    def factory(options, load_app, **kwargs):
+        raise RuntimeError("no such protocol handler")
+
+    with pytest.raises(RuntimeError):
+        runner.run(parse_words([f"socket={tmp_path}/s.sock", f"pidfile={tmp_path}/s.pid",
+                                "daemonize=false"]),
+                   load_app=lambda: app, server_factory=factory, stdout=io.StringIO())
+    assert os.listdir(tmp_path) == []

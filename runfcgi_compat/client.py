@@ -35,6 +35,7 @@ __all__ = [
     "AJPConnection",
     "ClientError",
     "ConnectionClosed",
+    "ProtocolError",
     "FastCGIConnection",
     "Response",
     "ajp_cping",
@@ -59,6 +60,10 @@ class ClientError(OSError):
 
 class ConnectionClosed(ClientError):
     """The server hung up before its answer was complete."""
+
+
+class ProtocolError(ClientError):
+    """The server answered, but not in the protocol spoken to it."""
 
 
 @dataclasses.dataclass
@@ -198,6 +203,10 @@ class _Channel:
         except socket.timeout as exc:
             raise self.error(f"did not answer within {self.timeout:g} s ({what})",
                              exc) from None
+        except ConnectionResetError as exc:
+            # A server that closes with our bytes still unread resets instead.
+            raise ConnectionClosed(f"{self.where} reset the connection while {what}",
+                                   self.address, exc) from None
         except OSError as exc:
             raise self.error(f"failed while {what} ({_reason_of(exc)})", exc) from None
         self._buffer += chunk
@@ -222,6 +231,9 @@ class _Channel:
 
     def error(self, text, cause=None):
         return ClientError(f"{self.where} {text}", self.address, cause)
+
+    def protocol_error(self, text):
+        return ProtocolError(f"{self.where} {text}", self.address)
 
 
 # -- CGI variables and CGI-style answers -----------------------------------------
@@ -310,7 +322,7 @@ def _parse_cgi_response(data, where="the server"):
     if bare != -1 and (end == -1 or bare < end):
         end, skip = bare, 2
     if end == -1:
-        raise ClientError(f"{where} sent an answer with no end of headers "
+        raise ProtocolError(f"{where} sent an answer with no end of headers "
                           f"({len(data)} bytes: {data[:60]!r})")
     head = data[:end].decode("latin-1")
     body = data[end + skip:]
@@ -322,7 +334,7 @@ def _parse_cgi_response(data, where="the server"):
     for line in lines:
         name, colon, value = line.partition(":")
         if not colon or not name.strip():
-            raise ClientError(f"{where} sent a malformed header line: {line!r}")
+            raise ProtocolError(f"{where} sent a malformed header line: {line!r}")
         name, value = name.strip(), value.strip()
         if name.lower() == "status":
             status, reason = _split_status(value, where)
@@ -337,7 +349,7 @@ def _parse_cgi_response(data, where="the server"):
 def _split_status(text, where):
     code, _, reason = text.strip().partition(" ")
     if not (len(code) == 3 and code.isdigit()):
-        raise ClientError(f"{where} sent a bad status: {text!r}")
+        raise ProtocolError(f"{where} sent a bad status: {text!r}")
     status = int(code)
     if not reason:
         try:
@@ -382,11 +394,34 @@ def _fcgi_record(record_type, content=b"", request_id=1):
             + content + b"\0" * padding)
 
 
-def _fcgi_stream(record_type, data, request_id=1, chunk=FCGI_MAX_CONTENT):
+def _fcgi_stream(record_type, data, request_id=1, chunk=FCGI_STDIN_CHUNK):
     """Return ``data`` as records of at most ``chunk`` bytes, then the empty one."""
     records = [_fcgi_record(record_type, data[start:start + chunk], request_id)
                for start in range(0, len(data), chunk)]
     records.append(_fcgi_record(record_type, b"", request_id))
+    return b"".join(records)
+
+
+def _fcgi_params(env):
+    """Return the PARAMS stream for ``env``, each pair whole in one record if it fits.
+
+    The spec lets a pair run on into the next record, but some servers (flup
+    1.0.3 among them) decode each record alone and cut such a pair short, so
+    only a pair too long for any record is split.
+    """
+    records, batch = [], b""
+    for name, value in env.items():
+        pair = encode_pairs({name: value})
+        if batch and len(batch) + len(pair) > FCGI_MAX_CONTENT:
+            records.append(_fcgi_record(FCGI_PARAMS, batch))
+            batch = b""
+        batch += pair
+        while len(batch) > FCGI_MAX_CONTENT:
+            records.append(_fcgi_record(FCGI_PARAMS, batch[:FCGI_MAX_CONTENT]))
+            batch = batch[FCGI_MAX_CONTENT:]
+    if batch:
+        records.append(_fcgi_record(FCGI_PARAMS, batch))
+    records.append(_fcgi_record(FCGI_PARAMS))
     return b"".join(records)
 
 
@@ -473,11 +508,11 @@ class FastCGIConnection:
         env = cgi_params(method, path, query, _header_pairs(headers), body, params)
         begin = struct.pack(">HB5x", FCGI_RESPONDER, FCGI_KEEP_CONN if keep_conn else 0)
         head = (_fcgi_record(FCGI_BEGIN_REQUEST, begin)
-                + _fcgi_stream(FCGI_PARAMS, encode_pairs(env)))
+                + _fcgi_params(env))
         self.requests_sent += 1
         if len(body) <= FCGI_STDIN_CHUNK:
             # Small requests go out in one write: one segment, one wake-up.
-            channel.send(head + _fcgi_stream(FCGI_STDIN, body, chunk=FCGI_STDIN_CHUNK))
+            channel.send(head + _fcgi_stream(FCGI_STDIN, body))
         elif channel.send(head):
             for start in range(0, len(body), FCGI_STDIN_CHUNK):
                 piece = body[start:start + FCGI_STDIN_CHUNK]
@@ -497,7 +532,7 @@ class FastCGIConnection:
         header = channel.read_exactly(FCGI_HEADER.size, what)
         version, record_type, request_id, length, padding = FCGI_HEADER.unpack(header)
         if version != FCGI_VERSION:
-            raise channel.error(f"sent something that is not a FastCGI record "
+            raise channel.protocol_error(f"sent something that is not a FastCGI record "
                                 f"(first bytes {header!r}) while {what}")
         content = channel.read_exactly(length + padding, what)[:length]
         return record_type, request_id, content
@@ -508,10 +543,10 @@ class FastCGIConnection:
         while True:
             record_type, request_id, content = self._read_record("reading the response")
             if record_type == FCGI_UNKNOWN_TYPE:
-                raise channel.error("answered FCGI_UNKNOWN_TYPE: it does not "
+                raise channel.protocol_error("answered FCGI_UNKNOWN_TYPE: it does not "
                                     f"understand record type {content[:1]!r}")
             if request_id != 1:
-                raise channel.error(f"sent a record for request id {request_id}, "
+                raise channel.protocol_error(f"sent a record for request id {request_id}, "
                                     "but only request 1 was sent")
             if record_type == FCGI_STDOUT:
                 stdout += content
@@ -519,16 +554,16 @@ class FastCGIConnection:
                 stderr += content
             elif record_type == FCGI_END_REQUEST:
                 if len(content) < 8:
-                    raise channel.error("sent a short FCGI_END_REQUEST record")
+                    raise channel.protocol_error("sent a short FCGI_END_REQUEST record")
                 _app_status, protocol_status = struct.unpack_from(">IB", content)
                 if protocol_status in FCGI_REFUSALS:
                     raise channel.error(
                         f"refused the request ({FCGI_REFUSALS[protocol_status]})")
                 break
             else:
-                raise channel.error(f"sent an unexpected record of type {record_type}")
+                raise channel.protocol_error(f"sent an unexpected record of type {record_type}")
         if not stdout:
-            raise channel.error("ended the request without any output")
+            raise channel.protocol_error("ended the request without any output")
         status, reason, headers, body = _parse_cgi_response(bytes(stdout), channel.where)
         return Response(status, reason, headers, body, bytes(stderr))
 
@@ -539,12 +574,12 @@ class FastCGIConnection:
         channel.send(_fcgi_record(FCGI_GET_VALUES, query, request_id=0))
         record_type, request_id, content = self._read_record("reading FCGI_GET_VALUES_RESULT")
         if record_type != FCGI_GET_VALUES_RESULT or request_id != 0:
-            raise channel.error(f"answered FCGI_GET_VALUES with a record of type "
+            raise channel.protocol_error(f"answered FCGI_GET_VALUES with a record of type "
                                 f"{record_type} for request id {request_id}")
         try:
             return decode_pairs(content)
         except ValueError as exc:
-            raise channel.error(f"sent {exc} in FCGI_GET_VALUES_RESULT") from None
+            raise channel.protocol_error(f"sent {exc} in FCGI_GET_VALUES_RESULT") from None
 
 
 def get_values(address, names=("FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"),
@@ -577,7 +612,8 @@ def _scgi_request(address, method, path, query, headers, body, params, timeout):
     finally:
         channel.close()
     if not data:
-        raise channel.error("closed the connection without answering")
+        raise ConnectionClosed(f"{channel.where} closed the connection without answering",
+                               address)
     status, reason, response_headers, response_body = _parse_cgi_response(
         data, channel.where)
     return Response(status, reason, response_headers, response_body)
@@ -666,7 +702,7 @@ class AJPConnection:
             return False
         try:
             packet_type, _ = self._read_packet("waiting for CPONG")
-        except ConnectionClosed:
+        except (ConnectionClosed, ProtocolError):
             return False
         return packet_type == AJP_CPONG
 
@@ -689,12 +725,22 @@ class AJPConnection:
             sent = len(first)
             first = _ajp_packet(struct.pack(">H", len(first)) + first)
         channel.send(forward + first)
+        try:
+            response = self._read_response(body, sent)
+        except struct.error:
+            raise channel.protocol_error("sent a truncated AJP packet") from None
+        response.elapsed = time.perf_counter() - started
+        return response
+
+    def _read_response(self, body, sent):
+        """Read packets up to END_RESPONSE, handing out the body as asked."""
+        channel = self._channel
         status = reason = None
-        response_headers, chunks = [], []
+        headers, chunks = [], []
         while True:
             packet_type, payload = self._read_packet("reading the response")
             if packet_type == AJP_SEND_HEADERS:
-                status, reason, response_headers = self._parse_headers(payload)
+                status, reason, headers = self._parse_headers(payload)
             elif packet_type == AJP_SEND_BODY_CHUNK:
                 (size,) = struct.unpack_from(">H", payload, 1)
                 chunks.append(payload[3:3 + size])
@@ -709,12 +755,11 @@ class AJPConnection:
                 self.reusable = payload[1:2] == b"\x01"
                 break
             else:
-                raise channel.error(f"sent an unexpected AJP packet of type {packet_type}")
+                raise channel.protocol_error(
+                    f"sent an unexpected AJP packet of type {packet_type}")
         if status is None:
-            raise channel.error("ended the response without sending headers")
-        response = Response(status, reason, response_headers, b"".join(chunks))
-        response.elapsed = time.perf_counter() - started
-        return response
+            raise channel.protocol_error("ended the response without sending headers")
+        return Response(status, reason, headers, b"".join(chunks))
 
     def _forward_request(self, method, path, query, headers, body, params, secret):
         method = method.upper()
@@ -766,11 +811,11 @@ class AJPConnection:
         channel = self._channel
         header = channel.read_exactly(4, what)
         if header[:2] != AJP_FROM_CONTAINER:
-            raise channel.error(f"sent something that is not an AJP packet "
+            raise channel.protocol_error(f"sent something that is not an AJP packet "
                                 f"(first bytes {header!r}) while {what}")
         (size,) = struct.unpack_from(">H", header, 2)
         if size == 0:
-            raise channel.error(f"sent an empty AJP packet while {what}")
+            raise channel.protocol_error(f"sent an empty AJP packet while {what}")
         payload = channel.read_exactly(size, what)
         return payload[0], payload
 
@@ -804,7 +849,7 @@ class AJPConnection:
                     name = string()
                 headers.append((name, string()))
         except struct.error:
-            raise self._channel.error("sent a truncated SEND_HEADERS packet") from None
+            raise self._channel.protocol_error("sent a truncated SEND_HEADERS packet") from None
         if not reason:
             reason = _split_status(str(status), self._channel.where)[1]
         return status, reason, headers

@@ -65,7 +65,8 @@ def listen_tcp(host, port):
     except OSError as exc:
         sock.close()
         raise StartupError(f"{where}: {describe(exc)}") from None
-    shown = f"[{address[0]}]:{address[1]}" if family == socket.AF_INET6 else f"{address[0]}:{address[1]}"
+    host_shown = f"[{address[0]}]" if family == socket.AF_INET6 else address[0]
+    shown = f"{host_shown}:{address[1]}"
     return Listener(sock, shown)
 
 
@@ -102,7 +103,8 @@ def remove_if_stale(path):
         os.unlink(path)  # Left behind by a server that died: safe to replace.
         return
     except OSError as exc:
-        raise StartupError(f"socket={path}: cannot check the old socket ({describe(exc)})") from None
+        raise StartupError(
+            f"socket={path}: cannot check the old socket ({describe(exc)})") from None
     finally:
         probe.close()
     raise StartupError(f"socket={path} is in use by a running server.")

@@ -37,6 +37,10 @@ class ClientGone(Exception):
     """The peer closed or aborted the request; stop writing the response."""
 
 
+class ResponseAbandoned(ClientGone):
+    """The app failed after the response started; already logged."""
+
+
 class ProtocolError(Exception):
     """The peer sent something we cannot parse; the connection is closed."""
 
@@ -148,9 +152,10 @@ class Response:
             self.transport.flush()
 
     def finish(self):
+        """Send the head of an empty response; the protocol flushes the end
+        of the response together with its own end-of-request marker."""
         if not self.headers_sent:
             self.write(b"")
-        self.transport.flush()
 
 
 def run_app(app, environ, response):
@@ -243,6 +248,8 @@ class ProtocolHandler:
                             "FCGI_WEB_SERVER_ADDRS)", self.protocol, peer)
                 return
             self.run_connection(sock, addr)
+        except ResponseAbandoned:
+            pass
         except ProtocolError as exc:
             log.warning("%s: closing connection from %s: %s", self.protocol, peer, exc)
         except Exception as exc:
@@ -323,7 +330,7 @@ class ProtocolHandler:
             if response.headers_sent:
                 log.exception("%s: exception after the response to %s started; "
                               "closing the connection", self.protocol, where)
-                raise ClientGone("response aborted by the application") from exc
+                raise ResponseAbandoned("the application failed mid-response") from exc
             log.exception("%s: unhandled exception in the application for %s",
                           self.protocol, where)
             status, headers, body = error_page(self.debug, sys.exc_info())

@@ -1,26 +1,189 @@
-"""Make the WSGI environ right for Django (placeholder).
+"""Make each request's WSGI environ right for Django, whatever the web server sent.
 
-The protocol handlers call ``fix_environ(environ, protocol)`` once per
-request, right before the application.  This minimal version will be
-replaced by the full one (SCRIPT_NAME/PATH_INFO rebuilding, PEP 3333
-decoding); it only fills what every WSGI app needs.
+FastCGI, SCGI and AJP leave SCRIPT_NAME and PATH_INFO to the web server, and
+no two servers fill them the same way.  What they send for ``GET
+/caf%C3%A9/x?q=1`` (values as flup hands them over: latin-1 text of the raw
+bytes, so ``é`` arrives as ``Ã©``)::
+
+    nginx, stock fastcgi_params     SCRIPT_NAME=/café/x, no PATH_INFO
+    nginx, fastcgi_split_path_info  SCRIPT_NAME=/app, PATH_INFO=/café/x
+    nginx, stock scgi_params        REQUEST_URI only (raw, percent-encoded)
+    Apache mod_proxy_fcgi / _scgi   SCRIPT_NAME=/café/x, no PATH_INFO,
+                                    SCRIPT_FILENAME=proxy:fcgi://host:port/caf%C3%A9/x
+    Apache mod_proxy_ajp            the raw request URI, nothing else
+    Apache mod_fcgid + RewriteRule  SCRIPT_NAME=/mysite.fcgi, PATH_INFO=/café/x,
+                                    REDIRECT_URL=/café/x
+    lighttpd, mounted at /app       SCRIPT_NAME=/app, PATH_INFO=the rest
+    lighttpd at / + fix-root-...    SCRIPT_NAME="", PATH_INFO=/café/x
+    lighttpd at / without it        SCRIPT_NAME=/café, PATH_INFO=/x (needs
+                                    FORCE_SCRIPT_NAME = "": nothing in the
+                                    request tells it from a mount at /café)
+
+flup on its own turns several of these into a Django that routes every URL
+as ``/`` or sees ``/caf%C3%A9/x``.  ``fix_environ`` rebuilds the pair from
+what the server sent, checked against the URI the client asked for
+(``REQUEST_URI``, percent-decoded per PEP 3333), in this order:
+
+1. AJP sends no SCRIPT_NAME/PATH_INFO: the path is the request URI.
+2. The pair already adds up to the requested path: keep it (the fast path).
+3. The whole path came as SCRIPT_NAME (no PATH_INFO): the server did not
+   split.  The application is at the root, unless Apache's SCRIPT_FILENAME
+   (``proxy:fcgi://host:port/<backend path>``) shows a ``ProxyPass /app/``
+   mount.
+4. The pair adds up to the *raw* URI: decode it.
+5. SCRIPT_NAME is a leading part of the path and PATH_INFO is missing
+   (``scgi_param SCRIPT_NAME /app``): PATH_INFO is the rest.
+6. PATH_INFO ends the requested path but SCRIPT_NAME is something else
+   (an internal rewrite to ``mysite.fcgi``): the public prefix is what the
+   client sent before PATH_INFO -- the value Django itself derives from
+   SCRIPT_URL or REDIRECT_URL, which are used first when Apache sends them.
+7. Nothing matches (e.g. nginx merged ``//``): trust the server.
+
+``settings.FORCE_SCRIPT_NAME``, when set, wins over all of these: it becomes
+SCRIPT_NAME and is cut from the front of the path.  It is read once, on the
+first request (and again after ``override_settings`` changes it).
+
+``wsgi.url_scheme`` is ``https`` when the server says ``HTTPS`` is ``on``
+(any case) or ``1`` -- or, without HTTPS, when ``REQUEST_SCHEME`` is https.
 """
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote
 
-HTTPS_ON = ("on", "ON", "1", "On")
+_UNREAD = object()
+_force_script_name = _UNREAD
 
 
 def fix_environ(environ, protocol):
-    """Fix ``environ`` in place for a request that arrived over ``protocol``."""
-    if environ.get("HTTPS") in HTTPS_ON:
-        environ["wsgi.url_scheme"] = "https"
-    environ.setdefault("SCRIPT_NAME", "")
-    uri, _, query = environ.get("REQUEST_URI", "").partition("?")
-    if not environ.get("PATH_INFO") and uri:
-        # PEP 3333: PATH_INFO is the decoded path, as latin-1 "bytes in str".
-        path = unquote_to_bytes(uri).decode("latin-1")
-        script = environ["SCRIPT_NAME"]
-        environ["PATH_INFO"] = path[len(script):] if path.startswith(script) else path
-    environ.setdefault("PATH_INFO", "")
-    if not environ.get("QUERY_STRING"):
-        environ["QUERY_STRING"] = query
+    """Correct SCRIPT_NAME, PATH_INFO, QUERY_STRING and wsgi.url_scheme in place.
+
+    ``protocol`` is ``"fcgi"``, ``"scgi"`` or ``"ajp"``.  Safe to call on
+    params exactly as the server sent them, or after flup's own guesses.
+    """
+    https = environ.get("HTTPS")
+    if https is not None:
+        secure = https.lower() in ("on", "1")
+    else:
+        secure = environ.get("REQUEST_SCHEME", "").lower() == "https"
+    environ["wsgi.url_scheme"] = "https" if secure else "http"
+
+    request_uri = environ.get("REQUEST_URI")
+    if request_uri is not None:
+        raw, _, query = request_uri.partition("?")
+        if "QUERY_STRING" not in environ:
+            environ["QUERY_STRING"] = query
+    else:
+        raw = None
+        environ.setdefault("QUERY_STRING", "")
+
+    script, path_info = _split(environ, protocol, raw)
+    force = _forced_script_name()
+    if force is not None:
+        script, path_info = _apply_forced(force, script, path_info)
+    environ["SCRIPT_NAME"] = script
+    environ["PATH_INFO"] = path_info
+
+
+def _split(environ, protocol, raw):
+    """Return (SCRIPT_NAME, PATH_INFO), decoded, from what the server sent."""
+    script = environ.get("SCRIPT_NAME") or ""
+    path_info = environ.get("PATH_INFO") or ""
+    if raw is not None and not raw.startswith("/"):
+        raw = _path_of_absolute_uri(raw)
+    if raw is None:
+        # Nothing to check against: take the server's word.
+        return script, path_info
+    full = unquote(raw, encoding="latin-1") if "%" in raw else raw
+
+    if protocol == "ajp":
+        return "", full
+    if path_info and script + path_info == full:
+        return script, path_info
+    if not path_info:
+        if not script:
+            return "", full
+        if script == full or script == environ.get("DOCUMENT_URI") or _proxied(environ):
+            return _unsplit(environ, script)
+    if script + path_info == raw:
+        return _decode(script), _decode(path_info)
+    if not path_info and full.startswith(script) and full[len(script)] == "/":
+        return script, full[len(script):]
+    if path_info:
+        # Rewritten inside the server: the public prefix is what the client
+        # sent before PATH_INFO -- as Django itself reads SCRIPT_URL, then
+        # REDIRECT_URL (Apache's mod_rewrite), then the request URI.
+        for public in (environ.get("SCRIPT_URL"), environ.get("REDIRECT_URL"), full):
+            if public and public.endswith(path_info):
+                return public[: len(public) - len(path_info)], path_info
+    return script, path_info
+
+
+def _unsplit(environ, whole):
+    """The server sent the whole path as SCRIPT_NAME; find the mount point.
+
+    Apache's mod_proxy_fcgi/scgi put the URL they forward in SCRIPT_FILENAME
+    (``proxy:fcgi://host:port/x``); under ``ProxyPass /app/ fcgi://host:port/``
+    SCRIPT_NAME is ``/app/x``, so the mount point is ``/app``.
+    """
+    filename = environ.get("SCRIPT_FILENAME", "")
+    if filename.startswith("proxy:"):
+        scheme_end = filename.find("://")
+        path_start = filename.find("/", scheme_end + 3) if scheme_end > 0 else -1
+        if path_start > 0:
+            forwarded = _decode(filename[path_start:].partition("?")[0])
+            if forwarded != whole and whole.endswith(forwarded) and forwarded.startswith("/"):
+                return whole[: len(whole) - len(forwarded)], forwarded
+    return "", whole
+
+
+def _proxied(environ):
+    return environ.get("SCRIPT_FILENAME", "").startswith("proxy:")
+
+
+def _decode(text):
+    """Percent-decode to PEP 3333's form: latin-1 text of the raw bytes."""
+    return unquote(text, encoding="latin-1") if "%" in text else text
+
+
+def _path_of_absolute_uri(uri):
+    """Return the path of ``http://host/path``, or None for ``*`` and the like."""
+    scheme_end = uri.find("://")
+    if scheme_end < 0:
+        return None
+    path_start = uri.find("/", scheme_end + 3)
+    return uri[path_start:] if path_start >= 0 else "/"
+
+
+def _apply_forced(force, script, path_info):
+    """FORCE_SCRIPT_NAME is the prefix: cut it from the path the server gave."""
+    whole = script + path_info
+    if whole == force or whole.startswith(force + "/"):
+        return force, whole[len(force):]
+    return force, path_info
+
+
+def _forced_script_name():
+    """Return FORCE_SCRIPT_NAME without a trailing slash, or None; read once."""
+    global _force_script_name
+    if _force_script_name is _UNREAD:
+        from django.conf import settings
+
+        if not settings.configured:
+            return None
+        value = getattr(settings, "FORCE_SCRIPT_NAME", None)
+        _force_script_name = None if value is None else value.rstrip("/")
+    return _force_script_name
+
+
+def _forget_force_script_name(*, setting, **kwargs):
+    global _force_script_name
+    if setting == "FORCE_SCRIPT_NAME":
+        _force_script_name = _UNREAD
+
+
+def _connect_setting_changed():
+    from django.core.signals import setting_changed
+
+    setting_changed.connect(_forget_force_script_name,
+                            dispatch_uid="runfcgi_compat.servers.environ")
+
+
+_connect_setting_changed()

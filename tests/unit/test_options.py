@@ -150,5 +150,6 @@ def test_true_is_not_a_number():
 def test_help_lists_every_option_with_its_default():
     text = options.help_text()
     for option in options.OPTIONS:
-        line = next(line for line in text.splitlines() if line.strip().startswith(option.name + "="))
+        line = next(line for line in text.splitlines()
+                    if line.strip().startswith(option.name + "="))
         assert line.endswith(f"[{option.default_text}]"), line

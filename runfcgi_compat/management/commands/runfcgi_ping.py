@@ -12,10 +12,12 @@ a 4xx or 5xx — so it fits a deploy script or a monitoring check::
 
 The words are key=value, like ``runfcgi``'s, and the address options are
 checked by the same casters; a word starting with ``/`` is the path (with an
-optional ``?query``).
+optional ``?query``).  The Host header is the project's first plain
+``ALLOWED_HOSTS`` entry, so the project does not refuse its own ping.
 """
 import urllib.parse
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import client, options
@@ -83,6 +85,19 @@ def parse_words(words):
             urllib.parse.unquote(path), query, values.get("timeout", 10.0))
 
 
+def host_header():
+    """Return a Host this project accepts: its first plain ALLOWED_HOSTS entry.
+
+    Without it a project that allows only its own domain would answer the
+    ping with 400 (DisallowedHost).
+    """
+    for pattern in settings.ALLOWED_HOSTS:
+        name = pattern.lstrip(".")
+        if name and name != "*":
+            return name
+    return "localhost"
+
+
 class Command(BaseCommand):
     help = ("Sends one GET to a running runfcgi server over FastCGI, SCGI or AJP "
             "and prints the answer; exits non-zero on no answer or a 4xx/5xx.")
@@ -108,7 +123,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         try:
             response = client.request(address, protocol, path=path, query=query,
-                                      timeout=timeout)
+                                      headers={"Host": host_header()}, timeout=timeout)
         except client.ClientError as exc:
             raise CommandError(str(exc)) from None
 

@@ -1,0 +1,450 @@
+"""Write the parts of the docs that come from the code, at build time.
+
+Nothing under ``docs/_generated/`` is written by hand: before Sphinx reads a
+page, this extension asks the code for
+
+* the options reference (``options.rst``) and ``runfcgi help``'s text,
+  from the option table ``runfcgi_compat.options.OPTIONS``;
+* the error messages the docs quote (``errors-*.rst``), by feeding real
+  mistakes to the real parser and start-up checks;
+* every web server, systemd and shared-host configuration (``conf/*``), by
+  calling ``runfcgi_compat.frontends`` — the functions the integration tests
+  use to configure the real nginx, Apache and lighttpd they run;
+* the benchmark section (``performance.rst``), which shows
+  ``_static/bench.png`` only when that file exists.
+
+So a page cannot show an option, a default, a message or a configuration the
+code does not have.  The functions here import nothing from Sphinx, so
+``tests/unit/test_docs.py`` calls them directly.
+"""
+import inspect
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent
+GENERATED = DOCS / "_generated"
+BENCH_FIGURE = DOCS / "_static" / "bench.png"
+
+# Where the examples say the project lives; the names every page uses.
+SOCKET = "/run/mysite/fcgi.sock"
+PIDFILE = "/run/mysite/fcgi.pid"
+PROJECT = "/srv/mysite"
+PYTHON = "/srv/mysite/venv/bin/python"
+SETTINGS = "mysite.settings"
+PORT = 3033
+
+
+# -- the options reference ----------------------------------------------------
+
+
+def accepted_values(option):
+    """Return, in words, what ``option``'s caster accepts (read from the caster)."""
+    from runfcgi_compat import options as o
+
+    caster = option.caster
+    if caster is o.as_bool:
+        return (f"true: {', '.join(o.TRUE_WORDS)}; false: {', '.join(o.FALSE_WORDS)}; "
+                "a bare word means true")
+    if caster in (o.as_count, o.as_nonnegative, o.as_port):
+        low, high = _int_range(caster)
+        return f"a whole number from {low} to {high}"
+    if caster is o.as_octal:
+        return "an octal number from 000 to 777, e.g. 022 or 0o022"
+    if caster is o.as_host:
+        return "a host name, an IPv4 address, or an IPv6 address (brackets optional)"
+    if caster is o.as_path:
+        return "a path; a relative path is taken from the directory runfcgi starts in"
+    if caster.__name__ == "as_choice":
+        free = inspect.getclosurevars(caster).nonlocals
+        words = ", ".join(free["names"])
+        aliases = ", ".join(f"{alias} for {name}" for alias, name in free["aliases"].items())
+        return f"{words} (aliases: {aliases})" if aliases else words
+    raise LookupError(
+        f"docs/_ext/runfcgi_docs.py cannot describe the caster of {option.name!r} "
+        f"({caster.__name__}): teach accepted_values() about it."
+    )
+
+
+def _int_range(caster):
+    """Read a number caster's range from the message it gives for -1."""
+    from runfcgi_compat.options import OptionError
+
+    try:
+        caster("n", -1)
+    except OptionError as exc:
+        found = re.search(r"from (\d+) to (\d+)", str(exc))
+        if found:
+            return tuple(f"{int(number):,}" for number in found.groups())
+    raise LookupError(f"cannot read the range of {caster.__name__}")
+
+
+def options_reference():
+    """Return the reStructuredText of the options reference."""
+    from runfcgi_compat.options import OPTIONS
+
+    out = [
+        ".. This file is generated from runfcgi_compat.options.OPTIONS",
+        "   by docs/_ext/runfcgi_docs.py.  Do not edit it.",
+        "",
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 20 15 65",
+        "",
+        "   * - Option",
+        "     - Default",
+        "     - Meaning",
+    ]
+    for option in OPTIONS:
+        out += [
+            f"   * - :option:`{option.name} <runfcgi {option.name}>`",
+            f"     - ``{option.default_text}``",
+            f"     - {option.help}",
+        ]
+    out += ["", ".. program:: runfcgi", ""]
+    for option in OPTIONS:
+        out += [
+            f".. option:: {option.name}={option.metavar}",
+            "",
+            f"   {option.help}",
+            "",
+            f"   :Default: ``{option.default_text}``",
+            f"   :Accepts: {accepted_values(option)}",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def help_output():
+    """Return what ``manage.py runfcgi help`` prints, as a literal block."""
+    from runfcgi_compat.options import help_text
+
+    return ".. code-block:: text\n\n" + textwrap.indent(help_text(), "   ") + "\n"
+
+
+# -- error messages, exactly as users see them ----------------------------------
+
+OPTION_MISTAKES = (
+    ("host=127.0.0.1", "port=80x"),
+    ("protocol=fastcgi",),
+    ("daemonise=false", "socket=/run/mysite/fcgi.sock"),
+    ("socket=/run/mysite/fcgi.sock", "port=3033"),
+    ("host=127.0.0.1",),
+    ("minspare=8", "maxspare=4"),
+    ("debug=maybe",),
+    ("umask=999",),
+    ("daemonize=true",),
+)
+
+
+def option_error(words):
+    """Return the message the parser gives for ``words`` (which must be wrong)."""
+    from runfcgi_compat.options import OptionError, parse_words
+
+    try:
+        parse_words(list(words))
+    except OptionError as exc:
+        return str(exc)
+    raise AssertionError(f"runfcgi {' '.join(words)} is accepted; pick another mistake")
+
+
+def option_errors():
+    """Return a console block: each mistake, its one line, and exit status 1."""
+    lines = []
+    for words in OPTION_MISTAKES:
+        lines += [f"$ ./manage.py runfcgi {' '.join(words)}",
+                  f"CommandError: {option_error(words)}"]
+    lines += ["$ echo $?", "1"]
+    return ".. code-block:: console\n\n" + textwrap.indent("\n".join(lines), "   ") + "\n"
+
+
+def runfastcgi_error():
+    """Return a Python session showing ``runfastcgi``'s error line and False."""
+    from runfcgi_compat.fastcgi import build_options
+    from runfcgi_compat.options import OptionError
+
+    try:
+        build_options(method="threded", daemonize="false")
+    except OptionError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("method='threded' is accepted")
+    session = (
+        '>>> runfastcgi(method="threded", daemonize="false")\n'
+        f"Error: {message}\n"
+        "False\n"
+    )
+    return ".. code-block:: pycon\n\n" + textwrap.indent(session, "   ") + "\n"
+
+
+def startup_errors():
+    """Return {name: message} for start-up failures, produced for real.
+
+    Each probe builds the situation in a temporary directory (a busy port, a
+    pidfile naming a live process, a live UNIX socket, a file in the way) and
+    keeps the message the start-up checks give; temporary paths and numbers
+    are then shown as the docs' usual ones.
+    """
+    from runfcgi_compat import pidfile, sockets
+    from runfcgi_compat.errors import StartupError
+
+    messages = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shown = {tmp: "/run/mysite"}
+
+        def keep(name, call, *args):
+            try:
+                call(*args)
+            except (StartupError, pidfile.PidfileError) as exc:
+                text = str(exc)
+            else:
+                raise AssertionError(f"the {name} probe did not fail")
+            # Longest first, so a path inside tmp is replaced before tmp itself.
+            for real in sorted(shown, key=len, reverse=True):
+                text = text.replace(real, shown[real])
+            messages[name] = text
+
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            shown[f"port={port}"] = f"port={PORT}"
+            keep("port-in-use", sockets.listen_tcp, "127.0.0.1", port)
+
+        live_pid = os.getppid()
+        shown[f"process {live_pid}"] = "process 4242"
+        pid_path = os.path.join(tmp, "fcgi.pid")
+        Path(pid_path).write_text(f"{live_pid}\n")
+        keep("pidfile-live", pidfile.check, pid_path)
+
+        sock_path = os.path.join(tmp, "fcgi.sock")
+        with socket.socket(socket.AF_UNIX) as live:
+            live.bind(sock_path)
+            live.listen()
+            keep("socket-in-use", sockets.listen_unix, sock_path)
+        os.unlink(sock_path)
+
+        Path(sock_path).write_text("not a socket")
+        keep("socket-not-a-socket", sockets.listen_unix, sock_path)
+
+        missing = os.path.join(tmp, "missing")
+        shown[missing] = "/run/mysite"
+        keep("socket-no-directory", sockets.listen_unix, os.path.join(missing, "fcgi.sock"))
+
+    # Standard input that is not a socket: probe in a child, whose fd 0 we choose.
+    probe = ("from runfcgi_compat import sockets\n"
+             "try:\n    sockets.fd0_socket()\n"
+             "except Exception as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", probe], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, check=True, timeout=60)
+    messages["no-socket"] = done.stdout.strip()
+    return messages
+
+
+def startup_errors_rst():
+    """Return one ``errors-startup-<name>.rst`` fragment per start-up message."""
+    return {
+        f"errors-startup-{name}.rst":
+            ".. code-block:: text\n\n" + textwrap.indent(f"CommandError: {text}", "   ") + "\n"
+        for name, text in startup_errors().items()
+    }
+
+
+# -- configurations, from runfcgi_compat.frontends ---------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """One configuration shown in the docs: ``frontends.<function>(**kwargs)``."""
+
+    filename: str
+    function: str
+    kwargs: dict = field(default_factory=dict)
+    args: tuple = ()
+    optional: bool = False  # shown only once frontends has the function
+
+
+EXAMPLES = (
+    # nginx
+    Example("nginx-unix.conf", "nginx", dict(socket=SOCKET, server_name="example.com")),
+    Example("nginx-tcp.conf", "nginx", dict(host="127.0.0.1", port=PORT,
+                                             server_name="example.com")),
+    Example("nginx-keepalive.conf", "nginx", dict(host="127.0.0.1", port=PORT, keepalive=16,
+                                                   server_name="example.com")),
+    Example("nginx-prefix.conf", "nginx", dict(socket=SOCKET, prefix="/app",
+                                                server_name="example.com")),
+    Example("nginx-https.conf", "nginx", dict(socket=SOCKET, https=True,
+                                               server_name="example.com")),
+    Example("nginx-static.conf", "nginx", dict(
+        socket=SOCKET, server_name="example.com", static_url="/static/",
+        static_root=f"{PROJECT}/static")),
+    Example("nginx-scgi.conf", "nginx", dict(protocol="scgi", host="127.0.0.1", port=PORT,
+                                              server_name="example.com")),
+    # Apache
+    Example("apache-fcgi-tcp.conf", "apache", dict(host="127.0.0.1", port=PORT,
+                                                    server_name="example.com")),
+    Example("apache-fcgi-unix.conf", "apache", dict(socket=SOCKET, server_name="example.com")),
+    Example("apache-fcgi-reuse.conf", "apache", dict(host="127.0.0.1", port=PORT, reuse=True,
+                                                      server_name="example.com")),
+    Example("apache-fcgi-prefix.conf", "apache", dict(host="127.0.0.1", port=PORT,
+                                                       prefix="/app",
+                                                       server_name="example.com")),
+    Example("apache-scgi.conf", "apache", dict(protocol="scgi", host="127.0.0.1", port=PORT,
+                                                server_name="example.com")),
+    Example("apache-ajp.conf", "apache", dict(protocol="ajp", host="127.0.0.1", port=8009,
+                                               secret="change-me",
+                                               server_name="example.com")),
+    Example("apache-fcgid.conf", "apache_fcgid", dict(server_name="example.com"),
+            args=("/home/user/public_html",)),
+    Example("htaccess", "htaccess", args=("/home/user/public_html",)),
+    Example("mysite.fcgi", "fcgi_script", dict(pythonpath=["/home/user/mysite"]),
+            args=("/home/user/venv/bin/python", "/home/user/mysite", SETTINGS)),
+    # lighttpd
+    Example("lighttpd-socket.conf", "lighttpd", dict(socket=SOCKET)),
+    Example("lighttpd-tcp.conf", "lighttpd", dict(host="127.0.0.1", port=PORT)),
+    Example("lighttpd-prefix.conf", "lighttpd", dict(socket=SOCKET, prefix="/app")),
+    Example("lighttpd-bin-path.conf", "lighttpd", dict(
+        socket="/run/lighttpd/mysite.sock",
+        bin_path=f"{PYTHON} {PROJECT}/manage.py runfcgi",
+        bin_environment={"DJANGO_SETTINGS_MODULE": SETTINGS})),
+    # systemd and log rotation
+    Example("django-fcgi.service", "systemd", dict(
+        socket=SOCKET, python=PYTHON, project_dir=PROJECT, settings=SETTINGS)),
+    Example("django-fcgi.socket", "systemd_socket", dict(socket=SOCKET), optional=True),
+    Example("django-fcgi-activated.service", "systemd", dict(
+        python=PYTHON, project_dir=PROJECT, settings=SETTINGS, activated=True),
+        optional=True),
+    Example("logrotate", "logrotate", dict(
+        logs=[f"/var/log/mysite/{name}.log" for name in ("out", "err")], pidfile=PIDFILE),
+        optional=True),
+)
+
+
+def _frontends():
+    from runfcgi_compat import frontends
+
+    return frontends
+
+
+def render_example(example):
+    """Return the text of ``example``, or None if it is optional and not there yet."""
+    function = getattr(_frontends(), example.function, None)
+    if function is None:
+        if example.optional:
+            return None
+        raise LookupError(f"runfcgi_compat.frontends.{example.function}() does not exist")
+    try:
+        return function(*example.args, **example.kwargs)
+    except TypeError:
+        if example.optional:  # the function exists but takes other arguments (yet)
+            return None
+        raise
+
+
+def missing_example_rst(example):
+    """Return the fragment used while an optional example has no generator: a
+    comment, so the page's prose stands alone until the file can be shown."""
+    return (f".. runfcgi_compat.frontends.{example.function}() does not exist yet;\n"
+            f"   {example.filename} will be shown here once it does.\n")
+
+
+def example_files():
+    """Return {relative path: text} for every configuration and its include stub.
+
+    ``conf/<file>`` is the configuration itself (pages ``literalinclude`` it);
+    ``conf/<file>.rst`` includes it with a caption, or says why it cannot.
+    """
+    files = {}
+    for example in EXAMPLES:
+        text = render_example(example)
+        stub = f"conf/{example.filename}.rst"
+        if text is None:
+            files[stub] = missing_example_rst(example)
+            continue
+        files[f"conf/{example.filename}"] = text
+        files[stub] = (
+            f".. literalinclude:: /_generated/conf/{example.filename}\n"
+            f"   :language: {language(example.filename)}\n"
+            f"   :caption: {example.filename}\n"
+        )
+    return files
+
+
+def language(filename):
+    """Return the Pygments lexer for a generated configuration file."""
+    if filename.startswith("nginx"):
+        return "nginx"
+    if filename.startswith(("apache", "htaccess")):
+        return "apache"
+    if filename.startswith("lighttpd"):
+        return "lighttpd"
+    if filename.endswith((".service", ".socket")):
+        return "systemd"
+    if filename.endswith(".fcgi"):
+        return "python"
+    return "text"
+
+
+# -- performance -------------------------------------------------------------------
+
+
+def performance_rst(figure=BENCH_FIGURE):
+    """Return the benchmark figure's include, or a sentence when there is none yet."""
+    if Path(figure).exists():
+        return (
+            ".. figure:: /_static/bench.png\n"
+            "   :alt: Requests per second for each set-up, measured by bench/\n"
+            "   :width: 100%\n\n"
+            "   Requests per second through nginx, measured by ``bench/`` on one machine.\n"
+        )
+    return ("No benchmark figure is part of this build yet: ``bench/`` writes it to\n"
+            "``docs/_static/bench.png`` and the next docs build shows it here.\n")
+
+
+# -- writing -----------------------------------------------------------------------
+
+
+def generated_files():
+    """Return {path under _generated/: text} for everything this module writes."""
+    files = {
+        "options.rst": options_reference(),
+        "help.rst": help_output(),
+        "errors-options.rst": option_errors(),
+        "errors-runfastcgi.rst": runfastcgi_error(),
+        "performance.rst": performance_rst(),
+    }
+    files.update(startup_errors_rst())
+    files.update(example_files())
+    return files
+
+
+def write_generated(outdir=GENERATED):
+    """Write every generated file; leave unchanged ones alone (no needless rebuilds)."""
+    outdir = Path(outdir)
+    wanted = generated_files()
+    for relative, text in wanted.items():
+        path = outdir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+    # Drop files a renamed example left behind, so no page can include them.
+    for path in outdir.rglob("*"):
+        if path.is_file() and path.name != ".gitignore" and \
+                path.relative_to(outdir).as_posix() not in wanted:
+            path.unlink()
+    return sorted(wanted)
+
+
+def _on_builder_inited(app):
+    write_generated()
+
+
+def setup(app):
+    app.connect("builder-inited", _on_builder_inited)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,53 @@
+"""Servers: (protocol, method) -> a pool running a protocol handler.
+
+    server = make_server(options, load_app, on_reopen_logs=reopen)
+    server.serve(listen_sock)   # blocks; returns in the master after a stop
+
+Two small tables pick the parts.  A protocol handler (``fcgi``, ``scgi``,
+``ajp``) runs one accepted connection to completion; it is built from
+flup's protocol classes with their Python 3 defects fixed in subclasses.
+A pool (``prefork``, ``threaded``) owns processes or threads, signals and
+the listening socket's accept loop; flup's own pools are not used.
+"""
+from .ajp import AJPHandler
+from .fcgi import FastCGIHandler
+from .prefork import PreforkPool
+from .scgi import SCGIHandler
+from .threaded import ThreadedPool
+
+PROTOCOLS = {
+    "fcgi": FastCGIHandler,
+    "scgi": SCGIHandler,
+    "ajp": AJPHandler,
+}
+
+POOLS = {
+    "prefork": PreforkPool,
+    "threaded": ThreadedPool,
+}
+
+
+def make_server(options, load_app, *, on_reopen_logs=None):
+    """Return a server for ``options``; call ``serve(listen_sock)`` on it.
+
+    ``load_app`` is called with no arguments and returns the WSGI app: in
+    each prefork worker after fork (so reloads pick up new code), once
+    before serving in threaded mode.  ``on_reopen_logs`` is called on
+    SIGUSR1 in every process.
+    """
+    threaded = options.method == "threaded"
+    handler = PROTOCOLS[options.protocol](
+        debug=options.debug,
+        multithreaded=threaded,
+        multiprocess=not threaded,
+        max_conns=options.maxchildren,
+    )
+    return POOLS[options.method](
+        handler,
+        load_app,
+        maxspare=options.maxspare,
+        minspare=options.minspare,
+        maxchildren=options.maxchildren,
+        maxrequests=options.maxrequests,
+        on_reopen_logs=on_reopen_logs,
+    )

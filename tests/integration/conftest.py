@@ -1,0 +1,89 @@
+"""Fixtures for integration tests: real processes, stopped by pid."""
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from tests.helpers import example_env, kill_quietly, manage_command, wait_for_connect, wait_for_exit
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+def require_binary(name):
+    """Return the path of ``name``; under CI=true a missing binary fails the test."""
+    path = shutil.which(name) or (os.path.exists(f"/usr/sbin/{name}") and f"/usr/sbin/{name}")
+    if path:
+        return path
+    message = f"{name} is not installed (scripts/system-packages installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class Backend:
+    """A ``manage.py runfcgi`` process in the foreground."""
+
+    def __init__(self, words, address, env=None, cwd=None):
+        self.words = list(words)
+        self.address = address
+        self.process = subprocess.Popen(
+            manage_command("runfcgi", "daemonize=false", *self.words),
+            env=env or example_env(), cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # Its own process group, so workers can be stopped with it by pid.
+            start_new_session=True)
+        wait_for_connect(address, process=self.process)
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """Stop the server; return (stdout, stderr) it wrote."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_quietly(self.process.pid)
+            out, err = self.process.communicate()
+            raise AssertionError(f"runfcgi did not stop within {timeout} s of {sig!r}")
+        return out, err
+
+
+@pytest.fixture
+def start_backend():
+    """Start ``runfcgi`` processes; every one is stopped by pid at the end."""
+    started = []
+
+    def start(words, address, **kwargs):
+        backend = Backend(words, address, **kwargs)
+        started.append(backend)
+        return backend
+
+    yield start
+    for backend in started:
+        # The group's id is the master's pid: this reaches workers that
+        # outlived their master too.
+        try:
+            os.killpg(backend.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if backend.process.returncode is None:
+            backend.process.communicate()
+
+
+@pytest.fixture
+def daemons():
+    """pids of daemonized servers to kill at the end, whatever happened."""
+    pids = []
+    yield pids
+    for pid in pids:
+        kill_quietly(pid, signal.SIGKILL)
+        wait_for_exit(pid, timeout=5)

@@ -1,0 +1,158 @@
+"""Django behind real nginx, Apache and lighttpd, configured from runfcgi_compat.frontends.
+
+Each set-up (see ``frontends.SETUPS``) is started once per method with the real
+``runfcgi`` command serving ``testproject``, then gets the same five checks:
+a non-ASCII path with a query string, a 1 MiB echo, an 8 MiB upload, a 10 MiB
+streamed response and a 500 without a traceback.
+"""
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+
+from runfcgi_compat import frontends as conf
+from tests.integration import frontends
+from tests.integration.conftest import require_binary
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+
+
+def body_of(size, seed):
+    """A deterministic, incompressible-looking body of ``size`` bytes."""
+    block = hashlib.sha512(seed.encode()).digest() * 1024  # 64 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+def streamed(size):
+    """What ``/stream/<size>`` sends: testproject.views.PATTERN repeated."""
+    pattern = bytes(range(256)) * 256
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+
+@pytest.fixture(scope="module", params=frontends.cases(),
+                ids=lambda case: f"{case[0].name}-{case[1]}")
+def site(request):
+    setup, method = request.param
+    tmp = frontends.make_tmp()
+    try:
+        site = frontends.launch(setup, method, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    yield site
+    site.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_non_ascii_path_and_query(site):
+    seen = site.json("GET", "/caf%C3%A9/x?q=1&r=%C3%A9t%C3%A9")
+    assert seen["path"] == site.prefix + "/café/x", site.logs()
+    assert seen["path_info"] == "/café/x"
+    assert seen["script_prefix"] == site.prefix + "/"
+    assert seen["query"] == {"q": ["1"], "r": ["été"]}
+    assert seen["method"] == "GET"
+    assert seen["is_secure"] is site.secure
+
+
+def test_echo_post_1mib(site):
+    body = body_of(MiB, "echo")
+    seen = site.json("POST", "/echo/", body, {"Content-Type": "application/octet-stream"})
+    assert (seen["method"], seen["body_len"]) == ("POST", len(body))
+    assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_upload_8mib(site):
+    body = body_of(8 * MiB, "upload")
+    seen = site.json("POST", "/upload/", body, {"Content-Type": "application/octet-stream"})
+    assert seen["body_len"] == len(body)
+    assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_streamed_10mib(site):
+    size = 10 * MiB
+    status, _, data = site.request("GET", f"/stream/{size}")
+    assert status == 200, site.logs()
+    assert len(data) == size
+    assert data == streamed(size)
+
+
+def test_error_is_500_without_traceback(site):
+    status, _, data = site.request("GET", "/error/")
+    text = data.decode("latin-1")
+    assert status == 500, f"HTTP {status}: {text[:500]}\n{site.logs()}"
+    assert "Traceback" not in text
+    assert "must not reach the client" not in text
+
+
+# -- every generated configuration passes the server's own syntax check ------------
+
+
+SNIPPETS = {
+    "nginx-fcgi-tcp": lambda: conf.nginx(port=9000, listen="127.0.0.1:8080"),
+    "nginx-fcgi-unix-keepalive": lambda: conf.nginx(socket="/run/x/fcgi.sock", keepalive=8),
+    "nginx-fcgi-prefix-https": lambda: conf.nginx(prefix="/my.app", https=True),
+    "nginx-scgi-prefix": lambda: conf.nginx("scgi", prefix="/app", https=True),
+    "nginx-static": lambda: conf.nginx(static_url="/static/", static_root="/srv/static"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SNIPPETS))
+def test_nginx_accepts_snippet(name, tmp_path):
+    nginx = require_binary("nginx")
+    (tmp_path / "tmp").mkdir()
+    site = tmp_path / "site.conf"
+    site.write_text(SNIPPETS[name]())
+    main = tmp_path / "nginx.conf"
+    main.write_text(conf.nginx_main(str(tmp_path), str(site), user="root"))
+    check = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(main)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+APACHE_SITES = {
+    "fcgi-tcp-reuse": lambda: (conf.apache(port=9000, reuse=True), "fcgi"),
+    "fcgi-unix": lambda: (conf.apache(socket="/run/x/fcgi.sock"), "fcgi"),
+    "fcgi-prefix-https": lambda: (conf.apache(prefix="/app", https=True), "fcgi"),
+    "scgi": lambda: (conf.apache("scgi"), "scgi"),
+    "ajp-secret": lambda: (conf.apache("ajp", secret="abc"), "ajp"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(APACHE_SITES))
+def test_apache_accepts_site(name, tmp_path):
+    apache = require_binary("apache2")
+    text, protocol = APACHE_SITES[name]()
+    site = tmp_path / "site.conf"
+    site.write_text(text)
+    main = tmp_path / "httpd.conf"
+    main.write_text(conf.apache_main(str(tmp_path), str(site), port=8080,
+                                     modules=conf.apache_modules(protocol)))
+    check = subprocess.run([apache, "-t", "-f", str(main)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_apache_accepts_fcgid_recipe(tmp_path):
+    apache = require_binary("apache2")
+    site = tmp_path / "site.conf"
+    site.write_text(conf.apache_fcgid(str(tmp_path)))
+    (tmp_path / ".htaccess").write_text(conf.htaccess(str(tmp_path)))
+    main = tmp_path / "httpd.conf"
+    main.write_text(conf.apache_main(str(tmp_path), str(site), port=8080,
+                                     modules=conf.apache_modules(fcgid=True)))
+    check = subprocess.run([apache, "-t", "-f", str(main)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_lighttpd_accepts_config(protocol, tmp_path):
+    lighttpd = require_binary("lighttpd")
+    (tmp_path / "htdocs").mkdir()
+    site = tmp_path / "site.conf"
+    site.write_text(conf.lighttpd(protocol, port=9000, prefix="/app", fix_root=False))
+    main = tmp_path / "lighttpd.conf"
+    main.write_text(conf.lighttpd_main(str(tmp_path), str(site), port=8080))
+    check = subprocess.run([lighttpd, "-tt", "-f", str(main)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr + check.stdout

@@ -1,0 +1,214 @@
+"""The prefork pool as a real process tree: signals, pool size, recycling."""
+import os
+import signal
+import socket
+import threading
+
+import pytest
+
+from runfcgi_compat import client
+
+from .lifecycle import start_server, wait_until  # noqa: F401  (fixture)
+
+PROTOCOLS = ["fcgi", "scgi", "ajp"]
+
+
+def get(server, path="/pid", query="", protocol=None, timeout=30.0):
+    protocol = protocol or server.protocol
+    return client.request(server.address, protocol, path=path, query=query,
+                          timeout=timeout)
+
+
+def start_prefork(start_server, protocol="fcgi", bind="tcp", handler_attrs=None, **options):
+    server = start_server({"protocol": protocol, "method": "prefork", **options},
+                          bind=bind, handler_attrs=handler_attrs)
+    server.protocol = protocol
+    return server
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_stop_signal_ends_an_idle_server_and_its_workers(start_server, protocol, signum):
+    server = start_prefork(start_server, protocol)
+    assert get(server).status == 200
+    workers = server.children()
+    assert workers
+    server.signal(signum)
+    code, waited = server.wait()
+    print(f"{protocol} {signum.name}: master exited {waited:.3f}s after the signal")
+    assert code == 0
+    assert server.stdout().count("SERVE-RETURNED") == 1
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sigterm_lets_the_request_in_flight_finish(start_server, protocol):
+    server = start_prefork(start_server, protocol)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(r=get(server, "/wait", "a")))
+    thread.start()
+    server.wait_started("a")
+    server.signal(signal.SIGTERM)
+    # The idle workers go at once; the busy one stays until its request ends.
+    wait_until(lambda: len(server.children()) == 1, 20, "idle workers to exit")
+    assert server.process.poll() is None
+    server.release("a")
+    thread.join(30)
+    assert result["r"].status == 200
+    code, _ = server.wait()
+    assert code == 0
+
+
+def test_two_sighups_under_load_lose_no_request(start_server):
+    server = start_prefork(start_server, "fcgi", minspare=2, maxspare=4)
+    outcomes = []
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                response = get(server, timeout=30)
+                outcomes.append(("ok", int(response.body)) if response.status == 200
+                                else ("bad", response.status))
+            except OSError as exc:
+                outcomes.append(("error", str(exc)))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(2):
+            wait_until(lambda: len(outcomes) > 20, 30, "some requests")
+            old = {pid for kind, pid in outcomes if kind == "ok"}
+            seen = len(outcomes)
+            server.signal(signal.SIGHUP)
+            wait_until(lambda: any(kind == "ok" and pid not in old
+                                   for kind, pid in outcomes[seen:]),
+                       30, "a response from a new worker")
+            assert server.process.poll() is None
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    failures = [o for o in outcomes if o[0] != "ok"]
+    print(f"two SIGHUPs: {len(outcomes)} requests, {len(failures)} failures")
+    assert failures == []
+    assert server.process.poll() is None
+
+
+def test_pool_grows_to_serve_slow_requests_then_shrinks(start_server):
+    server = start_prefork(start_server, "fcgi", minspare=2, maxspare=5, maxchildren=30)
+    threads = [threading.Thread(target=get, args=(server, "/wait", f"r{i}"))
+               for i in range(20)]
+    for thread in threads:
+        thread.start()
+    pids = {server.wait_started(f"r{i}") for i in range(20)}
+    peak = len(server.children())
+    print(f"20 slow requests: 20 distinct workers busy, {peak} workers in all")
+    assert len(pids) == 20
+    assert peak <= 30
+    for i in range(20):
+        server.release(f"r{i}")
+    for thread in threads:
+        thread.join(30)
+    wait_until(lambda: len(server.children()) <= 5, 20, "the pool to shrink to maxspare")
+
+
+def test_maxrequests_recycles_workers(start_server):
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1, maxrequests=2)
+    pids = [int(get(server).body) for _ in range(6)]
+    assert all(pids.count(pid) <= 2 for pid in pids)
+    assert len(set(pids)) >= 3
+
+
+def test_killed_worker_is_replaced(start_server):
+    server = start_prefork(start_server, "scgi", minspare=1, maxspare=1)
+    victim = int(get(server).body)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in server.children(), 20, "the worker to go")
+    assert int(get(server).body) != victim
+    assert "died (signal SIGKILL)" in server.stderr()
+
+
+def test_workers_failing_at_start_are_retried_with_backoff(start_server, tmp_path):
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1)
+    assert get(server).status == 200
+    (server.dir / "fail-load").touch()
+    server.signal(signal.SIGHUP)  # New workers load the app again: and fail.
+    wait_until(lambda: server.stderr().count("failed to start") >= 3, 30,
+               "three failed starts")
+    delays = [float(line.rsplit("in ", 1)[1].rstrip("s"))
+              for line in server.stderr().splitlines() if "failed to start" in line]
+    assert delays == sorted(delays) and delays[0] < delays[-1]
+    (server.dir / "fail-load").unlink()
+    assert get(server).status == 200
+    server.signal(signal.SIGTERM)
+    assert server.wait()[0] == 0
+
+
+def test_sigusr1_reopens_logs_in_master_and_workers(start_server):
+    server = start_prefork(start_server, "ajp", minspare=2, maxspare=2)
+    wait_until(lambda: len(server.children()) == 2, 20, "two workers")
+    assert get(server).status == 200
+    workers = server.children()
+    server.signal(signal.SIGUSR1)
+    reopened = server.dir / "reopened"
+    wanted = {server.pid} | workers
+    wait_until(lambda: reopened.exists()
+               and wanted <= {int(p) for p in reopened.read_text().split()},
+               20, "every process to reopen its logs")
+    assert get(server).status == 200
+    assert server.process.poll() is None
+
+
+def test_kept_fastcgi_connections_do_not_starve_new_ones(start_server):
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1, maxchildren=10)
+    kept = []
+    try:
+        for _ in range(4):  # Each pins a worker while it stays open.
+            conn = client.FastCGIConnection(server.address, timeout=30)
+            kept.append(conn)
+            assert conn.request(path="/pid", keep_conn=True).status == 200
+        assert get(server).status == 200
+    finally:
+        for conn in kept:
+            conn.close()
+
+
+def test_idle_kept_connection_is_closed_after_the_idle_timeout(start_server):
+    server = start_prefork(start_server, "fcgi", handler_attrs={"idle_timeout": 0.5})
+    with client.FastCGIConnection(server.address, timeout=30) as conn:
+        assert conn.request(path="/pid", keep_conn=True).status == 200
+        sock = conn._channel.sock
+        sock.settimeout(30)
+        assert sock.recv(1) == b""  # The server closed the connection.
+
+
+def test_stop_does_not_wait_for_idle_kept_connections(start_server):
+    server = start_prefork(start_server, "fcgi")
+    with client.FastCGIConnection(server.address, timeout=30) as conn:
+        assert conn.request(path="/pid", keep_conn=True).status == 200
+        server.signal(signal.SIGTERM)
+        code, waited = server.wait()
+    print(f"stop with an idle kept connection: {waited:.3f}s")
+    assert code == 0
+
+
+def test_cleanup_after_serve_runs_in_the_master_only(start_server):
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=2, maxrequests=1)
+    for _ in range(5):
+        assert get(server).status == 200
+    server.signal(signal.SIGTERM)
+    assert server.wait()[0] == 0
+    assert server.stdout().count("SERVE-RETURNED") == 1
+
+
+@pytest.mark.parametrize("bind", ["unix", "tcp6"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_unix_and_ipv6_sockets(start_server, protocol, bind):
+    if bind == "tcp6" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    server = start_prefork(start_server, protocol, bind=bind)
+    assert get(server).status == 200

@@ -153,8 +153,9 @@ def _connect(address, timeout):
         else:
             host, port = address
             sock = socket.create_connection((host, port), timeout)
-            # Records are written in several small sends; without this the
-            # second one waits for a delayed ACK (the 40 ms stall).
+            # Some requests go out in several writes (AJP body packets, a
+            # kept FastCGI connection); without this a small write can wait
+            # ~40 ms for the server's delayed ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except socket.gaierror as exc:
         raise ClientError(f"cannot resolve {where} ({exc.strerror})", address, exc) from None
@@ -181,6 +182,11 @@ class _Channel:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+    def check_open(self):
+        if self.sock is None:
+            raise ClientError(f"the connection to {self.where} is already closed",
+                              self.address)
 
     def send(self, data):
         """Send ``data``; return False if the server stopped reading (closed)."""
@@ -280,7 +286,7 @@ def cgi_params(method="GET", path="/", query="", headers=None, body=b"", params=
         "CONTENT_LENGTH": str(len(body)) if body else "",
     }
     names_given = set()
-    for name, value in headers or ():
+    for name, value in _header_pairs(headers):
         key = name.upper().replace("-", "_")
         names_given.add(key)
         if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
@@ -290,13 +296,14 @@ def cgi_params(method="GET", path="/", query="", headers=None, body=b"", params=
             cgi_name = f"HTTP_{key}"
             joiner = "; " if key == "COOKIE" else ", "
             env[cgi_name] = f"{env[cgi_name]}{joiner}{value}" if cgi_name in env else value
-    if "HOST" not in names_given:
-        env["HTTP_HOST"] = env["SERVER_NAME"]
-    for name, value in (params or {}).items():
+    params = params or {}
+    for name, value in params.items():
         if value is None:
             env.pop(name, None)
         else:
             env[name] = value
+    if "HOST" not in names_given and "HTTP_HOST" not in params:
+        env["HTTP_HOST"] = env.get("SERVER_NAME", "localhost")
     return {name: _as_bytes(value) for name, value in env.items()}
 
 
@@ -323,7 +330,7 @@ def _parse_cgi_response(data, where="the server"):
         end, skip = bare, 2
     if end == -1:
         raise ProtocolError(f"{where} sent an answer with no end of headers "
-                          f"({len(data)} bytes: {data[:60]!r})")
+                            f"({len(data)} bytes: {data[:60]!r})")
     head = data[:end].decode("latin-1")
     body = data[end + skip:]
     lines = head.replace("\r\n", "\n").split("\n")
@@ -492,23 +499,19 @@ class FastCGIConnection:
     def close(self):
         self._channel.close()
 
-    def local_address(self):
-        """Return this end's socket address (to tell connections apart in tests)."""
-        return self._channel.sock.getsockname()
-
     def request(self, method="GET", path="/", query="", headers=None, body=b"",
                 params=None, keep_conn=True):
         """Send one request on this connection and return its ``Response``."""
         channel = self._channel
-        if channel.sock is None or self.closed_by_server:
+        if self.closed_by_server:
             raise channel.error("closed this connection after the last request "
                                 "(send it with keep_conn=True to reuse it)")
+        channel.check_open()
         started = time.perf_counter()
         body = _as_bytes(body)
         env = cgi_params(method, path, query, _header_pairs(headers), body, params)
         begin = struct.pack(">HB5x", FCGI_RESPONDER, FCGI_KEEP_CONN if keep_conn else 0)
-        head = (_fcgi_record(FCGI_BEGIN_REQUEST, begin)
-                + _fcgi_params(env))
+        head = _fcgi_record(FCGI_BEGIN_REQUEST, begin) + _fcgi_params(env)
         self.requests_sent += 1
         if len(body) <= FCGI_STDIN_CHUNK:
             # Small requests go out in one write: one segment, one wake-up.
@@ -570,6 +573,7 @@ class FastCGIConnection:
     def get_values(self, names):
         """Ask FCGI_GET_VALUES for ``names``; return the ``{name: value}`` answered."""
         channel = self._channel
+        channel.check_open()
         query = encode_pairs({name: b"" for name in names})
         channel.send(_fcgi_record(FCGI_GET_VALUES, query, request_id=0))
         record_type, request_id, content = self._read_record("reading FCGI_GET_VALUES_RESULT")
@@ -698,6 +702,7 @@ class AJPConnection:
 
     def cping(self):
         """Send CPING; return True if the container answers CPONG."""
+        self._channel.check_open()
         if not self._channel.send(_ajp_packet(bytes([AJP_CPING]))):
             return False
         try:
@@ -710,9 +715,10 @@ class AJPConnection:
                 params=None, secret=None):
         """Send one forward request and return its ``Response``."""
         channel = self._channel
-        if channel.sock is None or not self.reusable:
+        if not self.reusable:
             raise channel.error("said at END_RESPONSE that this connection "
                                 "cannot be reused")
+        channel.check_open()
         started = time.perf_counter()
         body = _as_bytes(body)
         forward = self._forward_request(method, path, query, _header_pairs(headers),

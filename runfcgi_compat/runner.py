@@ -39,6 +39,7 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
     Raise StartupError for anything that stops it from starting.
     """
     stdout = stdout or sys.stdout
+    configure_logging()
     streams = daemon.Streams(options.outlog, options.errlog)
     check_paths(options, streams)
     if options.umask is not None:
@@ -63,6 +64,21 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
         # that returned through this stack by mistake.
         if os.getpid() == listener.owner_pid:
             listener.close()
+
+
+def configure_logging():
+    """Send our log lines to stderr unless Django's LOGGING already routes them.
+
+    stderr is errlog once the streams are redirected, so the lines land there.
+    """
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s [runfcgi %(process)d] %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 def check_paths(options, streams):

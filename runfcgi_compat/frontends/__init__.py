@@ -60,12 +60,12 @@ _TAG_LINE = re.compile(r"^[ \t]*((?:\{%[^\n]*?%\}|\{#[^\n]*?#\})[ \t]*)+\n", re.
 # -- values ------------------------------------------------------------------
 
 
-def _safe(name, value):
+def _safe(name, value, *, empty=False):
     text = str(value)
-    if not text or _UNSAFE.search(text):
+    if (not text and not empty) or _UNSAFE.search(text):
         raise OptionError(
             f"{name}={value!r} cannot be written into a web server configuration: "
-            "avoid spaces, quotes and ; {{ }} \\ $ # | < >."
+            "avoid spaces, quotes and ; { } \\ $ # | < >."
         )
     return text
 
@@ -317,7 +317,7 @@ def lighttpd(protocol="fcgi", host=None, port=None, socket=None, *, prefix="",
     prefix = _as_prefix("prefix", prefix)
     environment = sorted((bin_environment or {}).items())
     for name, value in environment:
-        _safe(f"bin_environment[{name!r}]", value)
+        _safe(f"bin_environment[{name!r}]", value, empty=True)
     return render(
         "lighttpd.conf",
         title=_title(protocol, host, port, socket, prefix)

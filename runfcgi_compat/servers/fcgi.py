@@ -111,7 +111,8 @@ class FCGIConnection(fcgi_base.Connection):
             while self._keepGoing:
                 if not self._requests:
                     # Between requests: this is where an idle kept connection
-                    # times out, and where a stop closes it.
+                    # times out, and where a stop closes it.  Nothing is
+                    # unread, so a plain close cannot reset anything.
                     if not self.server.wait_for_request(self._sock, first):
                         break
                     self._check_version()
@@ -122,7 +123,7 @@ class FCGIConnection(fcgi_base.Connection):
         except MALFORMED as exc:
             raise ProtocolError(f"malformed FastCGI record ({exc.__class__.__name__}: {exc})")
         finally:
-            self._close()
+            self._close(linger=False)
 
     def _check_version(self):
         # A record starts with version 1.  Anything else is most often an
@@ -188,10 +189,12 @@ class FCGIConnection(fcgi_base.Connection):
 
     def _cleanupSocket(self):
         # flup calls this after a request without FCGI_KEEP_CONN; its version
-        # waits for the peer's EOF with no timeout.
-        self._close()
+        # waits for the peer's EOF with no timeout.  Ours is bounded, and
+        # still needed: stdin the app did not read would turn close() into a
+        # reset that can destroy the end of the response.
+        self._close(linger=not self.peer_closed)
 
-    def _close(self):
+    def _close(self, linger):
         if self._closed:
             return
         self._closed = True
@@ -199,10 +202,10 @@ class FCGIConnection(fcgi_base.Connection):
             self.flush()
         except OSError:
             pass
-        if self.peer_closed:
-            self._sock.close()
-        else:
+        if linger:
             self.server.linger_close(self._sock)
+        else:
+            self._sock.close()
 
 
 class FastCGIHandler(ProtocolHandler, fcgi_base.BaseFCGIServer):

@@ -264,6 +264,8 @@ def test_kept_connection_carries_several_requests(fcgi_peer):
         assert conn.requests_sent == 2
         with pytest.raises(client.ClientError, match="closed this connection"):
             conn.request()
+    with pytest.raises(client.ClientError, match="is already closed"):
+        conn.get_values(["FCGI_MAX_CONNS"])
 
 
 def test_get_values_returns_a_dict(fcgi_peer):

@@ -1,0 +1,126 @@
+"""The threaded pool as a real process: signals, thread limits, idle connections."""
+import signal
+import threading
+
+import pytest
+
+from runfcgi_compat import client
+
+from .lifecycle import start_server, wait_until  # noqa: F401  (fixture)
+
+PROTOCOLS = ["fcgi", "scgi", "ajp"]
+
+
+def start_threaded(start_server, protocol="fcgi", handler_attrs=None, **options):
+    server = start_server({"protocol": protocol, "method": "threaded", **options},
+                          handler_attrs=handler_attrs)
+    server.protocol = protocol
+    return server
+
+
+def get(server, path="/pid", query="", timeout=30.0):
+    return client.request(server.address, server.protocol, path=path, query=query,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_stop_signal_ends_an_idle_server(start_server, protocol, signum):
+    server = start_threaded(start_server, protocol)
+    assert get(server).status == 200
+    server.signal(signum)
+    code, waited = server.wait()
+    print(f"threaded {protocol} {signum.name}: exited {waited:.3f}s after the signal")
+    assert code == 0
+    assert server.stdout().count("SERVE-RETURNED") == 1
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "ajp"])
+def test_stop_does_not_hang_on_idle_kept_connections(start_server, protocol):
+    server = start_threaded(start_server, protocol)
+    if protocol == "fcgi":
+        conns = [client.FastCGIConnection(server.address, timeout=30) for _ in range(3)]
+        for conn in conns:
+            assert conn.request(path="/pid", keep_conn=True).status == 200
+    else:
+        conns = [client.AJPConnection(server.address, timeout=30) for _ in range(3)]
+        for conn in conns:
+            assert conn.request(path="/pid").status == 200
+    try:
+        server.signal(signal.SIGTERM)
+        code, waited = server.wait()
+    finally:
+        for conn in conns:
+            conn.close()
+    print(f"threaded {protocol} stop with 3 idle kept connections: {waited:.3f}s")
+    assert code == 0
+
+
+def test_sigterm_lets_the_request_in_flight_finish(start_server):
+    server = start_threaded(start_server, "scgi")
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(r=get(server, "/wait", "a")))
+    thread.start()
+    server.wait_started("a")
+    server.signal(signal.SIGTERM)
+    # Stopped accepting, still finishing the request.
+    wait_until(lambda: "stopping gracefully" in server.stderr(), 20, "the stop to begin")
+    assert server.process.poll() is None
+    server.release("a")
+    thread.join(30)
+    assert result["r"].status == 200
+    assert server.wait()[0] == 0
+
+
+def test_idle_kept_connections_time_out_and_free_their_threads(start_server):
+    server = start_threaded(start_server, "fcgi", maxchildren=2, maxspare=2, minspare=1,
+                            handler_attrs={"idle_timeout": 0.5})
+    kept = [client.FastCGIConnection(server.address, timeout=30) for _ in range(2)]
+    try:
+        for conn in kept:
+            assert conn.request(path="/pid", keep_conn=True).status == 200
+        # Both threads are pinned by idle connections until they time out.
+        assert get(server).status == 200
+        for conn in kept:
+            conn._channel.sock.settimeout(30)
+            assert conn._channel.sock.recv(1) == b""
+    finally:
+        for conn in kept:
+            conn.close()
+
+
+def test_at_most_maxchildren_threads_serve_at_once(start_server):
+    server = start_threaded(start_server, "fcgi", maxchildren=3, maxspare=3, minspare=1)
+    threads = [threading.Thread(target=get, args=(server, "/wait", f"r{i}"))
+               for i in range(5)]
+    for thread in threads:
+        thread.start()
+    for i in range(3):
+        server.wait_started(f"r{i}") if (server.dir / f"r{i}.started").exists() else None
+    wait_until(lambda: len(list(server.dir.glob("*.started"))) == 3, 20, "three requests")
+    started = {p.stem for p in server.dir.glob("*.started")}
+    for name in started:  # Free the running ones; the other two follow.
+        server.release(name)
+    wait_until(lambda: len(list(server.dir.glob("*.started"))) == 5, 20, "all five")
+    for i in range(5):
+        server.release(f"r{i}")
+    for thread in threads:
+        thread.join(30)
+
+
+def test_sighup_is_logged_and_harmless(start_server):
+    server = start_threaded(start_server, "fcgi")
+    pid = int(get(server).body)
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP ignored" in server.stderr(), 20, "the SIGHUP log line")
+    assert int(get(server).body) == pid
+    assert server.process.poll() is None
+
+
+def test_sigusr1_reopens_logs(start_server):
+    server = start_threaded(start_server, "scgi")
+    server.signal(signal.SIGUSR1)
+    reopened = server.dir / "reopened"
+    wait_until(lambda: reopened.exists() and reopened.read_text().split() == [str(server.pid)],
+               20, "the log reopening")
+    assert get(server).status == 200

@@ -17,7 +17,7 @@ root, or e.g. ``"/app"``).
   mod_proxy_ajp.
 * ``apache_fcgid()``, ``htaccess()``, ``fcgi_script()``: the shared-host recipe
   where mod_fcgid starts the application itself.
-* ``lighttpd()``: ``fastcgi.server`` (or ``scgi.server``, ``ajp13.server``) to
+* ``lighttpd()``: ``fastcgi.server`` (or ``scgi.server``) to
   a running ``runfcgi``, or spawning it with ``bin_path``.
 * ``systemd()``: a service unit running ``runfcgi`` in the foreground.
 * ``nginx_main()``, ``apache_main()``, ``lighttpd_main()``: minimal whole-server
@@ -48,7 +48,6 @@ LIGHTTPD_BACKENDS = {
     # protocol: (module, directive)
     "fcgi": ("mod_fastcgi", "fastcgi.server"),
     "scgi": ("mod_scgi", "scgi.server"),
-    "ajp": ("mod_ajp13", "ajp13.server"),
 }
 
 _as_protocol = choice("fcgi", "scgi", "ajp")
@@ -313,6 +312,11 @@ def lighttpd(protocol="fcgi", host=None, port=None, socket=None, *, prefix="",
     the first path segment off into SCRIPT_NAME.
     """
     protocol, host, port, socket = backend(protocol, host, port, socket)
+    if protocol == "ajp":
+        # Seen with 1.4.69: mod_ajp13 sends an empty request URI, so every
+        # request would reach Django as "/".
+        raise OptionError("protocol='ajp': lighttpd's mod_ajp13 does not send the "
+                          "request path; use fcgi or scgi.")
     module, directive = LIGHTTPD_BACKENDS[protocol]
     prefix = _as_prefix("prefix", prefix)
     environment = sorted((bin_environment or {}).items())

@@ -447,7 +447,6 @@ setup("lighttpd-fcgi-unix-nofix")(
     _lighttpd(fix_root=False, env={"TESTPROJECT_FORCE_SCRIPT_NAME": ""}))
 setup("lighttpd-fcgi-prefix", prefix="/app")(_lighttpd(prefix="/app"))
 setup("lighttpd-scgi-tcp")(_lighttpd("scgi", unix=False))
-setup("lighttpd-ajp-tcp")(_lighttpd("ajp", unix=False))
 setup("lighttpd-spawn")(_lighttpd_spawning())
 setup("lighttpd-spawn-nofix")(
     _lighttpd_spawning(fix_root=False, env={"TESTPROJECT_FORCE_SCRIPT_NAME": ""}))

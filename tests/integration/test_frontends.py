@@ -146,7 +146,7 @@ def test_apache_accepts_fcgid_recipe(tmp_path):
     assert check.returncode == 0, check.stderr
 
 
-@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi"])
 def test_lighttpd_accepts_config(protocol, tmp_path):
     lighttpd = require_binary("lighttpd")
     (tmp_path / "htdocs").mkdir()

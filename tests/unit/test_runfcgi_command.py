@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from runfcgi_compat import fastcgi
-from tests.helpers import free_port, run_manage
+from tests.helpers import EXAMPLE, example_env, free_port, run_manage
 
 
 def test_runfcgi_help_prints_the_option_list():
@@ -92,3 +92,17 @@ def test_free_port_helper_gives_a_bindable_port():
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_project_import_error_is_reported_in_the_terminal(tmp_path):
+    (tmp_path / "broken_settings.py").write_text(
+        "from exampleproject.settings import *  # noqa\n"
+        "WSGI_APPLICATION = 'nosuchproject.wsgi.application'\n")
+    env = example_env(DJANGO_SETTINGS_MODULE="broken_settings",
+                      PYTHONPATH=f"{tmp_path}:{EXAMPLE}")
+    out, err, code = run_manage("runfcgi", f"socket={tmp_path}/s.sock",
+                                f"pidfile={tmp_path}/s.pid", env=env)
+    assert code == 1 and out == ""
+    assert err.startswith("CommandError: cannot load the project's WSGI application: ")
+    assert "nosuchproject.wsgi.application" in err and err.count("\n") == 1
+    assert not {"s.sock", "s.pid"} & set(os.listdir(tmp_path))

@@ -9,8 +9,10 @@ string keyword arguments) or as real Python values (``port=8000``,
 ``daemonize=False``, ``umask=0o022``).  Every caster accepts both.
 """
 import dataclasses
+import grp
 import ipaddress
 import os
+import pwd
 
 
 class OptionError(ValueError):
@@ -114,6 +116,49 @@ def as_path(name, value):
     return os.path.abspath(os.path.expanduser(text))
 
 
+def as_seconds(name, value):
+    """A duration in whole seconds; 0 means "never"."""
+    return _as_int(name, value, 0, 86_400)
+
+
+def as_user(name, value):
+    """An account name or uid that exists here; return the account name."""
+    text = str(value).strip()
+    try:
+        entry = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+    except (KeyError, OverflowError):
+        raise OptionError(f"{name}={value!r} is not an account on this machine.") from None
+    return entry.pw_name
+
+
+def as_group(name, value):
+    """A group name or gid that exists here; return the group name."""
+    text = str(value).strip()
+    try:
+        entry = grp.getgrgid(int(text)) if text.isdigit() else grp.getgrnam(text)
+    except (KeyError, OverflowError):
+        raise OptionError(f"{name}={value!r} is not a group on this machine.") from None
+    return entry.gr_name
+
+
+def as_networks(name, value):
+    """Comma-separated IP addresses or networks (IPv4 or IPv6)."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    networks = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise OptionError(
+                f"{name}={value!r}: {item!r} is not an IP address or network."
+            ) from None
+    if not networks:
+        raise OptionError(f"{name}={value!r} names no address.")
+    return tuple(networks)
+
+
 def choice(*names, aliases=None):
     """Return a caster accepting ``names`` (and ``aliases`` mapped to names)."""
     aliases = aliases or {}
@@ -181,6 +226,20 @@ OPTIONS = (
     Option("errlog", as_path, None, "Append the daemon's stderr to this file.", "PATH"),
     Option("umask", as_octal, None,
            "umask to set before creating the socket and files, e.g. 002.", "OCTAL"),
+    # Beyond 1.8: operators' options found in gunicorn and uWSGI.
+    Option("socketmode", as_octal, None,
+           "Permissions of the UNIX socket, e.g. 660 (overrides umask for it).", "OCTAL"),
+    Option("user", as_user, None,
+           "Run as this account after binding (needs root).", "USER"),
+    Option("group", as_group, None,
+           "Run as this group after binding; the UNIX socket is given to it.", "GROUP"),
+    Option("allow", as_networks, None,
+           "Peers allowed to connect, e.g. 127.0.0.1,::1 [FCGI_WEB_SERVER_ADDRS or any].",
+           "ADDRS"),
+    Option("idletimeout", as_seconds, 60,
+           "Seconds a connection may sit idle before it is closed (0: never).", "SECONDS"),
+    Option("gracetimeout", as_seconds, 30,
+           "Seconds running requests get to finish on stop or reload.", "SECONDS"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -209,6 +268,12 @@ class Options:
     outlog: str = None
     errlog: str = None
     umask: int = None
+    socketmode: int = None
+    user: str = None
+    group: str = None
+    allow: tuple = None
+    idletimeout: int = 60
+    gracetimeout: int = 30
 
     @property
     def bind(self):
@@ -281,6 +346,11 @@ def _check_combinations(values, given):
             f"minspare={given.get('minspare', values['minspare'])!r} is above "
             f"maxspare={values['maxspare']!r}."
         )
+    if values["socketmode"] is not None and sock is None:
+        raise OptionError(
+            f"socketmode={given['socketmode']!r} needs socket=PATH (it sets the "
+            "UNIX socket's permissions)."
+        )
     owns_socket = sock is not None or host is not None
     if values["daemonize"] is None:
         # 1.8: daemonize when the server owns its socket, stay in the
@@ -291,6 +361,21 @@ def _check_combinations(values, given):
             f"daemonize={given['daemonize']!r} needs host and port or socket: a server "
             "started by the web server (socket on fd 0) must stay in the foreground."
         )
+
+
+def peer_allowlist(options, environ=os.environ):
+    """Return the networks allowed to connect, or None for any peer.
+
+    The ``allow`` option wins; otherwise FastCGI's FCGI_WEB_SERVER_ADDRS
+    variable applies (to every protocol).  UNIX-socket peers are always let
+    in: the socket's permissions decide who may connect there.
+    """
+    if options.allow is not None:
+        return options.allow
+    addresses = environ.get("FCGI_WEB_SERVER_ADDRS", "").strip()
+    if not addresses:
+        return None
+    return as_networks("FCGI_WEB_SERVER_ADDRS", addresses)
 
 
 def help_text():

@@ -10,10 +10,10 @@ class PidfileError(RuntimeError):
     """The pidfile cannot be used; the message is one printable line."""
 
 
-def read_pid(path):
+def read_pid(path, dir_fd=None):
     """Return the pid written in ``path``, or None if there is none to read."""
     try:
-        with open(path) as handle:
+        with open(os.open(path, os.O_RDONLY, dir_fd=dir_fd)) as handle:
             text = handle.read().strip()
     except FileNotFoundError:
         return None
@@ -55,7 +55,7 @@ def check(path):
 
 
 def write(path, pid=None):
-    """Write ``pid`` (default: ours) to ``path`` atomically.
+    """Write ``pid`` (default: ours) to ``path`` atomically; return ``Written``.
 
     A temporary file in the same directory is renamed over the target, so a
     reader never sees a half-written number and a stale file is replaced.
@@ -71,6 +71,32 @@ def write(path, pid=None):
     except BaseException:
         _unlink_quietly(temp)
         raise
+    return Written(path, pid)
+
+
+class Written:
+    """A pidfile we wrote, removable later even from an unprivileged account."""
+
+    def __init__(self, path, pid):
+        self.path = path
+        self.pid = pid
+        # The directory stays open so removal does not depend on reaching it
+        # by path once we run as another user.
+        self.dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+
+    def remove(self):
+        """Remove the file if it still holds our pid; close the directory."""
+        if self.dir_fd is None:
+            return
+        name = os.path.basename(self.path)
+        try:
+            if read_pid(name, dir_fd=self.dir_fd) == self.pid:
+                os.unlink(name, dir_fd=self.dir_fd)
+        except (OSError, PidfileError):
+            pass  # At exit there is no one left to tell; never mask the real exit.
+        finally:
+            os.close(self.dir_fd)
+            self.dir_fd = None
 
 
 def remove(path, pid=None):

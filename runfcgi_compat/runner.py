@@ -6,8 +6,10 @@
 Everything a user can get wrong is checked before anything is forked, bound
 or written, and every failure is a StartupError with one line of text.
 """
+import grp
 import logging
 import os
+import pwd
 import sys
 
 from . import daemon, pidfile, sockets
@@ -42,11 +44,13 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
     configure_logging()
     streams = daemon.Streams(options.outlog, options.errlog)
     check_paths(options, streams)
+    account = check_account(options)
     if options.umask is not None:
         os.umask(options.umask)
     _load(load_app)
     listener = sockets.listen(options)
     try:
+        give_socket(listener, options, account)
         reporter = daemon.NoReporter()
         if options.daemonize:
             if options.umask is None:
@@ -58,7 +62,7 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
         else:
             streams.redirect(detached=False)
             _banner(options, listener, os.getpid(), stdout, verbosity)
-        _serve(options, listener, load_app, server_factory, streams, reporter)
+        _serve(options, listener, load_app, server_factory, streams, reporter, account)
     finally:
         # Only the process that owns the socket may remove it: never a worker
         # that returned through this stack by mistake.
@@ -96,6 +100,57 @@ def check_paths(options, streams):
         raise StartupError(str(exc)) from None
 
 
+def check_account(options):
+    """Return the (uid, gid) to switch to after binding, or None to stay.
+
+    Only root can switch; a user who names their own account is fine.
+    """
+    if options.user is None and options.group is None:
+        return None
+    user = pwd.getpwnam(options.user) if options.user else None
+    uid = user.pw_uid if user else os.geteuid()
+    gid = grp.getgrnam(options.group).gr_gid if options.group else (
+        user.pw_gid if user else os.getegid())
+    if (uid, gid) == (os.geteuid(), os.getegid()):
+        return None
+    if os.geteuid() != 0:
+        name = f"user={options.user}" if options.user else f"group={options.group}"
+        raise StartupError(
+            f"{name}: switching to another account needs root "
+            f"(running as uid {os.geteuid()}).")
+    return uid, gid
+
+
+def give_socket(listener, options, account):
+    """Hand the UNIX socket to the account and mode the web server needs."""
+    if listener.unix_path is None:
+        return
+    if account is not None:
+        # The socket stays root's unless we give it away; the web server's
+        # group (group=www-data) is what usually needs to connect.
+        uid = account[0] if options.user else -1
+        gid = account[1] if options.group else -1
+        os.chown(listener.unix_path, uid, gid)
+    if options.socketmode is not None:
+        os.chmod(listener.unix_path, options.socketmode)
+
+
+def switch_account(options, account):
+    """Drop root for the account asked for; logs stay writable for SIGUSR1."""
+    if account is None:
+        return
+    uid, gid = account
+    for path in (options.outlog, options.errlog):
+        if path and os.path.exists(path):
+            os.chown(path, uid, gid)
+    if options.user:
+        os.initgroups(options.user, gid)
+    else:
+        os.setgroups([gid])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
 def _load(load_app):
     try:
         return load_app()
@@ -103,25 +158,27 @@ def _load(load_app):
         raise StartupError(f"cannot load the project's WSGI application: {exc}") from None
 
 
-def _serve(options, listener, load_app, server_factory, streams, reporter):
+def _serve(options, listener, load_app, server_factory, streams, reporter, account):
     master_pid = os.getpid()
+    written = None
     try:
         if options.pidfile:
-            pidfile.write(options.pidfile)
+            written = pidfile.write(options.pidfile)
+        switch_account(options, account)
         # The app loaded above proved the project imports; the server builds
         # its own (prefork: in each worker, after fork) from the cached modules.
         server = server_factory(options, load_app, on_reopen_logs=streams.reopen)
     except BaseException as exc:
         reporter.failed(str(exc) or exc.__class__.__name__)
-        if options.pidfile:
-            pidfile.remove(options.pidfile)
+        if written is not None:
+            written.remove()
         raise
     reporter.ready()
     try:
         server.serve(listener.sock)
     finally:
-        if os.getpid() == master_pid and options.pidfile:
-            pidfile.remove(options.pidfile, master_pid)
+        if os.getpid() == master_pid and written is not None:
+            written.remove()
 
 
 def _banner(options, listener, pid, stdout, verbosity):

@@ -22,17 +22,29 @@ class Listener:
         self.description = description
         self.unix_path = unix_path
         self.owner_pid = os.getpid()
-        self._created_inode = _inode(unix_path) if created else None
+        self._created = None
+        if created:
+            # Hold the directory open: after switching to an unprivileged
+            # account we may no longer reach it by path, but we can still
+            # remove our socket from it by name.
+            dir_fd = os.open(os.path.dirname(unix_path), os.O_RDONLY | os.O_DIRECTORY)
+            name = os.path.basename(unix_path)
+            self._created = (dir_fd, name, _inode(name, dir_fd))
 
     def close(self):
         """Close the socket and remove the socket file if it is still ours."""
         self.sock.close()
-        if self._created_inode is not None and _inode(self.unix_path) == self._created_inode:
-            try:
-                os.unlink(self.unix_path)
-            except OSError:
-                pass
-        self._created_inode = None
+        if self._created is None:
+            return
+        dir_fd, name, inode = self._created
+        self._created = None
+        try:
+            if _inode(name, dir_fd) == inode:
+                os.unlink(name, dir_fd=dir_fd)
+        except OSError:
+            pass  # At exit there is no one left to tell.
+        finally:
+            os.close(dir_fd)
 
 
 def listen(options, environ=os.environ):
@@ -153,9 +165,9 @@ def _family_name(sock):
         sock.family, str(sock.family))
 
 
-def _inode(path):
+def _inode(path, dir_fd=None):
     try:
-        info = os.lstat(path)
+        info = os.lstat(path, dir_fd=dir_fd)
     except (OSError, TypeError):
         return None
     return (info.st_dev, info.st_ino)

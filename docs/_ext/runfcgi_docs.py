@@ -55,6 +55,16 @@ def accepted_values(option):
     if caster in (o.as_count, o.as_nonnegative, o.as_port):
         low, high = _int_range(caster)
         return f"a whole number from {low} to {high}"
+    if caster is getattr(o, "as_seconds", None):
+        low, high = _int_range(caster)
+        return f"a whole number of seconds from {low} to {high}"
+    if caster is getattr(o, "as_user", None):
+        return "an account name or numeric uid that exists on this machine"
+    if caster is getattr(o, "as_group", None):
+        return "a group name or numeric gid that exists on this machine"
+    if caster is getattr(o, "as_networks", None):
+        return ("IP addresses or networks, comma separated, IPv4 or IPv6, "
+                "e.g. 127.0.0.1,10.0.0.0/24,::1")
     if caster is o.as_octal:
         return "an octal number from 000 to 777, e.g. 022 or 0o022"
     if caster is o.as_host:
@@ -85,39 +95,68 @@ def _int_range(caster):
     raise LookupError(f"cannot read the range of {caster.__name__}")
 
 
+# Django 1.8's FASTCGI_OPTIONS, in its order: history, so it never changes.
+DJANGO_18_OPTIONS = (
+    "protocol", "host", "port", "socket", "method", "maxrequests", "maxspare",
+    "minspare", "maxchildren", "daemonize", "pidfile", "workdir", "debug",
+    "outlog", "errlog", "umask",
+)
+
+
 def options_reference():
-    """Return the reStructuredText of the options reference."""
+    """Return the reStructuredText of the options reference.
+
+    Django 1.8's options come first, then the ones runfcgi_compat added; each
+    group is a summary table followed by one ``.. option::`` entry per
+    option, which other pages link to with ``:option:`runfcgi NAME```.
+    """
     from runfcgi_compat.options import OPTIONS
 
+    groups = (
+        ("Django 1.8's options",
+         "Same names, defaults and meanings as in Django 1.8.",
+         [o for o in OPTIONS if o.name in DJANGO_18_OPTIONS]),
+        ("Added by runfcgi_compat",
+         "Not in Django 1.8: leave them out and the server behaves as 1.8's did.",
+         [o for o in OPTIONS if o.name not in DJANGO_18_OPTIONS]),
+    )
     out = [
         ".. This file is generated from runfcgi_compat.options.OPTIONS",
         "   by docs/_ext/runfcgi_docs.py.  Do not edit it.",
         "",
-        ".. list-table::",
-        "   :header-rows: 1",
-        "   :widths: 20 15 65",
+        ".. program:: runfcgi",
         "",
-        "   * - Option",
-        "     - Default",
-        "     - Meaning",
     ]
-    for option in OPTIONS:
+    for title, intro, group in groups:
+        if not group:
+            continue
+        out += [title, "-" * len(title), "", intro, ""]
         out += [
-            f"   * - :option:`{option.name} <runfcgi {option.name}>`",
-            f"     - ``{option.default_text}``",
-            f"     - {option.help}",
+            ".. list-table::",
+            "   :header-rows: 1",
+            "   :widths: 20 12 68",
+            "",
+            "   * - Option",
+            "     - Default",
+            "     - Meaning",
         ]
-    out += ["", ".. program:: runfcgi", ""]
-    for option in OPTIONS:
-        out += [
-            f".. option:: {option.name}={option.metavar}",
-            "",
-            f"   {option.help}",
-            "",
-            f"   :Default: ``{option.default_text}``",
-            f"   :Accepts: {accepted_values(option)}",
-            "",
-        ]
+        for option in group:
+            out += [
+                f"   * - :option:`{option.name} <runfcgi {option.name}>`",
+                f"     - ``{option.default_text}``",
+                f"     - {option.help}",
+            ]
+        out.append("")
+        for option in group:
+            out += [
+                f".. option:: {option.name}={option.metavar}",
+                "",
+                f"   {option.help}",
+                "",
+                f"   :Default: ``{option.default_text}``",
+                f"   :Accepts: {accepted_values(option)}",
+                "",
+            ]
     return "\n".join(out)
 
 

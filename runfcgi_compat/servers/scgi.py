@@ -84,9 +84,10 @@ def read_netstring(rfile, limit):
 
 
 def parse_headers(data):
-    items = data.split(b"\0")
-    if items and items[-1] == b"":
-        items.pop()
+    """Split ``name NUL value NUL ...`` into a dict of latin-1 strings."""
+    if data and not data.endswith(b"\0"):
+        raise ProtocolError("SCGI headers do not end with a NUL byte")
+    items = data.split(b"\0")[:-1]
     if len(items) % 2:
         raise ProtocolError("odd number of SCGI header fields")
     return {items[i].decode("latin-1"): items[i + 1].decode("latin-1")

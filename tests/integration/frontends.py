@@ -118,7 +118,10 @@ def start(name, argv, log, *, ready, env=None, cwd=None, extra_logs=()):
 
 def accepts(address):
     """Return a readiness check: True once ``address`` takes connections."""
-    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    if isinstance(address, str):
+        family = socket.AF_UNIX
+    else:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
 
     def ready():
         with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -332,7 +335,7 @@ def make_tmp():
     return path
 
 
-def _backend(tmp, processes, protocol, method, *, unix=False, env=None):
+def _backend(tmp, processes, protocol, method, *, unix=False, host="127.0.0.1", env=None):
     """Start runfcgi; return (host, port, socket) for the front end's config."""
     if unix:
         path = str(tmp / "django.sock")
@@ -340,27 +343,28 @@ def _backend(tmp, processes, protocol, method, *, unix=False, env=None):
         processes.append(start_backend(tmp, protocol, method, socket_path=path,
                                        extra=["umask=000"], env=env))
         return None, None, path
-    port = free_port()
-    processes.append(start_backend(tmp, protocol, method, host="127.0.0.1", port=port,
-                                   env=env))
-    return "127.0.0.1", port, None
+    port = free_port(host)
+    processes.append(start_backend(tmp, protocol, method, host=host, port=port, env=env))
+    return host, port, None
 
 
-def _nginx(protocol="fcgi", *, unix=False, **options):
+def _nginx(protocol="fcgi", *, unix=False, host="127.0.0.1", env=None, **options):
     def build(tmp, method, processes):
-        host, port, path = _backend(tmp, processes, protocol, method, unix=unix)
+        host_, port, path = _backend(tmp, processes, protocol, method, unix=unix, host=host,
+                                     env=env)
         listen = free_port()
-        site = conf.nginx(protocol, host, port, path, listen=f"127.0.0.1:{listen}", **options)
+        site = conf.nginx(protocol, host_, port, path, listen=f"127.0.0.1:{listen}", **options)
         processes.append(start_nginx(tmp, site, listen))
         return listen
     return build
 
 
-def _apache(protocol="fcgi", *, unix=False, env=None, **options):
+def _apache(protocol="fcgi", *, unix=False, host="127.0.0.1", env=None, **options):
     def build(tmp, method, processes):
-        host, port, path = _backend(tmp, processes, protocol, method, unix=unix, env=env)
+        host_, port, path = _backend(tmp, processes, protocol, method, unix=unix, host=host,
+                                     env=env)
         listen = free_port()
-        site = conf.apache(protocol, host, port, path, listen=f"127.0.0.1:{listen}", **options)
+        site = conf.apache(protocol, host_, port, path, listen=f"127.0.0.1:{listen}", **options)
         processes.append(start_apache(tmp, site, listen, conf.apache_modules(protocol)))
         return listen
     return build
@@ -426,6 +430,9 @@ def site_packages():
 setup("nginx-fcgi-tcp")(_nginx())
 setup("nginx-fcgi-unix")(_nginx(unix=True))
 setup("nginx-fcgi-keepalive")(_nginx(keepalive=4))
+# Only the web server may talk to runfcgi: FCGI_WEB_SERVER_ADDRS, over IPv6.
+setup("nginx-fcgi-ipv6")(_nginx(host="::1", env={"FCGI_WEB_SERVER_ADDRS": "::1"}))
+setup("nginx-scgi-ipv6")(_nginx("scgi", host="::1"))
 setup("nginx-fcgi-prefix", prefix="/app")(_nginx(prefix="/app"))
 setup("nginx-fcgi-https", secure=True)(_nginx(https=True))
 setup("nginx-scgi-tcp")(_nginx("scgi"))
@@ -435,12 +442,13 @@ setup("apache-fcgi-unix")(_apache(unix=True))
 setup("apache-fcgi-prefix", prefix="/app")(_apache(prefix="/app"))
 setup("apache-scgi-tcp")(_apache("scgi"))
 setup("apache-ajp-tcp")(_apache("ajp"))
+setup("apache-ajp-ipv6")(_apache("ajp", host="::1"))
 setup("apache-ajp-secret")(_apache("ajp", secret="s3cret-for-tests"))
 # AJP carries only the backend's path: the mount point must be configured.
 setup("apache-ajp-prefix", prefix="/app")(
     _apache("ajp", prefix="/app", env={"TESTPROJECT_FORCE_SCRIPT_NAME": "/app"}))
 setup("apache-fcgid", methods=("threaded",))(_apache_fcgid)
-setup("lighttpd-fcgi-unix")(_lighttpd())
+setup("lighttpd-fcgi-unix")(_lighttpd(env={"FCGI_WEB_SERVER_ADDRS": "127.0.0.1"}))
 # Without fix-root-scriptname lighttpd splits at the first segment; Django
 # 1.8's documented remedy, FORCE_SCRIPT_NAME = "", still works.
 setup("lighttpd-fcgi-unix-nofix")(

@@ -6,6 +6,7 @@ a non-ASCII path with a query string, a 1 MiB echo, an 8 MiB upload, a 10 MiB
 streamed response and a 500 without a traceback.
 """
 import hashlib
+import os
 import shutil
 import subprocess
 
@@ -44,7 +45,8 @@ def site(request):
         raise
     yield site
     site.stop()
-    shutil.rmtree(tmp, ignore_errors=True)
+    if not os.environ.get("RUNFCGI_KEEP_TMP"):  # keep the logs to look at
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_non_ascii_path_and_query(site):

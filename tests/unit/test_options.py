@@ -7,6 +7,40 @@ from runfcgi_compat import options
 from runfcgi_compat.options import OptionError, parse_words
 
 
+DJANGO_1_8_OPTIONS = (
+    "protocol host port socket method maxrequests maxspare minspare maxchildren "
+    "daemonize pidfile workdir debug outlog errlog umask").split()
+
+
+def test_every_1_8_option_is_in_the_table_in_1_8_order():
+    assert [o.name for o in options.OPTIONS][:16] == DJANGO_1_8_OPTIONS
+
+
+def test_options_beyond_1_8_and_their_defaults():
+    assert {k: v for k, v in options.DEFAULTS.items() if k not in DJANGO_1_8_OPTIONS} == {
+        "socketmode": None, "user": None, "group": None, "allow": None,
+        "idletimeout": 60, "gracetimeout": 30,
+    }
+
+
+def test_user_and_group_resolve_names_and_ids():
+    parsed = parse_words(["user=0", "group=root"])
+    assert (parsed.user, parsed.group) == ("root", "root")
+
+
+def test_allow_parses_addresses_and_networks():
+    parsed = parse_words(["allow=127.0.0.1, ::1,10.0.0.0/8"])
+    assert parsed.allow == ("127.0.0.1/32", "::1/128", "10.0.0.0/8")
+
+
+def test_peer_allowlist_falls_back_to_fcgi_web_server_addrs():
+    assert options.peer_allowlist(parse_words([]), {}) is None
+    assert options.peer_allowlist(parse_words([]), {"FCGI_WEB_SERVER_ADDRS": "127.0.0.1"}) == (
+        "127.0.0.1/32",)
+    assert options.peer_allowlist(parse_words(["allow=::1"]), {
+        "FCGI_WEB_SERVER_ADDRS": "127.0.0.1"}) == ("::1/128",)
+
+
 def error_of(words):
     with pytest.raises(OptionError) as caught:
         parse_words(words)
@@ -14,7 +48,7 @@ def error_of(words):
 
 
 def test_defaults_match_django_1_8():
-    assert options.DEFAULTS == {
+    assert {k: v for k, v in options.DEFAULTS.items() if k in DJANGO_1_8_OPTIONS} == {
         "protocol": "fcgi", "host": None, "port": None, "socket": None,
         "method": "prefork", "maxrequests": 0, "maxspare": 5, "minspare": 2,
         "maxchildren": 50, "daemonize": None, "pidfile": None, "workdir": "/",
@@ -129,6 +163,13 @@ def test_umask_forms():
      "daemonize='true' needs host and port or socket: a server started by the web server "
      "(socket on fd 0) must stay in the foreground."),
     (["port=1", "port=2"], "port is given twice (port='1' and 'port=2')."),
+    (["user=nosuchuser"], "user='nosuchuser' is not an account on this machine."),
+    (["group=nosuchgroup"], "group='nosuchgroup' is not a group on this machine."),
+    (["allow=127.0.0.1,localhost"],
+     "allow='127.0.0.1,localhost': 'localhost' is not an IP address or network."),
+    (["idletimeout=-1"], "idletimeout='-1' is out of range: use a number from 0 to 86400."),
+    (["socketmode=660", "host=127.0.0.1", "port=1"],
+     "socketmode='660' needs socket=PATH (it sets the UNIX socket's permissions)."),
 ])
 def test_invalid_input_is_one_line_naming_option_and_value(words, message):
     assert error_of(words) == message

@@ -106,3 +106,21 @@ def test_factory_failure_removes_pidfile_and_socket(tmp_path):
                                 "daemonize=false"]),
                    load_app=lambda: app, server_factory=factory, stdout=io.StringIO())
     assert os.listdir(tmp_path) == []
+
+
+def test_socketmode_sets_the_socket_permissions(tmp_path):
+    fake = FakeServer(tmp_path)
+    run([f"socket={tmp_path}/s.sock", "socketmode=600", "daemonize=false"], fake)
+    assert fake.mode == 0o600
+
+
+def test_naming_your_own_account_needs_no_root():
+    import pwd
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert runner.check_account(parse_words([f"user={me}"])) is None
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may switch accounts")
+def test_switching_account_needs_root():
+    with pytest.raises(StartupError, match=r"^user=root: switching to another account needs root"):
+        runner.check_account(parse_words(["user=root"]))

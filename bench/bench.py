@@ -1,0 +1,1205 @@
+"""The benchmark of issue #5: runfcgi against flup, uWSGI, gunicorn and the ceiling.
+
+Run it through ``bench/run`` (which installs what it needs); ``bench/run --help``
+lists the options and ``bench/README.rst`` says how to read the results.
+
+One nginx on loopback fronts every backend, one ``server`` block (port) per
+target.  wrk (``-t1 -c8``) drives each target in short rounds, interleaved so
+that the machine's noise lands on every target alike; the figures that matter
+are ratios taken within one run.  Then single requests time large bodies
+through nginx and Apache, and a large upload's memory cost is sampled from
+/proc.  Every process started here runs in a session of its own and is
+stopped by its id at the end, also on Ctrl-C.
+"""
+import argparse
+import contextlib
+import datetime
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+VENV = BENCH / ".venv"
+PY = str(VENV / "bin" / "python") if (VENV / "bin" / "python").exists() else sys.executable
+RESULTS = BENCH / "results"
+DOCS_PNG = REPO / "docs" / "_static" / "bench.png"
+SERVERS_READY = Path("/tmp/servers_ready")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
+MiB = 1024 * 1024
+
+# FastCGI parameters sent by every FastCGI server block: nginx's stock
+# fastcgi_params, except that SCRIPT_NAME is empty and PATH_INFO holds the
+# path (the set-up old guides use), so flup and uWSGI route like runfcgi.
+FASTCGI_PARAMS = """
+    fastcgi_param QUERY_STRING $query_string;
+    fastcgi_param REQUEST_METHOD $request_method;
+    fastcgi_param CONTENT_TYPE $content_type;
+    fastcgi_param CONTENT_LENGTH $content_length;
+    fastcgi_param SCRIPT_NAME "";
+    fastcgi_param PATH_INFO $fastcgi_script_name;
+    fastcgi_param REQUEST_URI $request_uri;
+    fastcgi_param DOCUMENT_URI $document_uri;
+    fastcgi_param DOCUMENT_ROOT $document_root;
+    fastcgi_param SERVER_PROTOCOL $server_protocol;
+    fastcgi_param REQUEST_SCHEME $scheme;
+    fastcgi_param HTTPS $https if_not_empty;
+    fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+    fastcgi_param SERVER_SOFTWARE nginx/$nginx_version;
+    fastcgi_param REMOTE_ADDR $remote_addr;
+    fastcgi_param REMOTE_PORT $remote_port;
+    fastcgi_param SERVER_ADDR $server_addr;
+    fastcgi_param SERVER_PORT $server_port;
+    fastcgi_param SERVER_NAME $server_name;
+"""
+# nginx's stock scgi_params plus the same SCRIPT_NAME/PATH_INFO pair.
+SCGI_PARAMS = """
+    scgi_param REQUEST_METHOD $request_method;
+    scgi_param REQUEST_URI $request_uri;
+    scgi_param QUERY_STRING $query_string;
+    scgi_param CONTENT_TYPE $content_type;
+    scgi_param DOCUMENT_URI $document_uri;
+    scgi_param DOCUMENT_ROOT $document_root;
+    scgi_param SCGI 1;
+    scgi_param SERVER_PROTOCOL $server_protocol;
+    scgi_param REQUEST_SCHEME $scheme;
+    scgi_param HTTPS $https if_not_empty;
+    scgi_param REMOTE_ADDR $remote_addr;
+    scgi_param REMOTE_PORT $remote_port;
+    scgi_param SERVER_PORT $server_port;
+    scgi_param SERVER_NAME $server_name;
+    scgi_param SCRIPT_NAME "";
+    scgi_param PATH_INFO $document_uri;
+"""
+
+
+def log(message):
+    print(f"bench: {message}", flush=True)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+# -- processes ------------------------------------------------------------------
+
+
+def read_stat(pid):
+    """Return the fields of /proc/<pid>/stat after the command name, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()
+
+
+def session_pids(sid):
+    """Every live process in session ``sid`` (a backend and all its workers)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = read_stat(entry)
+        # fields[0] is the state (stat field 3), fields[3] the session id.
+        if fields and int(fields[3]) == sid and fields[0] != b"Z":
+            pids.append(int(entry))
+    return pids
+
+
+def session_cpu_ticks(sid):
+    """User+system clock ticks of a session, including reaped children's."""
+    total = 0
+    for pid in session_pids(sid):
+        fields = read_stat(pid)
+        if not fields:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if pid == sid:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return total
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Processes:
+    """Every long-running process this run starts; ``stop_all`` ends them by id."""
+
+    def __init__(self, logdir):
+        self.logdir = Path(logdir)
+        self.running = []  # (name, Popen)
+
+    def start(self, name, argv, env=None, cwd=None):
+        logfile = open(self.logdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile,
+                                stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                start_new_session=True)
+        logfile.close()
+        proc.bench_name = name
+        self.running.append((name, proc))
+        return proc
+
+    def log_tail(self, name, lines=15):
+        path = self.logdir / f"{name}.log"
+        try:
+            text = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    def stop(self, proc, sig=signal.SIGTERM, grace=5.0):
+        """Signal the leader, wait, then SIGKILL whatever is left of its session."""
+        sid = proc.pid
+        members = set(session_pids(sid))
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # flup's prefork master ignores SIGTERM while idle (a known defect);
+        # workers may outlive their master: kill each by its pid.
+        members |= set(session_pids(sid))
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        self.running = [(n, p) for n, p in self.running if p is not proc]
+
+    def stop_all(self):
+        for name, proc in reversed(list(self.running)):
+            sig = signal.SIGQUIT if name in ("nginx",) else signal.SIGTERM
+            try:
+                self.stop(proc, sig)
+            except Exception as exc:  # keep stopping the others
+                log(f"could not stop {name} (pid {proc.pid}): {exc}")
+
+
+def wait_port(port, proc, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+# -- backends ---------------------------------------------------------------------
+
+
+class Backend:
+    """One application server process group listening on 127.0.0.1:port."""
+
+    def __init__(self, key, protocol, argv_for_port, env, optional=False, cwd=None):
+        self.key = key
+        self.protocol = protocol  # fcgi, scgi, ajp or http
+        self.port = free_port()
+        self.argv = argv_for_port(self.port)
+        self.env = env
+        self.optional = optional
+        self.cwd = cwd
+        self.proc = None
+        self.error = None
+
+    @property
+    def ok(self):
+        return self.proc is not None and self.error is None and self.proc.poll() is None
+
+    def start(self, procs):
+        self.proc = procs.start(self.key, self.argv, env=self.env, cwd=self.cwd)
+
+    def wait(self, procs, timeout=60.0):
+        if not wait_port(self.port, self.proc, timeout):
+            tail = procs.log_tail(self.key, 8)
+            self.error = "did not start" + (f":\n{tail}" if tail else "")
+            return False
+        return True
+
+    def cpu_ticks(self):
+        return session_cpu_ticks(self.proc.pid)
+
+    def pids(self):
+        return session_pids(self.proc.pid)
+
+
+def bench_env():
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "benchsite.settings"
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCH), str(REPO / "example")])
+    env.pop("PYTHONDEVMODE", None)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def runfcgi_argv(protocol, method, threads):
+    def argv(port):
+        maxchildren = 2 if method == "prefork" else threads
+        return [PY, str(REPO / "example" / "manage.py"), "runfcgi", "daemonize=false",
+                f"protocol={protocol}", f"method={method}", f"host={HOST}", f"port={port}",
+                "maxspare=2", "minspare=2", f"maxchildren={maxchildren}"]
+    return argv
+
+
+def flup_argv(protocol, method, threads):
+    return lambda port: [PY, str(BENCH / "flup_serve.py"), protocol, method, str(port),
+                         str(threads)]
+
+
+def uwsgi_argv(port):
+    common = [f"--fastcgi-socket={HOST}:{port}", "--master", "--processes=2",
+              "--module=benchsite.wsgi:application", f"--pythonpath={BENCH}",
+              f"--pythonpath={REPO / 'example'}", "--disable-logging", "--die-on-term",
+              "--need-app", "--env=DJANGO_SETTINGS_MODULE=benchsite.settings"]
+    if (VENV / "bin" / "uwsgi").exists():
+        return [str(VENV / "bin" / "uwsgi")] + common
+    # Debian's uwsgi + python3 plugin, used when the venv runs Debian's python3.
+    return ["/usr/bin/uwsgi", "--plugin=python3", f"--virtualenv={VENV}"] + common
+
+
+def gunicorn_argv(port):
+    return [str(VENV / "bin" / "gunicorn"), "--workers=2", "--worker-class=sync",
+            f"--bind={HOST}:{port}", "--log-level=warning", "benchsite.wsgi:application"]
+
+
+def runfcgi_available():
+    """True when runfcgi_compat.servers can build a server (make_server exists)."""
+    probe = subprocess.run(
+        [PY, "-c", "from runfcgi_compat.servers import make_server"],
+        env=bench_env(), capture_output=True, text=True)
+    return probe.returncode == 0, probe.stderr.strip().splitlines()[-1:] or [""]
+
+
+# -- nginx ------------------------------------------------------------------------
+
+
+class Target:
+    """One thing wrk measures: a backend behind one nginx server block."""
+
+    def __init__(self, key, label, group, backend, mode="plain"):
+        self.key = key
+        self.label = label
+        self.group = group  # runfcgi, reference, ceiling
+        self.backend = backend
+        self.mode = mode  # plain, keep (fastcgi_keep_conn), http, inprocess
+        self.port = free_port() if backend is not None else None
+        self.rounds = []
+        self.error = None
+
+    def url(self, path="/"):
+        return f"http://{HOST}:{self.port}{path}"
+
+    def nginx_block(self):
+        b = self.backend
+        upstream = ""
+        if self.mode == "keep":
+            name = f"keep_{self.key.replace('-', '_')}"
+            upstream = f"upstream {name} {{ server {HOST}:{b.port}; keepalive 8; }}\n"
+            location = (f"{FASTCGI_PARAMS}    fastcgi_keep_conn on;\n"
+                        f"    fastcgi_pass {name};\n")
+        elif b.protocol == "fcgi":
+            location = f"{FASTCGI_PARAMS}    fastcgi_pass {HOST}:{b.port};\n"
+        elif b.protocol == "scgi":
+            location = f"{SCGI_PARAMS}    scgi_pass {HOST}:{b.port};\n"
+        elif b.protocol == "http":
+            location = (f"    proxy_pass http://{HOST}:{b.port};\n"
+                        "    proxy_set_header Host $host;\n")
+        else:
+            raise ValueError(b.protocol)
+        return (f"{upstream}server {{\n  listen {HOST}:{self.port};\n  server_name localhost;\n"
+                f"  # {self.label}\n  location / {{\n{location}  }}\n}}\n")
+
+
+def nginx_conf(tmp, targets):
+    blocks = "\n".join(t.nginx_block() for t in targets if t.backend is not None)
+    return f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/client_body;
+  fastcgi_temp_path {tmp}/fastcgi_temp;
+  scgi_temp_path {tmp}/scgi_temp;
+  proxy_temp_path {tmp}/proxy_temp;
+  uwsgi_temp_path {tmp}/uwsgi_temp;
+  client_max_body_size 0;
+  keepalive_requests 1000000;
+  fastcgi_connect_timeout 5s;
+  fastcgi_read_timeout 10s;
+  fastcgi_send_timeout 10s;
+  scgi_connect_timeout 5s;
+  scgi_read_timeout 10s;
+  scgi_send_timeout 10s;
+  proxy_connect_timeout 5s;
+  proxy_read_timeout 10s;
+  proxy_send_timeout 10s;
+{blocks}
+}}
+"""
+
+
+def start_nginx(procs, tmp, targets):
+    conf = Path(tmp) / "nginx.conf"
+    conf.write_text(nginx_conf(tmp, targets))
+    check = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", str(tmp)],
+                           capture_output=True, text=True)
+    if check.returncode:
+        raise SystemExit(f"bench: nginx rejected its config {conf}:\n{check.stderr}")
+    proc = procs.start("nginx", ["nginx", "-c", str(conf), "-p", str(tmp)])
+    first = next((t for t in targets if t.backend is not None), None)
+    if first is not None and not wait_port(first.port, proc, 10):
+        raise SystemExit("bench: nginx did not start:\n" + procs.log_tail("nginx"))
+    return proc
+
+
+# -- Apache -----------------------------------------------------------------------
+
+APACHE_MODULES = ["mpm_event", "authz_core", "proxy", "proxy_ajp", "proxy_fcgi"]
+
+
+def apache_conf(tmp, vhosts):
+    """``vhosts``: list of (port, backend url) pairs, e.g. ajp://127.0.0.1:9000/."""
+    modules = "\n".join(
+        f"LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so" for m in APACHE_MODULES)
+    listens = "\n".join(f"Listen {HOST}:{port}" for port, _ in vhosts)
+    hosts = "\n".join(
+        f"<VirtualHost {HOST}:{port}>\n  ProxyPass / {url} timeout=30\n</VirtualHost>"
+        for port, url in vhosts)
+    return f"""
+ServerRoot {tmp}
+DefaultRuntimeDir {tmp}
+PidFile {tmp}/apache.pid
+Mutex file:{tmp} default
+ServerName localhost
+User www-data
+Group www-data
+ErrorLog {tmp}/apache-error.log
+LogLevel warn
+{modules}
+LimitRequestBody 0
+ProxyTimeout 30
+{listens}
+{hosts}
+"""
+
+
+def start_apache(procs, tmp, vhosts):
+    adir = Path(tmp) / "apache"
+    adir.mkdir(exist_ok=True)
+    conf = adir / "apache.conf"
+    conf.write_text(apache_conf(adir, vhosts))
+    proc = procs.start("apache", ["apache2", "-f", str(conf), "-DFOREGROUND"])
+    if not wait_port(vhosts[0][0], proc, 10):
+        return None, "Apache did not start: " + procs.log_tail("apache", 5)
+    return proc, None
+
+
+# -- measuring ----------------------------------------------------------------------
+
+
+def run_wrk(url, seconds, conns):
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s",
+            "-s", str(BENCH / "report.lua"), url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("WRKJSON "):
+            return json.loads(line[8:])
+    raise RuntimeError(f"wrk printed no summary: {out.stdout[-300:]} {out.stderr[-300:]}")
+
+
+def measure_wrk(target, seconds, conns):
+    """One wrk run against a target, with the backend's CPU use over it."""
+    backend = target.backend
+    cpu0 = backend.cpu_ticks()
+    res = run_wrk(target.url(), seconds, conns)
+    cpu1 = backend.cpu_ticks()
+    res["cpu_s"] = (cpu1 - cpu0) / CLK_TCK
+    res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+    res["failed"] = res["connect"] + res["read"] + res["write"] + res["status"] + res["timeout"]
+    return res
+
+
+def measure_inprocess(seconds):
+    out = subprocess.run([PY, str(BENCH / "inprocess.py"), str(seconds)], env=bench_env(),
+                         capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip()[-500:])
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"requests": data["requests"], "duration_us": int(data["seconds"] * 1e6),
+            "rps": data["requests"] / data["seconds"], "cpu_s": data["cpu"], "failed": 0,
+            "p50_us": None, "p99_us": None}
+
+
+def probe(target, timeout=30.0):
+    """Wait until a GET / through nginx answers 200; return an error or None."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(HOST, target.port, timeout=5)
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            if resp.status == 200:
+                return None
+            last = f"HTTP {resp.status}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    return last or "no answer"
+
+
+def summarize(target):
+    rounds = target.rounds
+    if not rounds:
+        return None
+    rps = [r["rps"] for r in rounds]
+    requests = sum(r["requests"] for r in rounds)
+    cpu = sum(r["cpu_s"] for r in rounds)
+    p50 = [r["p50_us"] for r in rounds if r.get("p50_us") is not None]
+    p99 = [r["p99_us"] for r in rounds if r.get("p99_us") is not None]
+    return {
+        "label": target.label, "group": target.group,
+        "rps_median": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
+        "p50_ms": statistics.median(p50) / 1000 if p50 else None,
+        "p99_ms": statistics.median(p99) / 1000 if p99 else None,
+        "cpu_us_per_request": cpu / requests * 1e6 if requests else None,
+        "requests": requests,
+        "failed": sum(r["failed"] for r in rounds),
+        "rounds": rounds,
+    }
+
+
+# -- a minimal FastCGI client (kept connections) ---------------------------------------
+
+FCGI_BEGIN, FCGI_END, FCGI_PARAMS_T, FCGI_STDIN, FCGI_STDOUT = 1, 3, 4, 5, 6
+
+
+def _fcgi_record(rtype, content, rid=1):
+    padding = -len(content) & 7
+    return struct.pack("!BBHHBx", 1, rtype, rid, len(content), padding) + content + b"\0" * padding
+
+
+def _fcgi_pair(name, value):
+    name, value = name.encode(), value.encode()
+    def length(n):
+        return struct.pack("!B", n) if n < 128 else struct.pack("!I", n | 0x80000000)
+    return length(len(name)) + length(len(value)) + name + value
+
+
+def fcgi_request_bytes(path="/", keep=False):
+    params = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path,
+              "REQUEST_URI": path, "QUERY_STRING": "", "SERVER_NAME": "localhost",
+              "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": HOST,
+              "REMOTE_PORT": "40000", "GATEWAY_INTERFACE": "CGI/1.1", "HTTP_HOST": "localhost"}
+    body = b"".join(_fcgi_pair(k, v) for k, v in params.items())
+    return (_fcgi_record(FCGI_BEGIN, struct.pack("!HB5x", 1, 1 if keep else 0))
+            + _fcgi_record(FCGI_PARAMS_T, body) + _fcgi_record(FCGI_PARAMS_T, b"")
+            + _fcgi_record(FCGI_STDIN, b""))
+
+
+def fcgi_read_response(sock, timeout):
+    """Read records until FCGI_END_REQUEST; return the stdout bytes or None on timeout."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    stdout = []
+    while True:
+        while len(buf) >= 8:
+            _v, rtype, _rid, clen, plen = struct.unpack("!BBHHBx", buf[:8])
+            if len(buf) < 8 + clen + plen:
+                break
+            content = buf[8:8 + clen]
+            buf = buf[8 + clen + plen:]
+            if rtype == FCGI_STDOUT:
+                stdout.append(content)
+            elif rtype == FCGI_END:
+                return b"".join(stdout)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            return None
+        if not data:
+            return None
+        buf += data
+
+
+def check_fresh_connection(backend, kept=4, timeout=3.0):
+    """Park ``kept`` idle kept-open FastCGI connections, then time a fresh one.
+
+    With 2 workers, 4 idle kept connections pin every worker of a naive
+    server; the target is that the fresh connection is still answered at once.
+    """
+    socks = []
+    served = 0
+    try:
+        for _ in range(kept):
+            sock = socket.create_connection((HOST, backend.port), timeout)
+            socks.append(sock)
+            sock.sendall(fcgi_request_bytes("/", keep=True))
+            if fcgi_read_response(sock, timeout) is not None:
+                served += 1
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        fresh = socket.create_connection((HOST, backend.port), timeout)
+        socks.append(fresh)
+        fresh.sendall(fcgi_request_bytes("/", keep=False))
+        answer = fcgi_read_response(fresh, 5.0)
+        fresh_s = time.perf_counter() - t0 if answer is not None else None
+        # The kept connections still work after the fresh one.
+        again = 0
+        for sock in socks[:served]:
+            sock.sendall(fcgi_request_bytes("/", keep=True))
+            if fcgi_read_response(sock, timeout) is not None:
+                again += 1
+    except OSError as exc:
+        return {"kept": kept, "kept_served": served, "fresh_s": None, "error": str(exc)}
+    finally:
+        for sock in socks:
+            sock.close()
+    return {"kept": kept, "kept_served": served, "fresh_s": fresh_s, "kept_reused": again}
+
+
+# -- single timed requests (large bodies, uploads, memory) ---------------------------
+
+
+def timed_request(port, method, path, body_size=0, timeout=60.0):
+    """Send one request; return {"seconds", "status", "bytes", "body"} or {"error"}."""
+    deadline = time.monotonic() + timeout
+    chunk = b"u" * MiB
+    try:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        t0 = time.perf_counter()
+        conn.putrequest(method, path)
+        if method == "POST":
+            conn.putheader("Content-Type", "application/octet-stream")
+            conn.putheader("Content-Length", str(body_size))
+        conn.endheaders()
+        left = body_size
+        while left > 0:
+            step = min(left, len(chunk))
+            conn.send(chunk[:step])
+            left -= step
+        resp = conn.getresponse()
+        received = 0
+        head = b""
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"more than {timeout:.0f} s")
+            data = resp.read(MiB)
+            if not data:
+                break
+            if len(head) < 4096:
+                head += data[:4096]
+            received += len(data)
+        seconds = time.perf_counter() - t0
+        conn.close()
+        return {"seconds": seconds, "status": resp.status, "bytes": received,
+                "body": head[:300].decode("latin-1")}
+    except (OSError, http.client.HTTPException) as exc:
+        return {"error": f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__}
+
+
+def repeat_timed(times, *args, **kwargs):
+    """Median of ``times`` runs of timed_request; stop at the first failure."""
+    runs = []
+    for _ in range(times):
+        res = timed_request(*args, **kwargs)
+        runs.append(res)
+        if "error" in res or res["status"] != 200:
+            return res | {"runs": runs}
+    seconds = statistics.median(r["seconds"] for r in runs)
+    return runs[0] | {"seconds": seconds, "runs": [r["seconds"] for r in runs]}
+
+
+def upload_rss_growth(backend, port, size, timeout=120.0):
+    """POST ``size`` bytes to /echo/ (read in 64 KiB chunks) and sample RSS."""
+    base = {pid: rss_kib(pid) or 0 for pid in backend.pids()}
+    peak = dict(base)
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            for pid in backend.pids():
+                value = rss_kib(pid)
+                if value is None:
+                    continue
+                base.setdefault(pid, value)
+                peak[pid] = max(peak.get(pid, 0), value)
+            stop.wait(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        res = timed_request(port, "POST", "/echo/", size, timeout)
+    finally:
+        stop.set()
+        sampler.join()
+    growth = max((peak[pid] - base[pid] for pid in peak), default=0)
+    res["rss_growth_mib"] = growth / 1024
+    if "body" in res:
+        try:
+            res["echo_length"] = json.loads(res["body"]).get("length")
+        except ValueError:
+            res["echo_length"] = None
+    return res
+
+
+# -- checks, report, chart ---------------------------------------------------------------
+
+
+def ratio(a, b):
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def make_checks(summary, fresh, bodies, uploads):
+    """The issue's targets, each PASS, MISS or N/A (not measured)."""
+    def rps(key):
+        s = summary.get(key)
+        return s["rps_median"] if s else None
+
+    checks = []
+
+    def add(name, value, goal, passed, detail=""):
+        status = "N/A" if passed is None else ("PASS" if passed else "MISS")
+        checks.append({"name": name, "value": value, "goal": goal, "status": status,
+                       "detail": detail})
+
+    r = ratio(rps("runfcgi-prefork-fcgi"), rps("uwsgi-fcgi"))
+    rk = ratio(rps("runfcgi-prefork-fcgi-keep"), rps("uwsgi-fcgi"))
+    add("prefork FastCGI vs uWSGI", r, ">= 1.0x", None if r is None else r >= 1.0,
+        f"with keep_conn: {rk:.2f}x" if rk is not None else "")
+    for method in ("prefork", "threaded"):
+        plain, keep = f"runfcgi-{method}-fcgi", f"runfcgi-{method}-fcgi-keep"
+        r = ratio(rps(keep), rps(plain))
+        add(f"{method} keep_conn vs without", r, ">= 1.2x", None if r is None else r >= 1.2)
+    failed = {k: s["failed"] for k, s in summary.items() if k.startswith("runfcgi-")}
+    bad = {k: v for k, v in failed.items() if v}
+    add("runfcgi: zero failed requests", sum(failed.values()) if failed else None, "0",
+        None if not failed else not bad,
+        ", ".join(f"{k}: {v}" for k, v in bad.items()))
+    for method in ("prefork", "threaded"):
+        f = fresh.get(f"runfcgi-{method}-fcgi")
+        if f is None:
+            add(f"{method}: fresh connection beside idle kept ones", None, "< 1 s", None)
+            continue
+        ok = (f.get("fresh_s") is not None and f["fresh_s"] < 1.0
+              and f["kept_served"] == f["kept"])
+        add(f"{method}: fresh connection beside idle kept ones", f.get("fresh_s"), "< 1 s", ok,
+            f"{f['kept_served']}/{f['kept']} kept connections served"
+            + (f"; {f['error']}" if f.get("error") else ""))
+    r = ratio(rps("runfcgi-threaded-fcgi"), rps("flup-threaded-fcgi"))
+    add("threaded FastCGI vs flup threaded", r, ">= 1.5x", None if r is None else r >= 1.5)
+    for via in ("nginx-fcgi", "apache-ajp"):
+        small = bodies.get(f"runfcgi-{via}-16MiB", {}).get("seconds")
+        large = bodies.get(f"runfcgi-{via}-64MiB", {}).get("seconds")
+        r = ratio(large, small)
+        add(f"64 MiB response <= 5x 16 MiB ({via})", r, "<= 5x",
+            None if r is None else r <= 5.0,
+            f"16 MiB {small:.3f} s, 64 MiB {large:.3f} s" if r is not None else
+            _errors(bodies, f"runfcgi-{via}-"))
+    ajp = uploads.get("runfcgi-apache-ajp", {}).get("seconds")
+    fcgi = uploads.get("runfcgi-apache-fcgi", {}).get("seconds")
+    r = ratio(fcgi, ajp)  # speed ratio = time ratio inverted
+    add("8 MiB upload: mod_proxy_ajp vs mod_proxy_fcgi speed", r, ">= 0.5x",
+        None if r is None else r >= 0.5,
+        f"AJP {ajp:.3f} s, FastCGI {fcgi:.3f} s" if r is not None else
+        _errors(uploads, "runfcgi-apache-"))
+    return checks
+
+
+def _errors(results, prefix):
+    return "; ".join(f"{k}: {v['error']}" for k, v in results.items()
+                     if k.startswith(prefix) and v.get("error"))[:200]
+
+
+def fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(summary, order):
+    uwsgi = summary.get("uwsgi-fcgi", {}).get("rps_median")
+    head = (f"{'target':<38} {'req/s':>8} {'min-max':>13} {'p50 ms':>7} {'p99 ms':>7}"
+            f" {'CPU us/req':>10} {'failed':>6} {'x uWSGI':>7}")
+    print(head)
+    print("-" * len(head))
+    for key in order:
+        s = summary.get(key)
+        if s is None:
+            continue
+        spread = f"{s['rps_min']:.0f}-{s['rps_max']:.0f}"
+        print(f"{s['label']:<38} {s['rps_median']:>8.0f} {spread:>13} {fmt(s['p50_ms'], '.2f'):>7}"
+              f" {fmt(s['p99_ms'], '.2f'):>7} {fmt(s['cpu_us_per_request'], '.0f'):>10}"
+              f" {s['failed']:>6} {fmt(ratio(s['rps_median'], uwsgi), '.2f'):>7}")
+
+
+def print_checks(checks):
+    for c in checks:
+        value = c["value"]
+        if isinstance(value, float):
+            value = f"{value:.2f}"
+        detail = f"  ({c['detail']})" if c["detail"] else ""
+        print(f"  {c['status']:<4}  {c['name']}: {fmt(value, '')} (target {c['goal']}){detail}")
+
+
+def draw_chart(summary, order, path, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in order if k in summary]
+    labels = [summary[k]["label"] for k in keys]
+    rps = [summary[k]["rps_median"] for k in keys]
+    lo = [summary[k]["rps_median"] - summary[k]["rps_min"] for k in keys]
+    hi = [summary[k]["rps_max"] - summary[k]["rps_median"] for k in keys]
+    cpu = [summary[k]["cpu_us_per_request"] or 0 for k in keys]
+    colors = {"runfcgi": "#1f77b4", "reference": "#9a9a9a", "ceiling": "#2ca02c"}
+    col = [colors.get(summary[k]["group"], "#9a9a9a") for k in keys]
+    uwsgi = summary.get("uwsgi-fcgi", {}).get("rps_median")
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.42 * len(keys) + 1.6),
+                                   gridspec_kw={"width_ratios": [3, 1.3]}, sharey=True)
+    ypos = list(range(len(keys)))
+    ax1.barh(ypos, rps, xerr=[lo, hi], color=col, capsize=2)
+    ax1.set_yticks(ypos, labels, fontsize=8)
+    ax1.invert_yaxis()
+    ax1.set_xlabel("requests/s (median of rounds; bars: min-max)")
+    if uwsgi:
+        ax1.axvline(uwsgi, color="#d62728", linestyle="--", linewidth=1)
+        ax1.text(uwsgi, -0.7, " uWSGI", color="#d62728", fontsize=8, va="bottom")
+    for y, value in zip(ypos, rps):
+        text = f" {value:,.0f}"
+        if uwsgi:
+            text += f"  ({value / uwsgi:.2f}x)"
+        ax1.text(value, y, text, va="center", fontsize=7)
+    ax1.set_xlim(0, max(rps) * 1.35)
+    ax2.barh(ypos, cpu, color=col)
+    ax2.set_xlabel("backend CPU per request (us)")
+    for y, value in zip(ypos, cpu):
+        if value:
+            ax2.text(value, y, f" {value:.0f}", va="center", fontsize=7)
+    ax2.set_xlim(0, max(cpu + [1]) * 1.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def versions():
+    def out(argv):
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            return (res.stdout + res.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return None
+    pkgs = subprocess.run(
+        [PY, "-c", "import importlib.metadata as m, json; print(json.dumps({n: m.version(n) "
+         "for n in ['Django', 'flup', 'gunicorn', 'runfcgi-compat']}))"],
+        capture_output=True, text=True)
+    info = json.loads(pkgs.stdout) if pkgs.returncode == 0 else {}
+    uwsgi = uwsgi_argv(1)[0]
+    info.update({
+        "python": out([PY, "--version"]),
+        "uwsgi": out([uwsgi, "--version"]) if os.path.exists(uwsgi) else None,
+        "uwsgi_build": "PyPI, in the bench venv" if "/.venv/" in uwsgi else "Debian + python3 plugin",
+        "nginx": out(["nginx", "-v"]),
+        "wrk": out(["wrk", "-v"]),
+        "apache": out(["apache2", "-v"]),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "git": out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "git_dirty": bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
+                                          "runfcgi_compat"], capture_output=True,
+                                         text=True).stdout.strip()),
+    })
+    return info
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def build(args, runfcgi_ok):
+    """Return (backends, targets, order) for this run."""
+    env = bench_env()
+    t = args.threads
+    backends = {}
+
+    def add_backend(key, protocol, argv, optional=False):
+        backends[key] = Backend(key, protocol, argv, env, optional=optional, cwd=str(BENCH))
+
+    if runfcgi_ok:
+        for method in ("prefork", "threaded"):
+            for proto in ("fcgi", "scgi"):
+                add_backend(f"runfcgi-{method}-{proto}", proto, runfcgi_argv(proto, method, t))
+    add_backend("uwsgi-fcgi", "fcgi", uwsgi_argv)
+    add_backend("gunicorn", "http", gunicorn_argv)
+    for method in ("prefork", "threaded"):
+        for proto in ("fcgi", "scgi"):
+            add_backend(f"flup-{method}-{proto}", proto, flup_argv(proto, method, t))
+    if not args.skip_bodies:
+        if runfcgi_ok:
+            add_backend("runfcgi-prefork-ajp", "ajp", runfcgi_argv("ajp", "prefork", t),
+                        optional=True)
+        if args.flup_bodies:
+            add_backend("flup-prefork-ajp", "ajp", flup_argv("ajp", "prefork", t), optional=True)
+
+    targets = []
+
+    def add(key, label, group, backend_key, mode="plain"):
+        if backend_key is None:
+            targets.append(Target(key, label, group, None, mode))
+        elif backend_key in backends:
+            targets.append(Target(key, label, group, backends[backend_key], mode))
+
+    for method in ("prefork", "threaded"):
+        add(f"runfcgi-{method}-fcgi", f"runfcgi {method} fcgi", "runfcgi",
+            f"runfcgi-{method}-fcgi")
+        add(f"runfcgi-{method}-fcgi-keep", f"runfcgi {method} fcgi keep_conn", "runfcgi",
+            f"runfcgi-{method}-fcgi", "keep")
+        add(f"runfcgi-{method}-scgi", f"runfcgi {method} scgi", "runfcgi",
+            f"runfcgi-{method}-scgi")
+    add("uwsgi-fcgi", "uWSGI fcgi (2 processes)", "reference", "uwsgi-fcgi")
+    add("gunicorn", "gunicorn sync (2 workers) proxy_pass", "reference", "gunicorn", "http")
+    for method in ("prefork", "threaded"):
+        for proto in ("fcgi", "scgi"):
+            add(f"flup-{method}-{proto}", f"flup 1.0.3 {method} {proto} (1.8 way)",
+                "reference", f"flup-{method}-{proto}")
+    if args.flup_keep:
+        for method in ("prefork", "threaded"):
+            add(f"flup-{method}-fcgi-keep", f"flup 1.0.3 {method} fcgi keep_conn",
+                "reference", f"flup-{method}-fcgi", "keep")
+    add("inprocess", "view called in-process (1 core)", "ceiling", None, "inprocess")
+
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        targets = [x for x in targets if any(w in x.key for w in wanted)]
+        used = {x.backend.key for x in targets if x.backend is not None}
+        if args.skip_bodies or args.only:
+            backends = {k: b for k, b in backends.items()
+                        if k in used or (b.optional and not args.skip_bodies)}
+    order = [x.key for x in targets]
+    return backends, targets, order
+
+
+def throughput(args, targets):
+    """Warm up each target, then interleaved rounds of wrk."""
+    measured = [t for t in targets if t.error is None]
+    log(f"warming up {len(measured)} targets ({args.warmup} s each)")
+    for target in measured:
+        if target.backend is None:
+            continue
+        try:
+            res = measure_wrk(target, args.warmup, args.connections)
+        except Exception as exc:
+            target.error = f"warm-up failed: {exc}"
+            continue
+        if res["requests"] and res["failed"] >= res["requests"]:
+            target.error = f"warm-up: all {res['requests']} requests failed"
+        elif res["requests"] == 0:
+            target.error = "warm-up: no request completed"
+    measured = [t for t in targets if t.error is None]
+    for t in targets:
+        if t.error:
+            log(f"skipping {t.label}: {t.error}")
+    for rnd in range(args.rounds):
+        # Rotate the order each round so no target always follows the same one.
+        shift = rnd % max(1, len(measured))
+        for target in measured[shift:] + measured[:shift]:
+            try:
+                if target.backend is None:
+                    res = measure_inprocess(args.seconds)
+                else:
+                    res = measure_wrk(target, args.seconds, args.connections)
+            except Exception as exc:
+                log(f"round {rnd + 1}: {target.label}: {exc}")
+                continue
+            target.rounds.append(res)
+            log(f"round {rnd + 1}/{args.rounds} {target.label:<38} {res['rps']:>8.0f} req/s"
+                + (f"  {res['failed']} failed" if res["failed"] else ""))
+
+
+def bodies_and_uploads(args, procs, tmp, backends, targets):
+    """Large responses, uploads and upload memory; return (bodies, uploads, rss)."""
+    bodies, uploads, rss = {}, {}, {}
+    by_key = {t.key: t for t in targets}
+    times = 1 if args.quick else 3
+    sizes = {"16MiB": 16 * MiB, "64MiB": 64 * MiB}
+
+    def nginx_bodies(prefix, target, timeout, repeat):
+        if target is None or target.error:
+            return
+        for name, size in sizes.items():
+            log(f"large response {name} via nginx FastCGI: {target.label}")
+            res = repeat_timed(repeat, target.port, "GET", f"/big/{size}/", timeout=timeout)
+            if "error" not in res and (res["status"] != 200 or res["bytes"] != size):
+                res["error"] = f"HTTP {res['status']}, {res['bytes']} bytes"
+            bodies[f"{prefix}-nginx-fcgi-{name}"] = res
+            if "error" in res:
+                break
+
+    nginx_bodies("runfcgi", by_key.get("runfcgi-prefork-fcgi"), 120, times)
+    if args.flup_bodies:
+        nginx_bodies("flup", by_key.get("flup-prefork-fcgi"), args.flup_timeout, 1)
+
+    # Apache: mod_proxy_ajp and mod_proxy_fcgi, one virtual host each.
+    vhosts = {}
+    for key, backend_key, scheme in (
+            ("runfcgi-apache-ajp", "runfcgi-prefork-ajp", "ajp"),
+            ("runfcgi-apache-fcgi", "runfcgi-prefork-fcgi", "fcgi"),
+            ("flup-apache-ajp", "flup-prefork-ajp", "ajp")):
+        b = backends.get(backend_key)
+        if b is not None and b.ok:
+            vhosts[key] = (free_port(), f"{scheme}://{HOST}:{b.port}/")
+        elif b is not None:
+            err = (b.error or "not running").splitlines()[0]
+            uploads[key] = {"error": f"{backend_key}: {err}"}
+            if scheme == "ajp":
+                bodies[f"{key.split('-apache')[0]}-apache-ajp-16MiB"] = {"error": err}
+    if vhosts:
+        apache, err = start_apache(procs, tmp, list(vhosts.values()))
+        if apache is None:
+            for key in vhosts:
+                uploads[key] = {"error": err}
+        else:
+            for key, (port, _url) in vhosts.items():
+                who = key.split("-apache")[0]
+                if key.endswith("ajp"):
+                    flup = who == "flup"
+                    for name, size in sizes.items():
+                        log(f"large response {name} via Apache mod_proxy_ajp: {who}")
+                        res = repeat_timed(1 if flup else times, port, "GET", f"/big/{size}/",
+                                           timeout=args.flup_timeout if flup else 120)
+                        if "error" not in res and (res["status"] != 200 or res["bytes"] != size):
+                            res["error"] = f"HTTP {res['status']}, {res['bytes']} bytes"
+                        bodies[f"{who}-apache-ajp-{name}"] = res
+                        if "error" in res:
+                            break
+                log(f"8 MiB upload via Apache {key.rsplit('-', 1)[1]}: {who}")
+                res = repeat_timed(1 if who == "flup" else times, port, "POST", "/echo/",
+                                   8 * MiB, timeout=args.flup_timeout if who == "flup" else 120)
+                if "error" not in res:
+                    try:
+                        length = json.loads(res["body"]).get("length")
+                    except ValueError:
+                        length = None
+                    if res["status"] != 200 or length != 8 * MiB:
+                        res["error"] = f"HTTP {res['status']}, echo length {length}"
+                uploads[key] = res
+            procs.stop(apache, signal.SIGTERM)
+
+    size = (64 if args.quick else 256) * MiB
+    for key in ("runfcgi-prefork-fcgi", "runfcgi-threaded-fcgi", "flup-prefork-fcgi",
+                "flup-threaded-fcgi"):
+        target = by_key.get(key)
+        if target is None or target.error:
+            continue
+        log(f"{size // MiB} MiB upload, peak RSS growth: {target.label}")
+        res = upload_rss_growth(target.backend, target.port, size, timeout=300)
+        if "error" not in res and (res["status"] != 200 or res.get("echo_length") != size):
+            res["error"] = f"HTTP {res['status']}, echo length {res.get('echo_length')}"
+        rss[key] = res
+    for group in (bodies, uploads, rss):
+        for value in group.values():
+            value.pop("body", None)
+    return bodies, uploads, rss
+
+
+def print_bodies(bodies, uploads, rss):
+    def show(name, res, extra=""):
+        if res.get("error"):
+            print(f"  {name:<40} {res['error']}")
+        else:
+            print(f"  {name:<40} {res['seconds']:8.3f} s{extra}")
+    if bodies:
+        print("Large single-chunk responses (median of runs):")
+        for key, res in bodies.items():
+            show(key, res)
+    if uploads:
+        print("8 MiB upload to /echo/ through Apache:")
+        for key, res in uploads.items():
+            show(key, res)
+    if rss:
+        print("Large upload read in 64 KiB chunks, backend peak RSS growth:")
+        for key, res in rss.items():
+            show(key, res, f", RSS +{res['rss_growth_mib']:.1f} MiB"
+                 if "rss_growth_mib" in res else "")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 1 round x 2 s, smaller upload, no flup body references")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per target (default 3)")
+    parser.add_argument("--seconds", type=float, default=5, help="seconds per round (default 5)")
+    parser.add_argument("--warmup", type=float, default=1, help="warm-up seconds per target")
+    parser.add_argument("--connections", type=int, default=8, help="wrk -c (default 8)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads of the threaded servers (runfcgi maxchildren, flup "
+                             "maxThreads; default 2, the process count of the others)")
+    parser.add_argument("--only", help="comma-separated substrings of target keys to measure")
+    parser.add_argument("--skip-bodies", action="store_true",
+                        help="skip large bodies, uploads and the memory check")
+    parser.add_argument("--no-flup-bodies", dest="flup_bodies", action="store_false",
+                        help="do not time flup's large bodies (they take up to --flup-timeout)")
+    parser.add_argument("--flup-timeout", type=float, default=15,
+                        help="give up on a flup large-body request after this many seconds")
+    parser.add_argument("--flup-keep", action="store_true",
+                        help="also measure flup with fastcgi_keep_conn (stalls and fails)")
+    parser.add_argument("--no-runfcgi", action="store_true",
+                        help="measure the references only")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.seconds, args.warmup = 1, 2, 1
+        args.flup_bodies = False
+
+    runfcgi_ok, why = (False, ["--no-runfcgi"]) if args.no_runfcgi else runfcgi_available()
+    if not runfcgi_ok:
+        log(f"runfcgi servers not available ({why[0]}); measuring the references only")
+    if runfcgi_ok and not SERVERS_READY.exists():
+        log(f"note: {SERVERS_READY} does not exist yet; runfcgi_compat.servers may be unfinished")
+
+    RESULTS.mkdir(exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="runfcgi-bench-")
+    os.chmod(tmp, 0o755)
+    procs = Processes(tmp)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    started = datetime.datetime.now()
+    backends, targets, order = build(args, runfcgi_ok)
+    fresh, bodies, uploads, rss = {}, {}, {}, {}
+    interrupted = False
+    try:
+        log(f"starting {len(backends)} backends (logs in {tmp})")
+        for b in backends.values():
+            b.start(procs)
+        for b in backends.values():
+            if not b.wait(procs):
+                log(f"{b.key}: {b.error}")
+        for t in targets:
+            if t.backend is not None and not t.backend.ok:
+                t.error = f"backend {t.backend.key} {t.backend.error or 'exited'}"
+        live = [t for t in targets if t.backend is not None and t.error is None]
+        start_nginx(procs, tmp, live)
+        for t in live:
+            err = probe(t)
+            if err:
+                t.error = f"GET / through nginx: {err}"
+                log(f"{t.label}: {t.error}\n{procs.log_tail(t.backend.key, 8)}")
+        throughput(args, targets)
+        for key in ("runfcgi-prefork-fcgi", "runfcgi-threaded-fcgi"):
+            b = backends.get(key)
+            if b is not None and b.ok:
+                log(f"fresh connection beside 4 idle kept connections: {key}")
+                fresh[key] = check_fresh_connection(b)
+        if args.flup_keep:
+            for key in ("flup-prefork-fcgi", "flup-threaded-fcgi"):
+                if backends.get(key) is not None and backends[key].ok:
+                    fresh[key] = check_fresh_connection(backends[key])
+        if not args.skip_bodies:
+            bodies, uploads, rss = bodies_and_uploads(args, procs, tmp, backends, targets)
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: stopping everything")
+    finally:
+        procs.stop_all()
+        if not args.keep_tmp and not interrupted:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if interrupted:
+        return 130
+
+    summary = {t.key: s for t in targets if (s := summarize(t)) is not None}
+    uwsgi = summary.get("uwsgi-fcgi", {}).get("rps_median")
+    for s in summary.values():
+        s["ratio_vs_uwsgi"] = ratio(s["rps_median"], uwsgi)
+    checks = make_checks(summary, fresh, bodies, uploads)
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    results = {
+        "started": started.isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "settings": {"rounds": args.rounds, "seconds": args.seconds,
+                     "connections": args.connections, "wrk_threads": 1,
+                     "threads": args.threads, "processes": 2},
+        "versions": versions(),
+        "targets": summary,
+        "not_measured": {t.key: t.error for t in targets if t.error},
+        "fresh_connection": fresh,
+        "large_responses": bodies,
+        "uploads": uploads,
+        "upload_rss": rss,
+        "checks": checks,
+    }
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    print()
+    print(f"runfcgi benchmark, {results['mode']} run of {results['started']}: "
+          f"{args.rounds} round(s) x {args.seconds:g} s, wrk -t1 -c{args.connections}, "
+          f"2 processes per server")
+    print_table(summary, order)
+    for key, err in results["not_measured"].items():
+        print(f"  not measured: {key}: {err.splitlines()[0]}")
+    if fresh:
+        print("Fresh connection while 4 kept connections sit idle (2 workers):")
+        for key, f in fresh.items():
+            print(f"  {key:<40} kept served {f['kept_served']}/{f['kept']}, fresh answered in "
+                  f"{fmt(f.get('fresh_s'), '.3f')} s" + (f" ({f['error']})" if f.get("error") else ""))
+    print_bodies(bodies, uploads, rss)
+    print("Targets (issue #5):")
+    print_checks(checks)
+    if summary:
+        png = RESULTS / "bench.png"
+        draw_chart(summary, order, png,
+                   f"runfcgi_compat benchmark ({results['mode']}, {results['started']}; "
+                   f"wrk -t1 -c{args.connections} via nginx, 2 processes each; compare ratios "
+                   f"within one run)")
+        DOCS_PNG.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, DOCS_PNG)
+        print(f"Results: {RESULTS / (stamp + '.json')}, {RESULTS / 'latest.json'}, {png}, "
+              f"{DOCS_PNG}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Pure pieces of the servers package: tables, peers, WSGI glue, parsers, signals."""
+import io
+import os
+import signal
+import socket
+import struct
+import sys
+
+import pytest
+
+from runfcgi_compat.options import from_mapping
+from runfcgi_compat.servers import POOLS, PROTOCOLS, make_server
+from runfcgi_compat.servers.ajp import AJPHandler, AJPRequest, parse_forward_request
+from runfcgi_compat.servers.base import (
+    ProtocolError, Response, error_page, parse_allowed_peers, peer_allowed,
+)
+from runfcgi_compat.servers.prefork import PreforkPool
+from runfcgi_compat.servers.scgi import LimitedInput, parse_headers, read_netstring
+from runfcgi_compat.servers.signals import Notice, SignalBox, wait_readable
+from runfcgi_compat.servers.threaded import ThreadedPool
+
+
+# -- make_server -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+@pytest.mark.parametrize("method", ["prefork", "threaded"])
+def test_make_server_picks_from_the_tables(protocol, method):
+    options = from_mapping({"protocol": protocol, "method": method, "maxspare": 7,
+                            "minspare": 3, "maxchildren": 9, "maxrequests": 4})
+    reopen = object()
+    server = make_server(options, lambda: None, on_reopen_logs=reopen)
+    assert type(server) is POOLS[method]
+    assert type(server.handler) is PROTOCOLS[protocol]
+    assert (server.maxspare, server.minspare, server.maxchildren) == (7, 3, 9)
+    assert server.on_reopen_logs is reopen
+    assert server.handler.wsgi_multithread is (method == "threaded")
+    assert server.handler.wsgi_multiprocess is (method == "prefork")
+
+
+def test_prefork_keeps_maxrequests_threaded_ignores_it():
+    options = from_mapping({"maxrequests": 4})
+    assert make_server(options, lambda: None).maxrequests == 4
+    assert not hasattr(make_server(from_mapping({"method": "threaded"}), lambda: None),
+                       "maxrequests")
+
+
+def test_pools_have_tunable_class_defaults():
+    assert PreforkPool.graceful_timeout == ThreadedPool.graceful_timeout == 30.0
+    assert 1 <= PreforkPool.max_boot_backoff <= 10
+    assert all(handler.idle_timeout == 60.0 for handler in PROTOCOLS.values())
+
+
+def test_load_app_is_not_called_by_make_server():
+    def load_app():
+        raise AssertionError("called too early")
+    make_server(from_mapping({}), load_app)
+
+
+# -- allowed peers ---------------------------------------------------------------------
+
+
+def test_allowed_peers_parsing():
+    assert parse_allowed_peers(None) is None
+    assert parse_allowed_peers(" ") is None
+    peers = parse_allowed_peers("127.0.0.1, ::1,[fe80::1], nonsense")
+    assert {str(p) for p in peers} == {"127.0.0.1", "::1", "fe80::1"}
+
+
+@pytest.mark.parametrize("family, addr, allowed", [
+    (socket.AF_INET, ("127.0.0.1", 5), True),
+    (socket.AF_INET, ("10.1.1.1", 5), False),
+    (socket.AF_INET6, ("::1", 5, 0, 0), True),
+    (socket.AF_INET6, ("::ffff:127.0.0.1", 5, 0, 0), True),  # IPv4 on a dual socket
+    (socket.AF_INET6, ("fe80::1%eth0", 5, 0, 2), False),
+    (socket.AF_UNIX, "", True),                              # always allowed
+])
+def test_peer_allowed(family, addr, allowed):
+    assert peer_allowed(family, addr, parse_allowed_peers("127.0.0.1,::1")) is allowed
+
+
+def test_every_peer_allowed_by_default():
+    assert peer_allowed(socket.AF_INET6, ("2001:db8::5", 1, 0, 0), None)
+
+
+# -- WSGI glue -----------------------------------------------------------------------
+
+
+class RecordingTransport:
+    def __init__(self):
+        self.calls = []
+
+    def send_head_and_body(self, status, headers, body):
+        self.calls.append(("head", status, headers, body))
+
+    def send_body(self, body):
+        self.calls.append(("body", body))
+
+    def flush(self):
+        self.calls.append(("flush",))
+
+
+def test_headers_wait_for_the_first_body_bytes():
+    transport = RecordingTransport()
+    response = Response(transport)
+    response.start_response("200 OK", [("A", "b")])
+    assert transport.calls == []
+    response.write(b"x")
+    assert transport.calls[0] == ("head", "200 OK", [("A", "b")], b"x")
+
+
+def test_start_response_checks_its_arguments():
+    response = Response(RecordingTransport())
+    with pytest.raises(AssertionError):
+        response.start_response(b"200 OK", [])
+    with pytest.raises(AssertionError):
+        response.start_response("200 OK", [("A", 1)])
+    response.start_response("200 OK", [])
+    with pytest.raises(AssertionError):
+        response.start_response("200 OK", [])
+
+
+def test_start_response_with_exc_info_reraises_once_headers_are_sent():
+    response = Response(RecordingTransport())
+    response.start_response("200 OK", [])
+    try:
+        raise KeyError("k")
+    except KeyError:
+        info = sys.exc_info()
+    response.start_response("500 Oops", [], info)  # Allowed: nothing sent yet.
+    response.write(b"x")
+    with pytest.raises(KeyError):
+        response.start_response("500 Oops", [], info)
+
+
+def test_error_page_without_debug_hides_the_exception():
+    try:
+        raise ValueError("private")
+    except ValueError:
+        status, headers, body = error_page(False, sys.exc_info())
+    assert status.startswith("500 ")
+    assert b"private" not in body
+    assert ("Content-Length", str(len(body))) in headers
+
+
+def test_error_page_with_debug_shows_the_traceback(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cgitb", None)
+    try:
+        raise ValueError("visible")
+    except ValueError:
+        _, _, body = error_page(True, sys.exc_info())
+    assert b"ValueError: visible" in body and b"Traceback" in body
+
+
+# -- SCGI parsing ------------------------------------------------------------------------
+
+
+def test_netstring_and_headers():
+    rfile = io.BytesIO(b"24:CONTENT_LENGTH\x003\x00SCGI\x001\x00,abc")
+    headers = parse_headers(read_netstring(rfile, 1000))
+    assert headers == {"CONTENT_LENGTH": "3", "SCGI": "1"}
+    assert LimitedInput(rfile, 3).read() == b"abc"
+
+
+@pytest.mark.parametrize("data", [
+    b"99999999999999:", b"12x:", b":", b"5:ab", b"2:ab;", b"3:a\x00b,"])
+def test_bad_netstrings_are_protocol_errors(data):
+    with pytest.raises(ProtocolError):
+        parse_headers(read_netstring(io.BytesIO(data), 1000))
+
+
+def test_netstring_at_eof_is_eof():
+    with pytest.raises(EOFError):
+        read_netstring(io.BytesIO(b""), 1000)
+
+
+def test_limited_input_lines():
+    stream = LimitedInput(io.BytesIO(b"a\nb\nc\nNOT MINE"), 6)
+    assert stream.readline() == b"a\n"
+    assert list(stream) == [b"b\n", b"c\n"]
+    assert stream.read(5) == b""
+
+
+# -- AJP parsing -------------------------------------------------------------------------
+
+
+def ajp_string(value):
+    return struct.pack(">H", len(value)) + value + b"\0"
+
+
+def forward_request(method_code=2, attributes=b""):
+    return (bytes([2, method_code]) + ajp_string(b"HTTP/1.1") + ajp_string(b"/a%20b")
+            + ajp_string(b"127.0.0.1") + ajp_string(b"") + ajp_string(b"example.org")
+            + struct.pack(">HBH", 443, 1, 1) + b"\xa0\x0b" + ajp_string(b"example.org")
+            + attributes + b"\xff")
+
+
+class FakeConn:
+    server = AJPHandler()
+
+
+def test_ajp_forward_request_with_secret_and_stored_method():
+    req = AJPRequest(FakeConn())
+    attributes = (b"\x0c" + ajp_string(b"s3cret") + b"\x0d" + ajp_string(b"PATCH")
+                  + b"\x05" + ajp_string(b"q=1") + b"\x0a" + ajp_string(b"AJP_X")
+                  + ajp_string(b"y") + b"\x0b" + struct.pack(">H", 256))
+    parse_forward_request(req, forward_request(0xFF, attributes))
+    env = req.environ
+    assert env["REQUEST_METHOD"] == "PATCH"
+    assert env["REQUEST_URI"] == "/a%20b"
+    assert env["HTTPS"] == "on" and env["SERVER_PORT"] == "443"
+    assert env["HTTP_HOST"] == "example.org"
+    assert env["QUERY_STRING"] == "q=1" and env["AJP_X"] == "y"
+    assert env["SSL_KEY_SIZE"] == "256"
+    assert "s3cret" not in env.values()
+
+
+@pytest.mark.parametrize("data", [
+    forward_request(attributes=b"\x42"),     # unknown attribute
+    forward_request(method_code=0x70),       # unknown method
+])
+def test_ajp_bad_forward_requests_are_protocol_errors(data):
+    with pytest.raises(ProtocolError):
+        parse_forward_request(AJPRequest(FakeConn()), data)
+
+
+# -- signals ------------------------------------------------------------------------------
+
+
+def test_notice_is_readable_for_everyone_once_set():
+    notice = Notice()
+    try:
+        assert wait_readable([notice], 0) == []
+        notice.set()
+        notice.set()
+        assert notice.is_set()
+        assert wait_readable([notice], 0) == [notice]
+        assert wait_readable([notice], 0) == [notice]  # Level, not edge.
+    finally:
+        notice.close()
+
+
+def test_signal_box_records_and_wakes_then_restores():
+    before = signal.getsignal(signal.SIGUSR1)
+    box = SignalBox([signal.SIGUSR1])
+    box.install()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert wait_readable([box], 5) == [box]
+        assert box.drain() == [signal.SIGUSR1]
+        assert wait_readable([box], 0) == []
+        box.wake()
+        assert wait_readable([box], 0) == [box]
+        assert box.drain() == []
+    finally:
+        box.restore()
+        box.close()
+    assert signal.getsignal(signal.SIGUSR1) == before

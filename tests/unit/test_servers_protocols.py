@@ -1,0 +1,421 @@
+"""Protocol handlers in-process, over real loopback and UNIX sockets.
+
+Each test runs a handler's ``handle_connection`` in a thread for every
+accepted connection and talks to it with ``runfcgi_compat.client`` or raw
+records, the way a web server would.
+"""
+import json
+import logging
+import socket
+import struct
+import sys
+import threading
+import time
+
+import pytest
+
+from runfcgi_compat import client
+from runfcgi_compat.servers import PROTOCOLS
+from runfcgi_compat.servers.fcgi import FastCGIHandler
+from runfcgi_compat.servers.signals import Notice, wait_readable
+
+LOGGER = "runfcgi_compat"
+
+
+def hello_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+def echo_app(environ, start_response):
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length)
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [body]
+
+
+def environ_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    keys = sorted(k for k in environ if isinstance(environ[k], str))
+    return [json.dumps({k: environ[k] for k in keys}).encode()]
+
+
+def failing_app(environ, start_response):
+    raise ValueError("secret detail of the failure")
+
+
+class CountingSocket(socket.socket):
+    """A socket that counts its sendall() calls (the handler's writes)."""
+
+    sendall_calls = 0
+
+    def sendall(self, data, *args):
+        type(self).sendall_calls += 1
+        return super().sendall(data, *args)
+
+
+@pytest.fixture
+def serve():
+    """Start in-process servers: ``serve(protocol, app, ...) -> (address, handler)``."""
+    running = []
+
+    def start(protocol, app, family=socket.AF_INET, debug=False, count_sends=False,
+              tmp_dir=None, **attrs):
+        handler = PROTOCOLS[protocol](debug=debug, multithreaded=True,
+                                      multiprocess=False, max_conns=7)
+        for name, value in attrs.items():
+            setattr(handler, name, value)
+        handler.set_app(app)
+        listen = socket.socket(family, socket.SOCK_STREAM)
+        if family == socket.AF_UNIX:
+            address = str(tmp_dir / "s.sock")
+            listen.bind(address)
+        else:
+            listen.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+            address = listen.getsockname()[:2]
+        listen.listen(16)
+        stop = threading.Event()
+
+        def accept_loop():
+            while not stop.is_set():
+                if not wait_readable([listen], 0.05):
+                    continue
+                conn, addr = listen.accept()
+                if count_sends:
+                    conn = CountingSocket(fileno=conn.detach())
+                threading.Thread(target=handler.handle_connection, args=(conn, addr),
+                                 daemon=True).start()
+
+        thread = threading.Thread(target=accept_loop, daemon=True)
+        thread.start()
+        running.append((stop, thread, listen))
+        return address, handler
+
+    yield start
+    for stop, thread, listen in running:
+        stop.set()
+        thread.join(5)
+        listen.close()
+
+
+def fcgi_record(rec_type, content=b"", request_id=1):
+    padding = -len(content) & 7
+    return struct.pack("!BBHHBx", 1, rec_type, request_id, len(content), padding) \
+        + content + b"\0" * padding
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def read_until_closed(sock):
+    sock.settimeout(10)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:  # Closed with unread input: also closed.
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+# -- all protocols ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_get_and_post(serve, protocol):
+    address, _ = serve(protocol, echo_app)
+    body = bytes(range(256)) * 4096  # 1 MiB, several records/packets
+    response = client.request(address, protocol, method="POST", path="/echo", body=body)
+    assert (response.status, response.body) == (200, body)
+    assert client.request(address, protocol).status == 200
+
+
+@pytest.mark.parametrize("family", ["unix", "ipv6"])
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_unix_and_ipv6_peers(serve, protocol, family, tmp_path):
+    if family == "ipv6" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    fam = socket.AF_UNIX if family == "unix" else socket.AF_INET6
+    address, _ = serve(protocol, hello_app, family=fam, tmp_dir=tmp_path)
+    response = client.request(address, protocol)
+    assert (response.status, response.body) == (200, b"hello")
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_an_exception_gives_a_plain_500(serve, protocol, caplog):
+    address, _ = serve(protocol, failing_app)
+    with caplog.at_level(logging.ERROR, LOGGER):
+        response = client.request(address, protocol)
+    assert response.status == 500  # AJP too: flup said "200 Internal Server Error"
+    assert b"secret detail" not in response.body
+    assert any("secret detail" in (r.exc_text or "") for r in caplog.records)
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_debug_shows_a_traceback_without_cgitb(serve, protocol, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cgitb", None)  # import cgitb would fail
+    address, _ = serve(protocol, failing_app, debug=True)
+    response = client.request(address, protocol)
+    assert response.status == 500
+    assert b"ValueError: secret detail of the failure" in response.body
+    assert b"Traceback" in response.body
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_tcp_nodelay_on_accepted_sockets(serve, protocol):
+    seen = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b""]
+
+    address, handler = serve(protocol, app)
+    original = handler.run_connection
+
+    def spy(sock, addr):
+        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return original(sock, addr)
+
+    handler.run_connection = spy
+    client.request(address, protocol)
+    assert seen == [1]
+
+
+@pytest.mark.parametrize("allowed, expect_served", [
+    ("127.0.0.1", True), ("10.0.0.1, ::1", False), ("", True)])
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_fcgi_web_server_addrs(serve, protocol, allowed, expect_served, monkeypatch):
+    monkeypatch.setenv("FCGI_WEB_SERVER_ADDRS", allowed)
+    address, _ = serve(protocol, hello_app)
+    if expect_served:
+        assert client.request(address, protocol).status == 200
+    else:
+        with pytest.raises(client.ClientError):
+            client.request(address, protocol)
+
+
+def test_unix_peers_are_always_allowed(serve, monkeypatch, tmp_path):
+    monkeypatch.setenv("FCGI_WEB_SERVER_ADDRS", "10.0.0.1")
+    address, _ = serve("scgi", hello_app, family=socket.AF_UNIX, tmp_dir=tmp_path)
+    assert client.request(address, "scgi").status == 200
+
+
+FCGI_GET = (fcgi_record(1, struct.pack("!HB5x", 1, 0))
+            + fcgi_record(4, client.encode_pairs({"REQUEST_METHOD": "GET"}))
+            + fcgi_record(4) + fcgi_record(5))
+SCGI_HEAD = b"CONTENT_LENGTH\x000\x00SCGI\x001\x00REQUEST_METHOD\x00GET\x00"
+SCGI_GET = b"%d:%s," % (len(SCGI_HEAD), SCGI_HEAD)
+
+
+@pytest.mark.parametrize("protocol, request_bytes", [("fcgi", FCGI_GET), ("scgi", SCGI_GET)])
+def test_client_abort_is_one_log_line(serve, protocol, request_bytes, caplog):
+    def big_stream(environ, start_response):
+        start_response("200 OK", [])
+        for _ in range(2000):
+            yield b"x" * 65536
+
+    address, _ = serve(protocol, big_stream)
+    with caplog.at_level(logging.INFO, LOGGER):
+        sock = socket.create_connection(address)
+        sock.sendall(request_bytes)
+        sock.recv(1024)
+        # Close with a reset, as a web server does when its client left.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        wait_for(lambda: [r for r in caplog.records if r.name == LOGGER])
+    ours = [r for r in caplog.records if r.name == LOGGER]
+    assert [r.levelname for r in ours] == ["INFO"]
+    assert ours[0].exc_info is None
+    assert "went away" in ours[0].getMessage()
+
+
+def test_failure_after_the_response_started_closes_the_connection(serve, caplog):
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        yield b"first"
+        raise RuntimeError("late failure")
+
+    address, _ = serve("fcgi", app)
+    with caplog.at_level(logging.INFO, LOGGER):
+        # No FCGI_END_REQUEST: the web server must see a broken response,
+        # not a complete one.
+        with pytest.raises(client.ConnectionClosed):
+            client.request(address, "fcgi")
+        wait_for(lambda: [r for r in caplog.records if r.name == LOGGER])
+    ours = [r for r in caplog.records if r.name == LOGGER]
+    assert len(ours) == 1 and "late failure" in ours[0].exc_text
+
+
+# -- FastCGI --------------------------------------------------------------------
+
+
+def test_fcgi_get_values_is_answered(serve):
+    address, _ = serve("fcgi", hello_app)
+    assert client.get_values(address) == {
+        "FCGI_MAX_CONNS": "7", "FCGI_MAX_REQS": "7", "FCGI_MPXS_CONNS": "0"}
+
+
+@pytest.mark.parametrize("garbage", [
+    fcgi_record(1, b"\x00"),                          # short BEGIN_REQUEST body
+    fcgi_record(1, struct.pack("!HB5x", 1, 0)) + fcgi_record(4, b"\x85abc"),  # bad pair
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",           # HTTP to the FastCGI port
+])
+def test_fcgi_malformed_input_closes_with_one_log_line(serve, caplog, garbage):
+    address, _ = serve("fcgi", hello_app)
+    with caplog.at_level(logging.INFO, LOGGER):
+        sock = socket.create_connection(address)
+        sock.sendall(garbage)
+        assert read_until_closed(sock) == b""
+        sock.close()
+        wait_for(lambda: [r for r in caplog.records if r.name == LOGGER])
+    ours = [r for r in caplog.records if r.name == LOGGER]
+    assert len(ours) == 1 and ours[0].levelname == "WARNING" and not ours[0].exc_info
+    # And the next connection is served.
+    assert client.request(address, "fcgi").status == 200
+
+
+def test_fcgi_abort_request_ends_a_streaming_response(serve):
+    proceed = threading.Event()
+    closed = threading.Event()
+
+    class Stream:
+        def __iter__(self):
+            yield b"one"
+            proceed.wait(10)
+            for _ in range(1000):
+                yield b"more"
+
+        def close(self):
+            closed.set()
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return Stream()
+
+    address, _ = serve("fcgi", app)
+    sock = socket.create_connection(address)
+    sock.sendall(fcgi_record(1, struct.pack("!HB5x", 1, 1))  # keep the connection
+                 + fcgi_record(4, client.encode_pairs({"REQUEST_METHOD": "GET"}))
+                 + fcgi_record(4) + fcgi_record(5))
+    sock.settimeout(10)
+    first = sock.recv(8)
+    assert first[1] == 6  # FCGI_STDOUT
+    sock.sendall(fcgi_record(2))  # FCGI_ABORT_REQUEST
+    proceed.set()
+    assert closed.wait(10)
+    data = b""
+    while struct.pack("!BBH", 1, 3, 1) not in data:  # FCGI_END_REQUEST for id 1
+        data += sock.recv(65536)
+    assert data.count(b"more") < 1000
+    sock.close()
+
+
+def test_fcgi_small_response_is_one_sendall(serve):
+    CountingSocket.sendall_calls = 0
+    address, _ = serve("fcgi", hello_app, count_sends=True)
+    with client.FastCGIConnection(address) as conn:
+        for _ in range(3):
+            assert conn.request(path="/", keep_conn=True).body == b"hello"
+    assert CountingSocket.sendall_calls == 3
+
+
+def test_fcgi_large_body_is_written_in_linear_time(serve):
+    # Structural check, no clock: the body goes out as memoryview slices of
+    # the app's own buffer (no per-record copy of the rest), in batches.
+    CountingSocket.sendall_calls = 0
+    size = 20 * 1024 * 1024
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"y" * size]
+
+    address, _ = serve("fcgi", app, count_sends=True)
+    response = client.request(address, "fcgi", timeout=60)
+    assert len(response.body) == size
+    assert CountingSocket.sendall_calls < size // (128 * 1024)
+
+
+def test_fcgi_kept_connection_closes_when_idle_too_long(serve):
+    address, _ = serve("fcgi", hello_app, idle_timeout=0.2)
+    with client.FastCGIConnection(address) as conn:
+        assert conn.request(path="/", keep_conn=True).status == 200
+        assert read_until_closed(conn._channel.sock) == b""
+
+
+def test_fcgi_kept_connection_closes_on_stop_notice(serve):
+    notice = Notice()
+    address, _ = serve("fcgi", hello_app, stop_notice=notice)
+    with client.FastCGIConnection(address) as conn:
+        assert conn.request(path="/", keep_conn=True).status == 200
+        notice.set()
+        assert read_until_closed(conn._channel.sock) == b""
+    notice.close()
+
+
+def test_fcgi_unknown_role_is_refused(serve):
+    address, _ = serve("fcgi", hello_app)
+    sock = socket.create_connection(address)
+    sock.sendall(fcgi_record(1, struct.pack("!HB5x", 2, 0))  # FCGI_AUTHORIZER
+                 + fcgi_record(4) + fcgi_record(5))
+    data = read_until_closed(sock)
+    sock.close()
+    assert data[1] == 3 and data[8 + 4] == 3  # END_REQUEST, FCGI_UNKNOWN_ROLE
+
+
+def test_fcgi_handler_class_is_flups():
+    from flup.server.fcgi_base import BaseFCGIServer
+    assert issubclass(FastCGIHandler, BaseFCGIServer)
+
+
+# -- SCGI and AJP ----------------------------------------------------------------
+
+
+def test_scgi_huge_header_length_is_refused_without_allocating(serve, caplog):
+    address, _ = serve("scgi", hello_app)
+    with caplog.at_level(logging.INFO, LOGGER):
+        sock = socket.create_connection(address)
+        sock.sendall(b"1000000000000:")
+        assert read_until_closed(sock) == b""
+        sock.close()
+        wait_for(lambda: [r for r in caplog.records if r.name == LOGGER])
+    assert any("netstring" in r.getMessage() or "SCGI headers" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_scgi_input_read_without_size_stops_at_content_length(serve):
+    def app(environ, start_response):
+        data = environ["wsgi.input"].read()  # Must not wait for EOF.
+        start_response("200 OK", [])
+        return [data]
+
+    address, _ = serve("scgi", app)
+    assert client.request(address, "scgi", method="POST", body=b"abc").body == b"abc"
+
+
+def test_ajp_secret_attribute_is_accepted_and_hidden(serve):
+    address, _ = serve("ajp", environ_app)
+    response = client.request(address, "ajp", secret="s3cret", path="/x", query="a=1")
+    assert response.status == 200
+    environ = json.loads(response.body)
+    assert "s3cret" not in response.body.decode()
+    assert environ["QUERY_STRING"] == "a=1"
+
+
+def test_ajp_cping_and_kept_connection(serve):
+    address, _ = serve("ajp", hello_app)
+    with client.AJPConnection(address) as conn:
+        conn.cping()
+        for _ in range(3):
+            assert conn.request(path="/").body == b"hello"
+
+
+def test_ajp_stored_method(serve):
+    address, _ = serve("ajp", environ_app)
+    response = client.request(address, "ajp", method="PATCH")
+    assert json.loads(response.body)["REQUEST_METHOD"] == "PATCH"

@@ -5,10 +5,11 @@ docs show); this module only adds a temporary directory, free ports, a
 readiness check and a stop by pid.  Each process runs in its own session, so
 stopping it also reaches the workers it forked.
 
-A set-up is a function ``(tmp, method) -> Site``; ``SETUPS`` lists them all.
+A set-up is a ``build(tmp, method, processes) -> port`` function registered
+in ``SETUPS``; ``launch()`` turns one into a running ``Site``.  Set
+RUNFCGI_KEEP_TMP=1 to keep each set-up's directory (configs and logs).
 """
 import contextlib
-import hashlib
 import http.client
 import json
 import os
@@ -30,7 +31,6 @@ from tests.helpers import free_port
 from tests.integration.conftest import require_binary
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 PROJECT = HERE / "testproject"
 SETTINGS = "testproject.settings"
 APACHE_USER = "www-data"
@@ -183,7 +183,7 @@ def start_nginx(tmp, site_text, port):
                  ready=accepts(("127.0.0.1", port)), extra_logs=[root / "error.log"])
 
 
-def start_apache(tmp, site_text, port, modules, *, docroot=None):
+def start_apache(tmp, site_text, port, modules):
     apache = require_binary("apache2")
     try:
         pwd.getpwnam(APACHE_USER)
@@ -224,16 +224,6 @@ def start_lighttpd(tmp, site_text, port):
                  ready=accepts(("127.0.0.1", port)), extra_logs=[root / "error.log"])
 
 
-def open_to(path, user=APACHE_USER):
-    """Let ``user`` reach ``path``: every directory up to it must be searchable."""
-    path = Path(path)
-    for parent in [path, *path.parents]:
-        if str(parent) in ("/", "/tmp"):
-            break
-        mode = parent.stat().st_mode
-        parent.chmod(mode | 0o055 if parent.is_dir() else mode | 0o044)
-
-
 def python_for(user):
     """An interpreter ``user`` can run with this one's packages, or None.
 
@@ -241,6 +231,8 @@ def python_for(user):
     /root); a system python of the same version can use the same
     site-packages, which are added to sys.path by the generated script.
     """
+    if shutil.which("runuser") is None:
+        return None
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (sys.executable, f"/usr/bin/python{version}",
                       f"/usr/local/bin/python{version}"):
@@ -288,10 +280,6 @@ class Site:
             process.stop()
 
 
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 # -- set-ups: (tmp, method) -> Site ---------------------------------------------------
 
 METHODS = ("prefork", "threaded")
@@ -310,7 +298,7 @@ SETUPS = {}
 
 
 def setup(name, *, methods=METHODS, prefix="", secure=False):
-    """Register ``build(tmp, method, stack) -> (port)`` as a set-up."""
+    """Register ``build(tmp, method, processes) -> port`` as a set-up."""
     def register(build):
         SETUPS[name] = SetUp(name, build, tuple(methods), prefix, secure)
         return build

@@ -6,7 +6,6 @@ import pytest
 from runfcgi_compat import options
 from runfcgi_compat.options import OptionError, parse_words
 
-
 DJANGO_1_8_OPTIONS = (
     "protocol host port socket method maxrequests maxspare minspare maxchildren "
     "daemonize pidfile workdir debug outlog errlog umask").split()

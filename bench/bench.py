@@ -222,6 +222,7 @@ class Backend:
         self.key = key
         self.protocol = protocol  # fcgi, scgi, ajp or http
         self.port = free_port()
+        self.argv_for_port = argv_for_port
         self.argv = argv_for_port(self.port)
         self.env = env
         self.optional = optional
@@ -312,6 +313,8 @@ class Target:
         self.port = free_port() if backend is not None else None
         self.rounds = []
         self.error = None
+        self.access_log = None  # set by nginx_conf
+        self.nginx_outcome = None  # what nginx logged during the rounds
 
     def url(self, path="/"):
         return f"http://{HOST}:{self.port}{path}"
@@ -334,11 +337,18 @@ class Target:
         else:
             raise ValueError(b.protocol)
         return (f"{upstream}server {{\n  listen {HOST}:{self.port};\n  server_name localhost;\n"
-                f"  # {self.label}\n  location / {{\n{location}  }}\n}}\n")
+                f"  # {self.label}\n"
+                f"  access_log {self.access_log} bench buffer=64k flush=1s;\n"
+                f"  location / {{\n{location}  }}\n}}\n")
 
 
-def nginx_conf(tmp, targets):
+def nginx_conf(tmp, targets, status_port=None):
+    for t in targets:
+        t.access_log = f"{tmp}/access-{t.key}.log"
     blocks = "\n".join(t.nginx_block() for t in targets if t.backend is not None)
+    if status_port:
+        blocks += (f"server {{\n  listen {HOST}:{status_port};\n  access_log off;\n"
+                   "  location / { stub_status; }\n}\n")
     return f"""
 worker_processes 1;
 daemon off;
@@ -348,6 +358,7 @@ error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  log_format bench '$status $request_time';
   client_body_temp_path {tmp}/client_body;
   fastcgi_temp_path {tmp}/fastcgi_temp;
   scgi_temp_path {tmp}/scgi_temp;
@@ -369,9 +380,9 @@ http {{
 """
 
 
-def start_nginx(procs, tmp, targets):
+def start_nginx(procs, tmp, targets, status_port):
     conf = Path(tmp) / "nginx.conf"
-    conf.write_text(nginx_conf(tmp, targets))
+    conf.write_text(nginx_conf(tmp, targets, status_port))
     check = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", str(tmp)],
                            capture_output=True, text=True)
     if check.returncode:
@@ -381,6 +392,64 @@ def start_nginx(procs, tmp, targets):
     if first is not None and not wait_port(first.port, proc, 10):
         raise SystemExit("bench: nginx did not start:\n" + procs.log_tail("nginx"))
     return proc
+
+
+def nginx_wait_idle(status_port, timeout=15.0):
+    """Wait until nginx holds no client connection but our status request.
+
+    Requests stuck in a backend's backlog end (as 499 or 504) only when
+    nginx gives up on them; waiting here puts them in the access logs.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(HOST, status_port, timeout=2)
+            conn.request("GET", "/")
+            text = conn.getresponse().read().decode()
+            conn.close()
+            if int(text.split("Active connections:")[1].split()[0]) <= 1:
+                break
+        except (OSError, ValueError, IndexError, http.client.HTTPException):
+            pass
+        time.sleep(0.2)
+    time.sleep(1.2)  # access_log flush=1s
+
+
+def log_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def nginx_outcome(path, offset):
+    """Count what nginx answered in ``path`` from ``offset``: ok, failed, by status.
+
+    A 499 that waited less than a second is a request wrk left in flight
+    when its run ended, not a failure; every other non-200 is one.
+    """
+    counts = {}
+    ok = failed = in_flight = 0
+    try:
+        with open(path) as f:
+            f.seek(offset)
+            for line in f:
+                parts = line.split()
+                if len(parts) < 2:
+                    continue
+                status, seconds = parts[0], float(parts[1])
+                if status == "200":
+                    ok += 1
+                    continue
+                if status == "499" and seconds < 1.0:
+                    in_flight += 1
+                    continue
+                failed += 1
+                key = status if status != "499" else "499 after waiting"
+                counts[key] = counts.get(key, 0) + 1
+    except OSError:
+        pass
+    return {"ok": ok, "failed": failed, "in_flight_at_stop": in_flight, "failed_by_status": counts}
 
 
 # -- Apache -----------------------------------------------------------------------
@@ -446,7 +515,8 @@ def measure_wrk(target, seconds, conns):
     cpu1 = backend.cpu_ticks()
     res["cpu_s"] = (cpu1 - cpu0) / CLK_TCK
     res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
-    res["failed"] = res["connect"] + res["read"] + res["write"] + res["status"] + res["timeout"]
+    res["socket_errors"] = res["connect"] + res["read"] + res["write"] + res["timeout"]
+    res["failed"] = res["socket_errors"] + res["status"]  # refined from nginx's log
     return res
 
 
@@ -488,8 +558,8 @@ def summarize(target):
     rps = [r["rps"] for r in rounds]
     requests = sum(r["requests"] for r in rounds)
     cpu = sum(r["cpu_s"] for r in rounds)
-    p50 = [r["p50_us"] for r in rounds if r.get("p50_us") is not None]
-    p99 = [r["p99_us"] for r in rounds if r.get("p99_us") is not None]
+    p50 = [r["p50_us"] for r in rounds if r.get("p50_us") is not None and r["requests"]]
+    p99 = [r["p99_us"] for r in rounds if r.get("p99_us") is not None and r["requests"]]
     return {
         "label": target.label, "group": target.group,
         "rps_median": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
@@ -497,9 +567,23 @@ def summarize(target):
         "p99_ms": statistics.median(p99) / 1000 if p99 else None,
         "cpu_us_per_request": cpu / requests * 1e6 if requests else None,
         "requests": requests,
-        "failed": sum(r["failed"] for r in rounds),
+        "failed": failed_count(target),
+        "nginx": target.nginx_outcome,
         "rounds": rounds,
     }
+
+
+def failed_count(target):
+    """Failed requests over the rounds: wrk's socket errors plus nginx's non-200s.
+
+    wrk never reports a request that is still waiting when its run ends (a
+    connection stuck in a backend's backlog), so nginx's access log is the
+    judge: it logs such a request as 499 (client gone) or 504.
+    """
+    sockets = sum(r.get("socket_errors", 0) for r in target.rounds)
+    if target.nginx_outcome is None:
+        return sum(r["failed"] for r in target.rounds)
+    return sockets + target.nginx_outcome["failed"]
 
 
 # -- a minimal FastCGI client (kept connections) ---------------------------------------
@@ -562,8 +646,10 @@ def fcgi_read_response(sock, timeout):
 def check_fresh_connection(backend, kept=4, timeout=3.0):
     """Park ``kept`` idle kept-open FastCGI connections, then time a fresh one.
 
-    With 2 workers, 4 idle kept connections pin every worker of a naive
-    server; the target is that the fresh connection is still answered at once.
+    ``kept`` is more than the workers (prefork) or threads (threaded), so
+    idle kept connections pin every worker of a server that gives each
+    connection a worker until it closes; the target is that the fresh
+    connection is still answered at once.
     """
     socks = []
     served = 0
@@ -635,8 +721,16 @@ def timed_request(port, method, path, body_size=0, timeout=60.0):
         return {"error": f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__}
 
 
-def repeat_timed(times, *args, **kwargs):
-    """Median of ``times`` runs of timed_request; stop at the first failure."""
+def repeat_timed(times, *args, warmup=False, **kwargs):
+    """Median of ``times`` runs of timed_request; stop at the first failure.
+
+    ``warmup`` sends one request first and ignores its time (the first
+    request of a size makes each worker allocate and cache the body).
+    """
+    if warmup:
+        res = timed_request(*args, **kwargs)
+        if "error" in res or res["status"] != 200:
+            return res
     runs = []
     for _ in range(times):
         res = timed_request(*args, **kwargs)
@@ -885,8 +979,16 @@ def build(args, runfcgi_ok):
     def add(key, label, group, backend_key, mode="plain"):
         if backend_key is None:
             targets.append(Target(key, label, group, None, mode))
-        elif backend_key in backends:
-            targets.append(Target(key, label, group, backends[backend_key], mode))
+            return
+        if backend_key not in backends:
+            return
+        if mode == "keep":
+            # Its own instance: nginx's idle kept connections must not pin
+            # the workers that the plain target's measurement needs.
+            base = backends[backend_key]
+            backends[key] = Backend(key, base.protocol, base.argv_for_port, env, cwd=str(BENCH))
+            backend_key = key
+        targets.append(Target(key, label, group, backends[backend_key], mode))
 
     for method in ("prefork", "threaded"):
         add(f"runfcgi-{method}-fcgi", f"runfcgi {method} fcgi", "runfcgi",
@@ -911,14 +1013,12 @@ def build(args, runfcgi_ok):
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
         targets = [x for x in targets if any(w in x.key for w in wanted)]
         used = {x.backend.key for x in targets if x.backend is not None}
-        if args.skip_bodies or args.only:
-            backends = {k: b for k, b in backends.items()
-                        if k in used or (b.optional and not args.skip_bodies)}
+        backends = {k: b for k, b in backends.items() if k in used or b.optional}
     order = [x.key for x in targets]
     return backends, targets, order
 
 
-def throughput(args, targets):
+def throughput(args, targets, status_port):
     """Warm up each target, then interleaved rounds of wrk."""
     measured = [t for t in targets if t.error is None]
     log(f"warming up {len(measured)} targets ({args.warmup} s each)")
@@ -938,6 +1038,8 @@ def throughput(args, targets):
     for t in targets:
         if t.error:
             log(f"skipping {t.label}: {t.error}")
+    nginx_wait_idle(status_port)
+    offsets = {t.key: log_size(t.access_log) for t in measured if t.access_log}
     for rnd in range(args.rounds):
         # Rotate the order each round so no target always follows the same one.
         shift = rnd % max(1, len(measured))
@@ -953,13 +1055,17 @@ def throughput(args, targets):
             target.rounds.append(res)
             log(f"round {rnd + 1}/{args.rounds} {target.label:<38} {res['rps']:>8.0f} req/s"
                 + (f"  {res['failed']} failed" if res["failed"] else ""))
+    nginx_wait_idle(status_port)
+    for target in measured:
+        if target.key in offsets:
+            target.nginx_outcome = nginx_outcome(target.access_log, offsets[target.key])
 
 
 def bodies_and_uploads(args, procs, tmp, backends, targets):
     """Large responses, uploads and upload memory; return (bodies, uploads, rss)."""
     bodies, uploads, rss = {}, {}, {}
     by_key = {t.key: t for t in targets}
-    times = 1 if args.quick else 3
+    times = 1 if args.quick else 5
     sizes = {"16MiB": 16 * MiB, "64MiB": 64 * MiB}
 
     def nginx_bodies(prefix, target, timeout, repeat):
@@ -967,7 +1073,8 @@ def bodies_and_uploads(args, procs, tmp, backends, targets):
             return
         for name, size in sizes.items():
             log(f"large response {name} via nginx FastCGI: {target.label}")
-            res = repeat_timed(repeat, target.port, "GET", f"/big/{size}/", timeout=timeout)
+            res = repeat_timed(repeat, target.port, "GET", f"/big/{size}/", timeout=timeout,
+                               warmup=repeat > 1)
             if "error" not in res and (res["status"] != 200 or res["bytes"] != size):
                 res["error"] = f"HTTP {res['status']}, {res['bytes']} bytes"
             bodies[f"{prefix}-nginx-fcgi-{name}"] = res
@@ -1005,7 +1112,8 @@ def bodies_and_uploads(args, procs, tmp, backends, targets):
                     for name, size in sizes.items():
                         log(f"large response {name} via Apache mod_proxy_ajp: {who}")
                         res = repeat_timed(1 if flup else times, port, "GET", f"/big/{size}/",
-                                           timeout=args.flup_timeout if flup else 120)
+                                           timeout=args.flup_timeout if flup else 120,
+                                           warmup=not flup)
                         if "error" not in res and (res["status"] != 200 or res["bytes"] != size):
                             res["error"] = f"HTTP {res['status']}, {res['bytes']} bytes"
                         bodies[f"{who}-apache-ajp-{name}"] = res
@@ -1013,7 +1121,8 @@ def bodies_and_uploads(args, procs, tmp, backends, targets):
                             break
                 log(f"8 MiB upload via Apache {key.rsplit('-', 1)[1]}: {who}")
                 res = repeat_timed(1 if who == "flup" else times, port, "POST", "/echo/",
-                                   8 * MiB, timeout=args.flup_timeout if who == "flup" else 120)
+                                   8 * MiB, timeout=args.flup_timeout if who == "flup" else 120,
+                                   warmup=who != "flup")
                 if "error" not in res:
                     try:
                         length = json.loads(res["body"]).get("length")
@@ -1070,9 +1179,10 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=5, help="seconds per round (default 5)")
     parser.add_argument("--warmup", type=float, default=1, help="warm-up seconds per target")
     parser.add_argument("--connections", type=int, default=8, help="wrk -c (default 8)")
-    parser.add_argument("--threads", type=int, default=2,
+    parser.add_argument("--threads", type=int, default=16,
                         help="threads of the threaded servers (runfcgi maxchildren, flup "
-                             "maxThreads; default 2, the process count of the others)")
+                             "maxThreads; default 16: flup refuses connections beyond it, "
+                             "and nginx opens up to -c of them)")
     parser.add_argument("--only", help="comma-separated substrings of target keys to measure")
     parser.add_argument("--skip-bodies", action="store_true",
                         help="skip large bodies, uploads and the memory check")
@@ -1121,22 +1231,25 @@ def main(argv=None):
             if t.backend is not None and not t.backend.ok:
                 t.error = f"backend {t.backend.key} {t.backend.error or 'exited'}"
         live = [t for t in targets if t.backend is not None and t.error is None]
-        start_nginx(procs, tmp, live)
+        status_port = free_port()
+        start_nginx(procs, tmp, live, status_port)
         for t in live:
             err = probe(t)
             if err:
                 t.error = f"GET / through nginx: {err}"
                 log(f"{t.label}: {t.error}\n{procs.log_tail(t.backend.key, 8)}")
-        throughput(args, targets)
+        throughput(args, targets, status_port)
         for key in ("runfcgi-prefork-fcgi", "runfcgi-threaded-fcgi"):
             b = backends.get(key)
             if b is not None and b.ok:
-                log(f"fresh connection beside 4 idle kept connections: {key}")
-                fresh[key] = check_fresh_connection(b)
+                kept = 4 if "prefork" in key else args.threads + 2
+                log(f"fresh connection beside {kept} idle kept connections: {key}")
+                fresh[key] = check_fresh_connection(b, kept)
         if args.flup_keep:
             for key in ("flup-prefork-fcgi", "flup-threaded-fcgi"):
                 if backends.get(key) is not None and backends[key].ok:
-                    fresh[key] = check_fresh_connection(backends[key])
+                    kept = 4 if "prefork" in key else args.threads + 2
+                    fresh[key] = check_fresh_connection(backends[key], kept)
         if not args.skip_bodies:
             bodies, uploads, rss = bodies_and_uploads(args, procs, tmp, backends, targets)
     except KeyboardInterrupt:
@@ -1181,7 +1294,8 @@ def main(argv=None):
     for key, err in results["not_measured"].items():
         print(f"  not measured: {key}: {err.splitlines()[0]}")
     if fresh:
-        print("Fresh connection while 4 kept connections sit idle (2 workers):")
+        print("Fresh connection while kept connections sit idle (more than the "
+              "workers/threads):")
         for key, f in fresh.items():
             print(f"  {key:<40} kept served {f['kept_served']}/{f['kept']}, fresh answered in "
                   f"{fmt(f.get('fresh_s'), '.3f')} s" + (f" ({f['error']})" if f.get("error") else ""))

@@ -39,7 +39,7 @@ html_theme = "alabaster"
 html_theme_options = {
     "description": "Django 1.8's runfcgi for today's Django",
     "fixed_sidebar": False,
-    "page_width": "1040px",
+    "page_width": "1180px",
     "sidebar_width": "220px",
     "show_relbars": True,
 }

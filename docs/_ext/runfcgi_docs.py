@@ -103,6 +103,33 @@ DJANGO_18_OPTIONS = (
 )
 
 
+# A pointer from an option's entry to the page that explains it in use.
+# Keys must be option names; tests/unit/test_docs.py checks that.
+SEE_ALSO = {
+    "protocol": "The web server pages: :doc:`/frontends/nginx`, :doc:`/frontends/apache`, "
+                ":doc:`/frontends/lighttpd`.",
+    "socket": ":doc:`/permissions` for who may connect; :ref:`systemd-socket` for a "
+              "socket that systemd creates.",
+    "method": ":doc:`/performance` for choosing between them.",
+    "maxchildren": "Each connection nginx or Apache keeps open holds one worker; see "
+                   ":doc:`/frontends/nginx`.",
+    "daemonize": ":doc:`/running` for what daemonizing does and when it is the default.",
+    "pidfile": ":doc:`/running` for the stale and live pidfile rules.",
+    "workdir": "Relative paths in other options do not depend on it (:doc:`/migrating`).",
+    "debug": "Leave it off in production: tracebacks would reach visitors.",
+    "outlog": ":ref:`logrotate` for rotating it with ``SIGUSR1``.",
+    "errlog": ":ref:`logrotate` for rotating it with ``SIGUSR1``.",
+    "umask": ":doc:`/permissions` for the values to use.",
+    "socketmode": ":doc:`/permissions`, section *Starting as root*.",
+    "user": ":doc:`/permissions`, section *Starting as root*.",
+    "group": ":doc:`/permissions`, section *Starting as root*.",
+    "allow": ":ref:`tcp-peers`.",
+    "idletimeout": "Matters for connections the web server keeps open "
+                   "(:doc:`/frontends/nginx`).",
+    "gracetimeout": ":doc:`/running`, section *Stopping, reloading and signals*.",
+}
+
+
 def options_reference():
     """Return the reStructuredText of the options reference.
 
@@ -117,7 +144,9 @@ def options_reference():
          "Same names, defaults and meanings as in Django 1.8.",
          [o for o in OPTIONS if o.name in DJANGO_18_OPTIONS]),
         ("Added by runfcgi_compat",
-         "Not in Django 1.8: leave them out and the server behaves as 1.8's did.",
+         "Not in Django 1.8. Left out, they change nothing, except that the two "
+         "time limits bound what 1.8 left open: how long an idle connection stays "
+         "and how long a stop waits.",
          [o for o in OPTIONS if o.name not in DJANGO_18_OPTIONS]),
     )
     out = [
@@ -155,8 +184,10 @@ def options_reference():
                 "",
                 f"   :Default: ``{option.default_text}``",
                 f"   :Accepts: {accepted_values(option)}",
-                "",
             ]
+            if option.name in SEE_ALSO:
+                out.append(f"   :See also: {SEE_ALSO[option.name]}")
+            out.append("")
     return "\n".join(out)
 
 
@@ -307,55 +338,76 @@ class Example:
     kwargs: dict = field(default_factory=dict)
     args: tuple = ()
     optional: bool = False  # shown only once frontends has the function
+    base: str = None  # another example's filename: highlight what this one adds
+    # The set-up in tests/integration/frontends.py (SETUPS) that runs this
+    # configuration against the real server; None marks it untested on the page.
+    tested_by: str = None
 
+
+SITE = dict(server_name="example.com")
+TCP = dict(host="127.0.0.1", port=PORT)
+UNIX = dict(socket=SOCKET)
 
 EXAMPLES = (
     # nginx
-    Example("nginx-unix.conf", "nginx", dict(socket=SOCKET, server_name="example.com")),
-    Example("nginx-tcp.conf", "nginx", dict(host="127.0.0.1", port=PORT,
-                                             server_name="example.com")),
-    Example("nginx-keepalive.conf", "nginx", dict(host="127.0.0.1", port=PORT, keepalive=16,
-                                                   server_name="example.com")),
-    Example("nginx-prefix.conf", "nginx", dict(socket=SOCKET, prefix="/app",
-                                                server_name="example.com")),
-    Example("nginx-https.conf", "nginx", dict(socket=SOCKET, https=True,
-                                               server_name="example.com")),
+    Example("nginx-unix.conf", "nginx", dict(UNIX, **SITE),
+            tested_by="nginx-fcgi-unix"),
+    Example("nginx-tcp.conf", "nginx", dict(TCP, **SITE),
+            tested_by="nginx-fcgi-tcp"),
+    Example("nginx-keepalive.conf", "nginx", dict(TCP, keepalive=16, **SITE),
+            base="nginx-tcp.conf",
+            tested_by="nginx-fcgi-keepalive"),
+    Example("nginx-prefix.conf", "nginx", dict(UNIX, prefix="/app", **SITE),
+            base="nginx-unix.conf",
+            tested_by="nginx-fcgi-prefix"),
+    Example("nginx-https.conf", "nginx", dict(UNIX, https=True, **SITE),
+            base="nginx-unix.conf",
+            tested_by="nginx-fcgi-https"),
     Example("nginx-static.conf", "nginx", dict(
-        socket=SOCKET, server_name="example.com", static_url="/static/",
-        static_root=f"{PROJECT}/static")),
-    Example("nginx-scgi.conf", "nginx", dict(protocol="scgi", host="127.0.0.1", port=PORT,
-                                              server_name="example.com")),
+        UNIX, static_url="/static/", static_root=f"{PROJECT}/static", **SITE),
+        base="nginx-unix.conf"),
+    Example("nginx-scgi.conf", "nginx", dict(TCP, protocol="scgi", **SITE),
+            base="nginx-tcp.conf",
+            tested_by="nginx-scgi-tcp"),
     # Apache
-    Example("apache-fcgi-tcp.conf", "apache", dict(host="127.0.0.1", port=PORT,
-                                                    server_name="example.com")),
-    Example("apache-fcgi-unix.conf", "apache", dict(socket=SOCKET, server_name="example.com")),
-    Example("apache-fcgi-reuse.conf", "apache", dict(host="127.0.0.1", port=PORT, reuse=True,
-                                                      server_name="example.com")),
-    Example("apache-fcgi-prefix.conf", "apache", dict(host="127.0.0.1", port=PORT,
-                                                       prefix="/app",
-                                                       server_name="example.com")),
-    Example("apache-scgi.conf", "apache", dict(protocol="scgi", host="127.0.0.1", port=PORT,
-                                                server_name="example.com")),
-    Example("apache-ajp.conf", "apache", dict(protocol="ajp", host="127.0.0.1", port=8009,
-                                               secret="change-me",
-                                               server_name="example.com")),
-    Example("apache-fcgid.conf", "apache_fcgid", dict(server_name="example.com"),
-            args=("/home/user/public_html",)),
-    Example("htaccess", "htaccess", args=("/home/user/public_html",)),
+    Example("apache-fcgi-tcp.conf", "apache", dict(TCP, **SITE),
+            tested_by="apache-fcgi-tcp"),
+    Example("apache-fcgi-unix.conf", "apache", dict(UNIX, **SITE),
+            tested_by="apache-fcgi-unix"),
+    Example("apache-fcgi-reuse.conf", "apache", dict(TCP, reuse=True, **SITE),
+            base="apache-fcgi-tcp.conf"),
+    Example("apache-fcgi-prefix.conf", "apache", dict(TCP, prefix="/app", **SITE),
+            base="apache-fcgi-tcp.conf",
+            tested_by="apache-fcgi-prefix"),
+    Example("apache-scgi.conf", "apache", dict(TCP, protocol="scgi", **SITE),
+            tested_by="apache-scgi-tcp"),
+    Example("apache-ajp.conf", "apache", dict(
+        host="127.0.0.1", port=8009, protocol="ajp", secret="change-me", **SITE),
+        tested_by="apache-ajp-secret"),
+    Example("apache-fcgid.conf", "apache_fcgid", dict(SITE),
+            args=("/home/user/public_html",),
+            tested_by="apache-fcgid"),
+    Example("htaccess", "htaccess", args=("/home/user/public_html",),
+            tested_by="apache-fcgid"),
     Example("mysite.fcgi", "fcgi_script", dict(pythonpath=["/home/user/mysite"]),
-            args=("/home/user/venv/bin/python", "/home/user/mysite", SETTINGS)),
+            args=("/home/user/venv/bin/python", "/home/user/mysite", SETTINGS),
+            tested_by="apache-fcgid"),
     # lighttpd
-    Example("lighttpd-socket.conf", "lighttpd", dict(socket=SOCKET)),
-    Example("lighttpd-tcp.conf", "lighttpd", dict(host="127.0.0.1", port=PORT)),
-    Example("lighttpd-prefix.conf", "lighttpd", dict(socket=SOCKET, prefix="/app")),
+    Example("lighttpd-socket.conf", "lighttpd", dict(UNIX),
+            tested_by="lighttpd-fcgi-unix"),
+    Example("lighttpd-tcp.conf", "lighttpd", dict(TCP)),
+    Example("lighttpd-prefix.conf", "lighttpd", dict(UNIX, prefix="/app"),
+            base="lighttpd-socket.conf",
+            tested_by="lighttpd-fcgi-prefix"),
     Example("lighttpd-bin-path.conf", "lighttpd", dict(
         socket="/run/lighttpd/mysite.sock",
         bin_path=f"{PYTHON} {PROJECT}/manage.py runfcgi",
-        bin_environment={"DJANGO_SETTINGS_MODULE": SETTINGS})),
+        bin_environment={"DJANGO_SETTINGS_MODULE": SETTINGS}),
+        base="lighttpd-socket.conf", tested_by="lighttpd-spawn"),
     # systemd and log rotation
     Example("django-fcgi.service", "systemd", dict(
-        socket=SOCKET, python=PYTHON, project_dir=PROJECT, settings=SETTINGS)),
-    Example("django-fcgi.socket", "systemd_socket", dict(socket=SOCKET), optional=True),
+        UNIX, python=PYTHON, project_dir=PROJECT, settings=SETTINGS)),
+    Example("django-fcgi.socket", "systemd_socket", dict(UNIX), optional=True),
     Example("django-fcgi-activated.service", "systemd", dict(
         python=PYTHON, project_dir=PROJECT, settings=SETTINGS, activated=True),
         optional=True),
@@ -387,10 +439,12 @@ def render_example(example):
 
 
 def missing_example_rst(example):
-    """Return the fragment used while an optional example has no generator: a
-    comment, so the page's prose stands alone until the file can be shown."""
-    return (f".. runfcgi_compat.frontends.{example.function}() does not exist yet;\n"
-            f"   {example.filename} will be shown here once it does.\n")
+    """Return the fragment used while an optional example cannot be rendered:
+    a comment, so the page's prose stands alone until the file can be shown."""
+    call = ", ".join([*map(repr, example.args),
+                      *(f"{key}={value!r}" for key, value in example.kwargs.items())])
+    return (f".. Not available yet: runfcgi_compat.frontends.{example.function}({call}).\n"
+            f"   {example.filename} will be shown here once it is.\n")
 
 
 def example_files():
@@ -400,6 +454,7 @@ def example_files():
     ``conf/<file>.rst`` includes it with a caption, or says why it cannot.
     """
     files = {}
+    rendered = {}
     for example in EXAMPLES:
         text = render_example(example)
         stub = f"conf/{example.filename}.rst"
@@ -407,12 +462,33 @@ def example_files():
             files[stub] = missing_example_rst(example)
             continue
         files[f"conf/{example.filename}"] = text
-        files[stub] = (
-            f".. literalinclude:: /_generated/conf/{example.filename}\n"
-            f"   :language: {language(example.filename)}\n"
-            f"   :caption: {example.filename}\n"
-        )
+        caption = example.filename
+        if example.tested_by is None:
+            caption += " (not run by the test suite)"
+        options = [f":language: {language(example.filename)}", f":caption: {caption}"]
+        if example.base:
+            added = added_lines(rendered[example.base], text)
+            if added:
+                options.append(f":emphasize-lines: {','.join(map(str, added))}")
+        rendered[example.filename] = text
+        files[stub] = (f".. literalinclude:: /_generated/conf/{example.filename}\n"
+                       + "".join(f"   {option}\n" for option in options))
     return files
+
+
+def added_lines(base, text):
+    """Return the 1-based numbers of the lines ``text`` adds to or changes in
+    ``base``, leaving out the comment block at the top (it names the set-up)."""
+    import difflib
+
+    old, new = base.splitlines(), text.splitlines()
+    header = next((n for n, line in enumerate(new) if not line.startswith("#")), len(new))
+    numbers = []
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for tag, _, _, start, end in matcher.get_opcodes():
+        if tag in ("replace", "insert"):
+            numbers += [n + 1 for n in range(start, end) if n >= header and new[n].strip()]
+    return numbers
 
 
 def language(filename):
@@ -427,7 +503,7 @@ def language(filename):
         return "systemd"
     if filename.endswith(".fcgi"):
         return "python"
-    return "text"
+    return "none"
 
 
 # -- performance -------------------------------------------------------------------
@@ -438,9 +514,12 @@ def performance_rst(figure=BENCH_FIGURE):
     if Path(figure).exists():
         return (
             ".. figure:: /_static/bench.png\n"
-            "   :alt: Requests per second for each set-up, measured by bench/\n"
+            "   :alt: Requests per second and CPU per request for each set-up, from bench/\n"
             "   :width: 100%\n\n"
-            "   Requests per second through nginx, measured by ``bench/`` on one machine.\n"
+            "   Requests per second (left) and the backend's CPU time per request\n"
+            "   (right) for each set-up behind the same nginx, from one run of\n"
+            "   ``bench/`` on one machine. Compare the bars with each other, not\n"
+            "   with other machines.\n"
         )
     return ("No benchmark figure is part of this build yet: ``bench/`` writes it to\n"
             "``docs/_static/bench.png`` and the next docs build shows it here.\n")

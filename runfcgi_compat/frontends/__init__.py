@@ -19,7 +19,9 @@ root, or e.g. ``"/app"``).
   where mod_fcgid starts the application itself.
 * ``lighttpd()``: ``fastcgi.server`` (or ``scgi.server``) to
   a running ``runfcgi``, or spawning it with ``bin_path``.
-* ``systemd()``: a service unit running ``runfcgi`` in the foreground.
+* ``systemd()``, ``systemd_socket()``: a service unit running ``runfcgi`` in
+  the foreground, and the socket unit for socket activation.
+* ``logrotate()``: rotation of runfcgi's own log files (SIGUSR1 reopens).
 * ``nginx_main()``, ``apache_main()``, ``lighttpd_main()``: minimal whole-server
   configurations that include a snippet; enough to try one out (the tests use
   them).
@@ -128,8 +130,8 @@ def _template(name):
     return Engine(autoescape=False).from_string(source)
 
 
-def render(name, **context):
-    """Render ``templates/<name>`` with ``context``; usable for any template.
+def render(template, /, **context):
+    """Render ``templates/<template>`` with ``context``; usable for any template.
 
     Numbers are passed as text: a port must never be localized into ``8,000``.
     """
@@ -139,7 +141,7 @@ def render(name, **context):
         key: str(value) if isinstance(value, int) and not isinstance(value, bool) else value
         for key, value in context.items()
     }
-    return _template(name).render(Context(context, autoescape=False, use_l10n=False))
+    return _template(template).render(Context(context, autoescape=False, use_l10n=False))
 
 
 # -- nginx -----------------------------------------------------------------------
@@ -356,26 +358,30 @@ def lighttpd_main(root, site, *, host="127.0.0.1", port=80, max_body_kbytes=6553
 
 def systemd(protocol="fcgi", host=None, port=None, socket=None, *, python,
             project_dir, settings, unit="django-fcgi", user="www-data",
-            group="www-data", method="prefork", umask=None):
+            group="www-data", method="prefork", activated=False):
     """Return a systemd service unit running runfcgi in the foreground.
 
     A socket under ``/run/<name>/`` gets ``RuntimeDirectory=<name>`` so
-    systemd creates the directory for the service's user.
+    systemd creates the directory for the service's user, and
+    ``socketmode=660`` so only the account and its group (the web server's)
+    may connect.  With ``activated`` the socket comes from ``systemd_socket()``
+    (LISTEN_FDS) and the command names none.
     """
     protocol, host, port, socket = backend(protocol, host, port, socket)
-    if socket and umask is None:
-        umask = "007"  # the socket readable by the web server's group, no one else
     runtime_directory = None
-    if socket:
-        parts = socket.split("/")
+    if activated:
+        words = runfcgi_words(protocol, method=method, daemonize="false")
+    else:
+        words = runfcgi_words(protocol, host, port, socket, method=method,
+                              daemonize="false", socketmode="660" if socket else None)
+        parts = (socket or "").split("/")
         if len(parts) == 4 and parts[1] == "run":
             runtime_directory = parts[2]
-    words = runfcgi_words(protocol, host, port, socket, method=method,
-                          daemonize="false", umask=umask)
     command = [_safe("python", python), "manage.py", "runfcgi"] + words
     return render(
         "systemd.service",
-        title=_title(protocol, host, port, socket, ""),
+        title=_title(protocol, host, port, socket, "") if not activated
+        else f"Django over {PROTOCOL_NAMES[protocol]}, socket from {unit}.socket",
         protocol_name=PROTOCOL_NAMES[protocol],
         unit=_safe("unit", unit),
         user=_safe("user", user),
@@ -383,8 +389,37 @@ def systemd(protocol="fcgi", host=None, port=None, socket=None, *, python,
         project_dir=_safe("project_dir", project_dir),
         settings=_safe("settings", settings),
         runtime_directory=runtime_directory,
+        activated=activated,
         exec_start=shlex.join(command),
     )
+
+
+def systemd_socket(protocol="fcgi", host=None, port=None, socket=None, *,
+                   unit="django-fcgi", user="www-data", group="www-data"):
+    """Return the ``.socket`` unit for ``systemd(..., activated=True)``."""
+    protocol, host, port, socket = backend(protocol, host, port, socket)
+    return render(
+        "systemd.socket",
+        title=_title(protocol, host, port, socket, ""),
+        protocol_name=PROTOCOL_NAMES[protocol],
+        unit=_safe("unit", unit),
+        listen=socket or _address(host, port),
+        socket=socket,
+        user=_safe("user", user),
+        group=_safe("group", group),
+    )
+
+
+def logrotate(logs, pidfile, *, name="django-fcgi"):
+    """Return a logrotate rule for runfcgi's ``outlog``/``errlog`` files.
+
+    runfcgi reopens its logs on SIGUSR1, sent to the pid in ``pidfile``.
+    """
+    logs = [_safe("logs", path) for path in logs]
+    if not logs:
+        raise OptionError("logs: name at least one log file (outlog or errlog).")
+    return render("logrotate", title=f"pid in {pidfile}", name=_safe("name", name),
+                  logs=logs, pidfile=_safe("pidfile", pidfile))
 
 
 def _title(protocol, host, port, socket, prefix):

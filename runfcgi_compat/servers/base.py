@@ -216,6 +216,9 @@ class ProtocolHandler:
     # nginx's `fastcgi_keep_conn on` and Apache's AJP keep connections open;
     # without a bound they pin workers/threads forever.
     idle_timeout = 60.0
+    # Seconds a fresh connection may take to send its first request once the
+    # server is stopping (see wait_for_request).
+    first_request_grace = 5.0
     # Seconds to wait for the peer's EOF after our half-close, so unread
     # request bytes do not turn close() into a reset that cuts the response.
     linger_timeout = 5.0
@@ -270,17 +273,23 @@ class ProtocolHandler:
     def wait_for_request(self, sock, first):
         """Wait until ``sock`` has a request for us; False: close instead.
 
-        Between requests a stop (or reload) closes the connection at once.
-        A fresh connection's first request is normally already in the socket;
-        it is served even if the stop arrived meanwhile.
+        Between requests a stop (or reload) closes the connection at once:
+        nothing is lost, the web server retries a request on a kept
+        connection that closes under it.  A fresh connection is different:
+        the web server has just connected to send a request, which may not
+        have arrived yet; closing it would fail that request.  So its first
+        request is still awaited for ``first_request_grace`` seconds.
         """
         notice = self.stop_notice
-        if not first and notice is not None and notice.is_set():
+        if notice is None:
+            return bool(wait_readable([sock], self.idle_timeout))
+        if not first and notice.is_set():
             return False
-        waiting_on = [sock] if notice is None else [sock, notice]
-        ready = wait_readable(waiting_on, self.idle_timeout)
+        ready = wait_readable([sock, notice], self.idle_timeout)
         if sock in ready:
             return True
+        if ready and first:
+            return bool(wait_readable([sock], self.first_request_grace))
         if not ready:
             log.debug("%s: idle connection timed out after %ss",
                       self.protocol, self.idle_timeout)

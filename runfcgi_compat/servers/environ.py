@@ -26,18 +26,17 @@ what the server sent, checked against the URI the client asked for
 
 1. AJP sends no SCRIPT_NAME/PATH_INFO: the path is the request URI.
 2. The pair already adds up to the requested path: keep it (the fast path).
-3. The whole path came as SCRIPT_NAME (no PATH_INFO): the server did not
+3. No PATH_INFO, and SCRIPT_NAME is the whole path: the server did not
    split.  The application is at the root, unless Apache's SCRIPT_FILENAME
    (``proxy:fcgi://host:port/<backend path>``) shows a ``ProxyPass /app/``
-   mount.
-4. The pair adds up to the *raw* URI: decode it.
-5. SCRIPT_NAME is a leading part of the path and PATH_INFO is missing
+   mount.  No PATH_INFO, and SCRIPT_NAME is a leading part of the path
    (``scgi_param SCRIPT_NAME /app``): PATH_INFO is the rest.
-6. PATH_INFO ends the requested path but SCRIPT_NAME is something else
+4. The pair adds up to the *raw* URI (flup's own guess): decode it.
+5. PATH_INFO ends the requested path but SCRIPT_NAME is something else
    (an internal rewrite to ``mysite.fcgi``): the public prefix is what the
    client sent before PATH_INFO -- the value Django itself derives from
    SCRIPT_URL or REDIRECT_URL, which are used first when Apache sends them.
-7. Nothing matches (e.g. nginx merged ``//``): trust the server.
+6. Nothing matches (e.g. nginx merged ``//``): trust the server.
 
 ``settings.FORCE_SCRIPT_NAME``, when set, wins over all of these: it becomes
 SCRIPT_NAME and is cut from the front of the path.  It is read once, on the
@@ -100,12 +99,16 @@ def _split(environ, protocol, raw):
     if not path_info:
         if not script:
             return "", full
+        if script == raw:
+            script = full  # the whole path, still percent-encoded
         if script == full or script == environ.get("DOCUMENT_URI") or _proxied(environ):
             return _unsplit(environ, script)
+        mount = script.rstrip("/")
+        if full.startswith(mount + "/"):
+            return mount, full[len(mount):]
+        return script, ""
     if script + path_info == raw:
         return _decode(script), _decode(path_info)
-    if not path_info and full.startswith(script) and full[len(script)] == "/":
-        return script, full[len(script):]
     if path_info:
         # Rewritten inside the server: the public prefix is what the client
         # sent before PATH_INFO -- as Django itself reads SCRIPT_URL, then

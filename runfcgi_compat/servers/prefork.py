@@ -68,6 +68,7 @@ class Worker:
         self.state = STARTING
         self.retiring = False  # Asked to stop (shrink, reload or stop).
         self.ever_ready = False
+        self.idle_since = 0.0
 
     def __repr__(self):
         return f"<Worker {self.pid} {self.state.decode()}{' retiring' if self.retiring else ''}>"
@@ -84,6 +85,9 @@ class PreforkPool:
     # Most workers started in one go when the pool runs short of idle ones;
     # the burst doubles while the shortage lasts.
     max_spawn_burst = 32
+    # Seconds a surplus worker stays idle before it is retired, and a
+    # shortage must be over before the spawn burst resets.
+    settle_time = 1.0
 
     def __init__(self, handler, load_app, *, maxspare, minspare, maxchildren,
                  maxrequests=0, on_reopen_logs=None):
@@ -118,10 +122,10 @@ class PreforkPool:
         try:
             self._run()
         finally:
+            if self.workers:  # Only after an unexpected error in the master.
+                self._kill_all()
             self._box.restore()
             self._box.close()
-            for worker in list(self.workers.values()):
-                self._forget(worker)
             listen_sock.setblocking(was_blocking)
 
     def _run(self):
@@ -145,8 +149,10 @@ class PreforkPool:
         now = time.monotonic()
         if self._stopping:
             timeout = max(0.0, self._deadline - now)
-        elif self._next_spawn_at > now:
-            timeout = self._next_spawn_at - now
+        else:
+            wakeup = self._next_wakeup(now)
+            if wakeup is not None:
+                timeout = max(0.0, wakeup - now)
         # A ceiling, in case a SIGCHLD was coalesced with another one.
         timeout = 1.0 if timeout is None else min(timeout, 1.0)
         fds = [self._box] + [w.status_fd for w in self.workers.values()
@@ -222,12 +228,31 @@ class PreforkPool:
                 count = min(room, max(self.minspare - spare, self._burst))
                 for _ in range(count):
                     self._spawn()
+                # Demand that outruns the spare workers grows the next burst
+                # (1, 2, 4, ...) so a queue of slow requests is met quickly.
                 self._burst = min(self._burst * 2, self.max_spawn_burst)
-        elif now - self._last_shortage > 1.0:
+        elif now - self._last_shortage > self.settle_time:
             self._burst = 1
+        # Shrink only workers idle for settle_time: a worker that has just
+        # finished a request during a burst is likely needed again, and
+        # killing it would only mean forking (and loading the app) anew.
+        surplus = len(idle) - self.maxspare
+        if surplus > 0:
+            idle.sort(key=lambda w: w.idle_since)
+            for worker in idle[:surplus]:
+                if now - worker.idle_since >= self.settle_time:
+                    self._retire(worker)
+
+    def _next_wakeup(self, now):
+        """When pool maintenance must run next without any event; None: never."""
+        times = []
+        if self._next_spawn_at > now:
+            times.append(self._next_spawn_at)
+        idle = [w.idle_since for w in self.workers.values()
+                if w.state == IDLE and not w.retiring]
         if len(idle) > self.maxspare:
-            for worker in idle[self.maxspare:]:
-                self._retire(worker)
+            times.append(min(idle) + self.settle_time)
+        return min(times) if times else None
 
     def _retire(self, worker):
         if not worker.retiring:
@@ -257,6 +282,8 @@ class PreforkPool:
             self._close_status(worker)
 
     def _set_state(self, worker, state):
+        if state == IDLE and worker.state != IDLE:
+            worker.idle_since = time.monotonic()
         worker.state = state
         # Any report means the app loaded (IDLE then BUSY may arrive in one read).
         if not worker.ever_ready:

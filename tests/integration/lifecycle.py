@@ -74,13 +74,16 @@ def make_app(control_dir):
 
 def launch(config):
     from runfcgi_compat.options import from_mapping
-    from runfcgi_compat.servers import PROTOCOLS, make_server
+    from runfcgi_compat.servers import POOLS, PROTOCOLS, make_server
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(process)d %(levelname)s %(message)s")
     for name, value in config.get("handler_attrs", {}).items():
         for handler_class in PROTOCOLS.values():
             setattr(handler_class, name, value)
+    for name, value in config.get("pool_attrs", {}).items():
+        for pool_class in POOLS.values():
+            setattr(pool_class, name, value)
     control = config["control_dir"]
     bind = config.get("bind", "tcp")
     if bind == "unix":
@@ -119,12 +122,13 @@ def launch(config):
 class Server:
     """One launched server process (the master)."""
 
-    def __init__(self, tmp_path, options, bind="tcp", handler_attrs=None, env=None):
+    def __init__(self, tmp_path, options, bind="tcp", handler_attrs=None, pool_attrs=None,
+                 env=None):
         self.dir = tmp_path
         self.stdout_path = tmp_path / "stdout.txt"
         self.stderr_path = tmp_path / "stderr.txt"
         config = {"options": options, "bind": bind, "control_dir": str(tmp_path),
-                  "handler_attrs": handler_attrs or {}}
+                  "handler_attrs": handler_attrs or {}, "pool_attrs": pool_attrs or {}}
         run_env = dict(os.environ)
         if not run_env.get("RUNFCGI_TEST_WHEEL"):
             run_env["PYTHONPATH"] = os.pathsep.join(

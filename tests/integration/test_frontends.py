@@ -158,3 +158,23 @@ def test_lighttpd_accepts_config(protocol, tmp_path):
     main.write_text(conf.lighttpd_main(str(tmp_path), str(site), port=8080))
     check = subprocess.run([lighttpd, "-tt", "-f", str(main)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr + check.stdout
+
+
+def test_systemd_accepts_units(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    python = shutil.which("python3") or "/usr/bin/python3"
+    units = {
+        "mysite.service": conf.systemd(python=python, project_dir=str(tmp_path),
+                                       settings="p.settings", unit="mysite", activated=True),
+        "mysite.socket": conf.systemd_socket(socket="/run/mysite/fcgi.sock", unit="mysite"),
+        "plain.service": conf.systemd("scgi", port=9000, python=python,
+                                      project_dir=str(tmp_path), settings="p.settings",
+                                      unit="plain"),
+    }
+    for name, text in units.items():
+        (tmp_path / name).write_text(text)
+    check = subprocess.run([analyze, "verify", *(str(tmp_path / name) for name in units)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr

@@ -19,9 +19,10 @@ def get(server, path="/pid", query="", protocol=None, timeout=30.0):
                           timeout=timeout)
 
 
-def start_prefork(start_server, protocol="fcgi", bind="tcp", handler_attrs=None, **options):
+def start_prefork(start_server, protocol="fcgi", bind="tcp", handler_attrs=None,
+                  pool_attrs=None, **options):
     server = start_server({"protocol": protocol, "method": "prefork", **options},
-                          bind=bind, handler_attrs=handler_attrs)
+                          bind=bind, handler_attrs=handler_attrs, pool_attrs=pool_attrs)
     server.protocol = protocol
     return server
 
@@ -59,6 +60,45 @@ def test_sigterm_lets_the_request_in_flight_finish(start_server, protocol):
     assert result["r"].status == 200
     code, _ = server.wait()
     assert code == 0
+
+
+def run_in_thread(function, *args):
+    result = {}
+
+    def target():
+        try:
+            result["value"] = function(*args)
+        except Exception as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, result
+
+
+def test_graceful_timeout_ends_with_sigkill(start_server):
+    server = start_prefork(start_server, "fcgi", pool_attrs={"graceful_timeout": 0.5})
+    thread, result = run_in_thread(get, server, "/wait", "never")
+    worker = server.wait_started("never")
+    server.signal(signal.SIGTERM)
+    code, _ = server.wait()
+    thread.join(30)
+    assert code == 0
+    assert isinstance(result.get("error"), client.ClientError)
+    assert f"killing 1 workers that did not stop in time: {worker}" in server.stderr()
+
+
+def test_second_stop_signal_kills_at_once(start_server):
+    server = start_prefork(start_server, "scgi")
+    thread, result = run_in_thread(get, server, "/wait", "never")
+    server.wait_started("never")
+    server.signal(signal.SIGTERM)
+    wait_until(lambda: "stopping" in server.stderr(), 20, "the stop to begin")
+    server.signal(signal.SIGINT)
+    code, waited = server.wait()
+    thread.join(30)
+    print(f"second signal: exited {waited:.3f}s after it")
+    assert code == 0 and "error" in result
 
 
 def test_two_sighups_under_load_lose_no_request(start_server):

@@ -38,6 +38,10 @@ ALL_RENDERED = {
     "lighttpd-main": lambda: conf.lighttpd_main("/srv/l", "/srv/l/site.conf"),
     "systemd": lambda: conf.systemd(python="/v/bin/python", project_dir="/srv/p",
                                     settings="p.settings"),
+    "systemd-activated": lambda: conf.systemd(python="/v/bin/python", project_dir="/srv/p",
+                                              settings="p.settings", activated=True),
+    "systemd-socket": lambda: conf.systemd_socket(socket="/run/s/fcgi.sock"),
+    "logrotate": lambda: conf.logrotate(["/var/log/s/err.log"], "/run/s/fcgi.pid"),
 }
 
 
@@ -159,6 +163,11 @@ def test_apache_scgi_and_ajp():
     assert "# Needs: a2enmod proxy proxy_ajp" in text
 
 
+def test_apache_ajp_prefix_asks_for_force_script_name():
+    assert 'set FORCE_SCRIPT_NAME = "/app"' in conf.apache("ajp", prefix="/app")
+    assert "FORCE_SCRIPT_NAME" not in conf.apache("fcgi", prefix="/app")
+
+
 def test_apache_prefix_and_https():
     text = conf.apache(prefix="/app", https=True)
     assert 'ProxyPass "/app/" "fcgi://127.0.0.1:8000/"' in lines(text)
@@ -233,7 +242,9 @@ def test_lighttpd_socket_at_root():
 
 
 def test_lighttpd_without_fix_root_and_under_a_prefix():
-    assert "fix-root-scriptname" not in conf.lighttpd(fix_root=False)
+    text = conf.lighttpd(fix_root=False)
+    assert '"fix-root-scriptname" => "enable",' not in lines(text)
+    assert 'SCRIPT_NAME: set FORCE_SCRIPT_NAME = "" in the Django settings.' in text
     text = conf.lighttpd("scgi", port=9000, prefix="/app")
     assert '"/app" => ((' in lines(text)
     assert "scgi.server = (" in lines(text)
@@ -265,7 +276,7 @@ def test_systemd_unit_for_a_unix_socket():
                         project_dir="/srv/p", settings="p.settings", method="threaded",
                         user="mysite", group="www-data")
     assert ("ExecStart=/v/bin/python manage.py runfcgi protocol=fcgi method=threaded "
-            "socket=/run/mysite/fcgi.sock daemonize=false umask=007") in lines(text)
+            "socket=/run/mysite/fcgi.sock daemonize=false socketmode=660") in lines(text)
     assert "RuntimeDirectory=mysite" in lines(text)
     assert "WorkingDirectory=/srv/p" in lines(text)
     assert "Environment=DJANGO_SETTINGS_MODULE=p.settings" in lines(text)
@@ -279,6 +290,32 @@ def test_systemd_unit_for_tcp():
     assert ("ExecStart=/v/bin/python manage.py runfcgi protocol=scgi method=prefork "
             "host=127.0.0.1 port=3033 daemonize=false") in lines(text)
     assert "RuntimeDirectory" not in text
+
+
+def test_systemd_socket_activation():
+    service = conf.systemd(python="/v/bin/python", project_dir="/srv/p", settings="p.settings",
+                           activated=True, unit="mysite")
+    assert ("ExecStart=/v/bin/python manage.py runfcgi protocol=fcgi method=prefork "
+            "daemonize=false") in lines(service)
+    assert "Requires=mysite.socket" in lines(service)
+    assert "#   systemctl daemon-reload && systemctl enable --now mysite.socket" in lines(service)
+    assert "RuntimeDirectory" not in service
+    unix = conf.systemd_socket(socket="/run/mysite/fcgi.sock", unit="mysite", group="nginx")
+    assert "ListenStream=/run/mysite/fcgi.sock" in lines(unix)
+    assert "SocketGroup=nginx" in lines(unix) and "SocketMode=0660" in lines(unix)
+    tcp = conf.systemd_socket("scgi", "::1", 9000)
+    assert "ListenStream=[::1]:9000" in lines(tcp)
+    assert "SocketMode" not in tcp
+
+
+def test_logrotate_signals_runfcgi_to_reopen():
+    text = conf.logrotate(["/var/log/m/out.log", "/var/log/m/err.log"], "/run/m/fcgi.pid")
+    assert "/var/log/m/out.log /var/log/m/err.log {" in lines(text)
+    assert '[ -s /run/m/fcgi.pid ] && kill -USR1 "$(cat /run/m/fcgi.pid)" || true' in (
+        lines(text))
+    assert "copytruncate" not in text
+    with pytest.raises(OptionError, match="at least one log file"):
+        conf.logrotate([], "/run/m/fcgi.pid")
 
 
 def test_runfcgi_words():

@@ -1,0 +1,460 @@
+"""Hostile input, idle and stalled peers against a real running ``runfcgi``.
+
+Every protocol in both methods serves the example project with a small pool
+(``maxchildren=4``) so that a leaked or pinned worker shows at once.  After
+each batch of bad connections the server must still be the same server: the
+master alive, no more workers than ``maxchildren``, no worker killed by the
+input, every bad connection ended by the server within ``CLOSE_BOUND``, and
+a well-formed request right after answered 200.
+
+Hypothesis runs derandomized and the fuzz loop uses a fixed seed, so a
+failure repeats; ``RUNFCGI_FUZZ_CASES`` raises the loop's count for a longer
+hunt.  The figures of each run are printed (``pytest -s`` shows them).
+"""
+import os
+import random
+import re
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runfcgi_compat import client
+from tests.helpers import free_port
+from tests.integration import hostile
+from tests.integration.conftest import Backend
+from tests.integration.lifecycle import start_server  # noqa: F401  (fixture)
+
+MAXCHILDREN = 4
+CLOSE_BOUND = 5.0  # s: a bad connection, half-closed by the peer, must end by then
+ANSWER_BOUND = 5.0  # s: the well-formed request after a batch
+STALL_BOUND = 2.0  # s: with the pool pinned, answer or refuse by then (the server is idle)
+SEED = 20260601
+FUZZ_CASES = int(os.environ.get("RUNFCGI_FUZZ_CASES", "300"))
+HYPOTHESIS_EXAMPLES = 80
+BATCH = 100
+METHODS = ("prefork", "threaded")
+MODES = [(protocol, method) for protocol in hostile.PROTOCOLS for method in METHODS]
+MODE_IDS = [f"{protocol}-{method}" for protocol, method in MODES]
+
+# Log lines that are the server's own failures (not the app's, not a refusal).
+SERVER_ERROR = re.compile(r"\] (ERROR|CRITICAL) (?!\w+: unhandled exception in the application)")
+WORKER_DIED = re.compile(r"prefork: worker \d+ (died|crashed)")
+# Server errors already reported, each shown by its own xfail test below; the
+# fuzz run tolerates them so it keeps checking everything else.
+KNOWN_SERVER_ERRORS = {
+    "fcgi: exception after the response to": "test_repeated_end_of_params_runs_the_app_once",
+}
+
+
+# -- the servers -------------------------------------------------------------------
+
+
+class Target:
+    """One running ``runfcgi`` (foreground, own process group) and its log."""
+
+    def __init__(self, protocol, method, tmp, **options):
+        self.protocol, self.method = protocol, method
+        self.address = ("127.0.0.1", free_port())
+        self.errlog = tmp / f"{protocol}-{method}.err"
+        options = {"maxchildren": MAXCHILDREN, "maxspare": MAXCHILDREN, "minspare": 2,
+                   **options}
+        words = [f"protocol={protocol}", f"method={method}", "host=127.0.0.1",
+                 f"port={self.address[1]}", f"errlog={self.errlog}",
+                 f"outlog={tmp / f'{protocol}-{method}.out'}"]
+        words += [f"{name}={value}" for name, value in options.items()]
+        self.maxchildren = options["maxchildren"]
+        self.backend = Backend(words, self.address)
+        self.pool = hostile.Pool(self.backend.pid, method, self.maxchildren)
+        self._log_seen = 0
+
+    @property
+    def name(self):
+        return f"{self.protocol}/{self.method}"
+
+    def stop(self):
+        try:
+            os.killpg(self.backend.pid, 9)
+        except ProcessLookupError:
+            pass
+        self.backend.process.communicate()
+
+    def request(self, path="/", timeout=ANSWER_BOUND, **kwargs):
+        return client.request(self.address, protocol=self.protocol, path=path,
+                              timeout=timeout, **kwargs)
+
+    def log(self):
+        try:
+            return self.errlog.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def new_log(self):
+        """Return the log written since the last call."""
+        text = self.log()
+        new, self._log_seen = text[self._log_seen:], len(text)
+        return new
+
+    def check(self, label, outcomes, tolerate=KNOWN_SERVER_ERRORS):
+        """Assert the server survived a batch intact; print and return its figures."""
+        log = self.new_log()
+        alive = self.pool.alive()
+        workers = self.pool.workers()
+        deaths = WORKER_DIED.findall(log)
+        errors = [line for line in log.splitlines() if SERVER_ERROR.search(line)
+                  and not any(known in line for known in tolerate)]
+        held = [outcome for outcome in outcomes if outcome.end == hostile.OPEN]
+        slowest = max((outcome.seconds for outcome in outcomes), default=0.0)
+        status = self.request().status if alive else None
+        ends = {end: sum(o.end == end for o in outcomes)
+                for end in (hostile.CLOSED, hostile.RESET, hostile.OPEN)}
+        print(f"{label}: {self.name} {len(outcomes)} cases (closed {ends['closed']}, "
+              f"reset {ends['reset']}, held open {ends['open']}, slowest end "
+              f"{slowest:.2f} s), {0 if alive else 1} server deaths, {len(deaths)} worker "
+              f"deaths, max workers {self.pool.max_workers_seen}/{self.maxchildren}, "
+              f"next request {status}")
+        assert alive, f"the {self.name} server died:\n{log[-3000:]}"
+        assert self.pool.max_workers_seen <= self.maxchildren
+        assert workers <= self.maxchildren
+        assert not held, f"{len(held)} bad connections still open after {CLOSE_BOUND} s"
+        assert not deaths, f"hostile input killed workers:\n{log[-3000:]}"
+        assert not errors, "the server failed on its own:\n" + "\n".join(errors[:20])
+        assert status == 200
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """``servers(protocol, method)``: a shared small-pool server per mode."""
+    started = {}
+    tmp = tmp_path_factory.mktemp("fuzz")
+
+    def get(protocol, method):
+        if (protocol, method) not in started:
+            started[protocol, method] = Target(protocol, method, tmp)
+        target = started[protocol, method]
+        target.new_log()  # What earlier tests caused is theirs.
+        return target
+
+    yield get
+    for target in started.values():
+        target.stop()
+
+
+def hit(target, data, *, half_close=True):
+    outcome = hostile.send_raw(target.address, data, half_close=half_close,
+                               patience=CLOSE_BOUND)
+    target.pool.workers()  # Track the largest pool seen.
+    assert target.pool.alive(), f"the server died on {data[:200]!r}"
+    return outcome
+
+
+# -- hostile input -------------------------------------------------------------------
+
+
+def fcgi_records():
+    record = st.builds(
+        hostile.fcgi_record,
+        st.one_of(st.sampled_from(sorted(hostile.FCGI_KNOWN_TYPES)), st.integers(0, 255)),
+        st.binary(max_size=48),
+        st.sampled_from([0, 1, 2, 65535]),
+        length=st.one_of(st.none(), st.integers(0, 65535)),
+        padding=st.one_of(st.none(), st.integers(0, 255)),
+        version=st.sampled_from([1, 1, 1, 0, 2]),
+    )
+    start = st.sampled_from([b"", hostile.fcgi_begin(), hostile.fcgi_begin(keep_conn=True),
+                             hostile.fcgi_request()[:-8]])
+    return st.builds(lambda head, body: head + b"".join(body), start,
+                     st.lists(record, max_size=6))
+
+
+def scgi_netstrings():
+    length_value = st.sampled_from([b"0", b"-1", b"abc", b"99999999999", b"10", b"", b"1e3"])
+    pairs = st.lists(st.tuples(st.binary(max_size=16), st.binary(max_size=16)), max_size=6)
+
+    def build(content_length, extra, lie, comma, body):
+        block = b"CONTENT_LENGTH\0" + content_length + b"\0SCGI\x001\0"
+        block += b"REQUEST_METHOD\0GET\0PATH_INFO\0/\0"
+        block += b"".join(name + b"\0" + value + b"\0" for name, value in extra)
+        return hostile.scgi_netstring(block, length=lie, comma=comma) + body
+
+    return st.builds(build, length_value, pairs,
+                     st.one_of(st.none(), st.integers(0, 10**13)),
+                     st.sampled_from([b",", b"", b";"]), st.binary(max_size=32))
+
+
+def ajp_packets():
+    packet = st.builds(
+        lambda magic, kind, payload, lie: hostile.ajp_packet(bytes([kind]) + payload,
+                                                             length=lie, magic=magic),
+        st.sampled_from([b"\x12\x34", b"\x12\x34", b"AB", b"\0\0"]),
+        st.one_of(st.sampled_from([2, 7, 10]), st.integers(0, 255)),
+        st.binary(max_size=48),
+        st.one_of(st.none(), st.integers(0, 0xFFFF)),
+    )
+    start = st.sampled_from([b"", hostile.ajp_forward_request(),
+                             hostile.ajp_forward_request("/echo/", b"x" * 10)])
+    return st.builds(lambda head, body: head + b"".join(body), start,
+                     st.lists(packet, max_size=4))
+
+
+def damaged(protocol):
+    """A valid request cut short or with bits flipped, chosen by Hypothesis."""
+    def build(path, cut, flips):
+        data = bytearray(hostile.valid_request(protocol, path, b"x" * 20 if "echo" in path
+                                               else b""))
+        for position in flips:
+            position %= len(data) * 8
+            data[position // 8] ^= 1 << (position % 8)
+        return bytes(data[:max(1, cut % (len(data) + 1))])
+
+    return st.builds(build, st.sampled_from(hostile.SEED_PATHS), st.integers(0, 10**6),
+                     st.lists(st.integers(0, 10**6), max_size=6))
+
+
+STRUCTURED = {"fcgi": fcgi_records, "scgi": scgi_netstrings, "ajp": ajp_packets}
+
+
+@pytest.mark.parametrize(("protocol", "method"), MODES, ids=MODE_IDS)
+def test_hypothesis_hostile_input(servers, protocol, method):
+    target = servers(protocol, method)
+    outcomes = []
+
+    @settings(derandomize=True, database=None, max_examples=HYPOTHESIS_EXAMPLES,
+              deadline=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.one_of(STRUCTURED[protocol](), damaged(protocol),
+                          st.binary(min_size=1, max_size=300)))
+    def throw(data):
+        outcome = hit(target, data)
+        outcomes.append(outcome)
+        assert outcome.end != hostile.OPEN, (
+            f"the server held a half-closed bad connection for {CLOSE_BOUND} s: {data!r}")
+        assert target.pool.workers() <= MAXCHILDREN
+
+    throw()
+    target.check("hypothesis", outcomes)
+
+
+@pytest.mark.parametrize(("protocol", "method"), MODES, ids=MODE_IDS)
+def test_seeded_fuzz_loop(servers, protocol, method):
+    target = servers(protocol, method)
+    cases = hostile.seeded_cases(SEED, protocol, FUZZ_CASES)
+    outcomes, kinds = [], {}
+    for number, (kind, data) in enumerate(cases, 1):
+        outcome = hit(target, data)
+        outcomes.append(outcome)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if outcome.end == hostile.OPEN:
+            pytest.fail(f"case {number} ({kind}) held open {CLOSE_BOUND} s: {data!r}")
+        if number % BATCH == 0 or number == len(cases):
+            target.check(f"fuzz (seed {SEED}, cases {number - len(outcomes) + 1}-{number})",
+                         outcomes)
+            outcomes = []
+    print(f"fuzz: {target.name} case kinds: "
+          + ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())))
+
+
+ABSURD = {
+    # SCGI header length 10**12: refused on the length alone.
+    "scgi": hostile.scgi_netstring(b"CONTENT_LENGTH\x000\x00", length=10**12),
+    # FastCGI contentLength 65535 (+255 padding) and no data.
+    "fcgi": hostile.fcgi_record(hostile.FCGI_PARAMS, b"", length=65535, padding=255),
+    # AJP packet length 0xFFFF, far above the 8 KiB maximum, and no data.
+    "ajp": hostile.ajp_packet(b"\x02", length=0xFFFF),
+}
+
+
+@pytest.mark.parametrize(("protocol", "method"), MODES, ids=MODE_IDS)
+def test_absurd_lengths_with_no_data(servers, protocol, method):
+    target = servers(protocol, method)
+    outcomes = [hit(target, ABSURD[protocol]) for _ in range(MAXCHILDREN * 2)]
+    rng = random.Random(SEED)
+    outcomes += [hit(target, hostile.absurd_length(rng, protocol)) for _ in range(20)]
+    target.check("absurd lengths", outcomes)
+
+
+def test_scgi_refuses_an_absurd_length_without_waiting_for_data(servers):
+    # Refused on the digits alone: no data needed, no half-close needed.
+    target = servers("scgi", "prefork")
+    outcome = hit(target, ABSURD["scgi"], half_close=False)
+    assert outcome.end in (hostile.CLOSED, hostile.RESET)
+    assert outcome.seconds < 1.0
+    target.check("scgi 10**12 without half-close", [outcome])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unknown_fastcgi_record_type_is_answered_and_the_connection_serves_on(
+        servers, method):
+    target = servers("fcgi", method)
+    with hostile.connect(target.address) as sock:
+        sock.sendall(hostile.fcgi_record(42, b"???", request_id=0))
+        answer = hostile.recv_exactly(sock, 16, CLOSE_BOUND)
+        # FCGI_UNKNOWN_TYPE, request id 0, 8 bytes of body naming type 42.
+        assert answer[:8] == hostile.FCGI_HEADER.pack(1, hostile.FCGI_UNKNOWN_TYPE, 0, 8, 0)
+        assert answer[8] == 42
+        sock.sendall(hostile.fcgi_request("/path/after-unknown"))
+        sock.shutdown(socket.SHUT_WR)
+        outcome = hostile.read_until_end(sock, CLOSE_BOUND)
+    assert b"Status: 200 OK" in outcome.answer
+    assert b"/path/after-unknown" in outcome.answer
+    target.check("unknown record type", [outcome])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unknown_ajp_packet_type_closes_the_connection(servers, method):
+    target = servers("ajp", method)
+    outcomes = [hit(target, hostile.ajp_packet(bytes([kind]) + b"xyz"), half_close=False)
+                for kind in (0, 1, 3, 42, 255)]
+    assert all(o.end in (hostile.CLOSED, hostile.RESET) for o in outcomes), outcomes
+    target.check("unknown AJP packet types", outcomes)
+
+
+def test_repeated_end_of_params_runs_the_app_once(servers):
+    """Reproduces a defect: a second empty FCGI_PARAMS record re-runs the request."""
+    target = servers("fcgi", "prefork")
+    params = hostile.fcgi_pairs(hostile.cgi_variables("GET", "/slow/300/", b""))
+    data = (hostile.fcgi_begin() + hostile.fcgi_record(hostile.FCGI_PARAMS, params)
+            + hostile.fcgi_record(hostile.FCGI_PARAMS) * 2 + hostile.fcgi_record(hostile.FCGI_STDIN))
+    outcome = hit(target, data)
+    print(f"repeated end of FCGI_PARAMS: {outcome}")
+    assert outcome.answer.count(b"Status: 200 OK") == 1
+    target.check("repeated end of params", [outcome], tolerate={})
+
+
+@pytest.mark.parametrize(("protocol", "method"), MODES, ids=MODE_IDS)
+def test_peer_resets_mid_response(servers, protocol, method):
+    """SO_LINGER 0 while a big streamed answer is coming: the worker recovers."""
+    target = servers(protocol, method)
+    request = hostile.valid_request(protocol, "/stream/20000000/")
+    for _ in range(MAXCHILDREN * 2):
+        sock = hostile.connect(target.address)
+        sock.sendall(request)
+        assert hostile.recv_some(sock, CLOSE_BOUND), "no answer began"
+        hostile.reset(sock)
+    # Every worker must be free again: maxchildren slow requests at once.
+    with ThreadPoolExecutor(MAXCHILDREN) as pool:
+        answers = list(pool.map(lambda _: target.request("/slow/200/").status,
+                                range(MAXCHILDREN)))
+    print(f"resets mid-response: {target.name} {MAXCHILDREN * 2} resets, "
+          f"then {MAXCHILDREN} concurrent requests: {answers}")
+    assert answers == [200] * MAXCHILDREN
+    target.check("resets mid-response", [])
+
+
+# -- idle and stalled peers ------------------------------------------------------------
+
+
+def request_outcome(target, bound):
+    """Return "answered", "refused" or "hung" for one request within ``bound`` s."""
+    started = time.monotonic()
+    try:
+        status = target.request("/", timeout=bound).status
+    except client.ClientError as exc:
+        return ("hung" if "did not answer" in str(exc) else "refused"), str(exc), \
+            time.monotonic() - started
+    return ("answered" if status == 200 else "refused"), status, time.monotonic() - started
+
+
+def pin_pool(target, count, data):
+    """Open ``count`` connections that send ``data`` and then nothing more."""
+    socks = []
+    for _ in range(count):
+        sock = hostile.connect(target.address)
+        if data:
+            sock.sendall(data)
+        socks.append(sock)
+    return socks
+
+
+def assert_recovers(target, socks):
+    for sock in socks:
+        sock.close()
+    # Once the peers are gone the pool must be whole again.
+    hostile.wait_until(lambda: request_outcome(target, 5.0)[0] == "answered", 30,
+                       "the server to answer again after the stalled peers left")
+    target.check("after the stalled peers left", [])
+
+
+IDLE_MODES = [("fcgi", "threaded", 8), ("fcgi", "prefork", 4)]
+
+
+@pytest.mark.xfail(strict=True, reason="defect: idle connections pin the whole pool for "
+                   "idle_timeout (60 s); the next request hangs instead of being answered "
+                   "or refused")
+@pytest.mark.parametrize(("protocol", "method", "maxchildren"), IDLE_MODES,
+                         ids=[f"{p}-{m}-{n}" for p, m, n in IDLE_MODES])
+def test_sixty_idle_connections_do_not_hang_the_next_request(
+        tmp_path, protocol, method, maxchildren):
+    target = Target(protocol, method, tmp_path, maxchildren=maxchildren,
+                    maxspare=maxchildren)
+    try:
+        socks = pin_pool(target, 60, b"")
+        try:
+            result, detail, took = request_outcome(target, STALL_BOUND)
+            print(f"60 idle connections: {target.name} maxchildren={maxchildren}: next "
+                  f"request {result} ({detail}) in {took:.2f} s, workers "
+                  f"{target.pool.workers()}/{maxchildren}")
+            assert result in ("answered", "refused")
+        finally:
+            assert_recovers(target, socks)
+    finally:
+        target.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="defect: a peer that stops half-way through its "
+                   "request pins a worker (or thread) forever: reads mid-request have no "
+                   "timeout at all")
+@pytest.mark.parametrize(("protocol", "method"),
+                         [(p, "prefork") for p in hostile.PROTOCOLS] + [("scgi", "threaded")],
+                         ids=[f"{p}-prefork" for p in hostile.PROTOCOLS] + ["scgi-threaded"])
+def test_peers_stopping_half_way_do_not_hang_the_next_request(servers, protocol, method):
+    target = servers(protocol, method)
+    half = hostile.valid_request(protocol, "/echo/", b"x" * 64)
+    half = half[:len(half) // 2]
+    socks = pin_pool(target, MAXCHILDREN, half)
+    try:
+        result, detail, took = request_outcome(target, STALL_BOUND)
+        print(f"{MAXCHILDREN} peers stopped half-way: {target.name}: next request {result} "
+              f"({detail}) in {took:.2f} s")
+        assert result in ("answered", "refused")
+    finally:
+        assert_recovers(target, socks)
+
+
+def test_idle_timeout_closes_a_silent_connection(start_server):  # noqa: F811
+    server = start_server({"protocol": "fcgi", "method": "prefork", "maxchildren": 2},
+                          handler_attrs={"idle_timeout": 0.5})
+    with hostile.connect(tuple(server.address)) as sock:
+        outcome = hostile.read_until_end(sock, 10.0)
+    print(f"idle_timeout=0.5: a silent connection ended ({outcome})")
+    assert outcome.end == hostile.CLOSED
+    assert 0.4 <= outcome.seconds < 3.0
+
+
+@pytest.mark.xfail(strict=True, reason="defect: idle_timeout stops applying once the first "
+                   "byte of a request has arrived")
+@pytest.mark.parametrize("protocol", hostile.PROTOCOLS)
+def test_idle_timeout_closes_a_connection_that_stopped_half_way(start_server,  # noqa: F811
+                                                               protocol):
+    server = start_server({"protocol": protocol, "method": "prefork", "maxchildren": 2},
+                          handler_attrs={"idle_timeout": 0.5})
+    half = hostile.valid_request(protocol, "/echo", b"x" * 64)
+    with hostile.connect(tuple(server.address)) as sock:
+        sock.sendall(half[:len(half) // 2])
+        outcome = hostile.read_until_end(sock, 3.0)
+    print(f"idle_timeout=0.5: {protocol} connection stopped half-way: {outcome}")
+    assert outcome.end != hostile.OPEN
+
+
+def test_many_idle_connections_close_when_the_peers_leave(servers):
+    """60 idle peers against threaded maxchildren=4: nothing leaks once they go."""
+    target = servers("scgi", "threaded")
+    socks = pin_pool(target, 60, b"")
+    threads_while_pinned = target.pool.workers()
+    assert threads_while_pinned <= MAXCHILDREN
+    assert_recovers(target, socks)
+    print(f"60 idle peers: {target.name} threads while pinned {threads_while_pinned}"
+          f"/{MAXCHILDREN}, answered again after they left")
+

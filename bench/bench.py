@@ -471,6 +471,13 @@ DefaultRuntimeDir {tmp}
 PidFile {tmp}/apache.pid
 Mutex file:{tmp} default
 ServerName localhost
+# One process: mod_proxy keeps one AJP connection per Apache process, and
+# with the compiled-in 3 processes those kept connections would outnumber
+# the 2 backend workers (the fresh-connection check measures that case).
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 25
+MaxRequestWorkers 25
 User www-data
 Group www-data
 ErrorLog {tmp}/apache-error.log
@@ -821,16 +828,20 @@ def make_checks(summary, fresh, bodies, uploads):
             + (f"; {f['error']}" if f.get("error") else ""))
     r = ratio(rps("runfcgi-threaded-fcgi"), rps("flup-threaded-fcgi"))
     add("threaded FastCGI vs flup threaded", r, ">= 1.5x", None if r is None else r >= 1.5)
+    def seconds(results, key):
+        res = results.get(key, {})
+        return None if res.get("error") else res.get("seconds")
+
     for via in ("nginx-fcgi", "apache-ajp"):
-        small = bodies.get(f"runfcgi-{via}-16MiB", {}).get("seconds")
-        large = bodies.get(f"runfcgi-{via}-64MiB", {}).get("seconds")
+        small = seconds(bodies, f"runfcgi-{via}-16MiB")
+        large = seconds(bodies, f"runfcgi-{via}-64MiB")
         r = ratio(large, small)
         add(f"64 MiB response <= 5x 16 MiB ({via})", r, "<= 5x",
             None if r is None else r <= 5.0,
             f"16 MiB {small:.3f} s, 64 MiB {large:.3f} s" if r is not None else
             _errors(bodies, f"runfcgi-{via}-"))
-    ajp = uploads.get("runfcgi-apache-ajp", {}).get("seconds")
-    fcgi = uploads.get("runfcgi-apache-fcgi", {}).get("seconds")
+    ajp = seconds(uploads, "runfcgi-apache-ajp")
+    fcgi = seconds(uploads, "runfcgi-apache-fcgi")
     r = ratio(fcgi, ajp)  # speed ratio = time ratio inverted
     add("8 MiB upload: mod_proxy_ajp vs mod_proxy_fcgi speed", r, ">= 0.5x",
         None if r is None else r >= 0.5,
@@ -1195,7 +1206,14 @@ def main(argv=None):
     parser.add_argument("--no-runfcgi", action="store_true",
                         help="measure the references only")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the benchmark: py-spy and strace on runfcgi under load "
+                             "(--only picks servers; see profile_run.py)")
     args = parser.parse_args(argv)
+    if args.profile:
+        import profile_run
+
+        return profile_run.run(args)
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 2, 1
         args.flup_bodies = False

@@ -396,6 +396,8 @@ EXAMPLES = (
     Example("lighttpd-socket.conf", "lighttpd", dict(UNIX),
             tested_by="lighttpd-fcgi-unix"),
     Example("lighttpd-tcp.conf", "lighttpd", dict(TCP)),
+    Example("lighttpd-scgi.conf", "lighttpd", dict(TCP, protocol="scgi"),
+            base="lighttpd-tcp.conf", tested_by="lighttpd-scgi-tcp"),
     Example("lighttpd-prefix.conf", "lighttpd", dict(UNIX, prefix="/app"),
             base="lighttpd-socket.conf",
             tested_by="lighttpd-fcgi-prefix"),
@@ -515,7 +517,8 @@ def performance_rst(figure=BENCH_FIGURE):
         return (
             ".. figure:: /_static/bench.png\n"
             "   :alt: Requests per second and CPU per request for each set-up, from bench/\n"
-            "   :width: 100%\n\n"
+            "   :width: 100%\n"
+            "   :target: _static/bench.png\n\n"
             "   Requests per second (left) and the backend's CPU time per request\n"
             "   (right) for each set-up behind the same nginx, from one run of\n"
             "   ``bench/`` on one machine. Compare the bars with each other, not\n"

@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import socket
+import struct
 import sys
 import traceback
 
@@ -252,7 +253,13 @@ class ProtocolHandler:
                 return
             self.run_connection(sock, addr)
         except ResponseAbandoned:
-            pass
+            # Already logged.  Reset rather than close: after a FIN, an SCGI
+            # response without Content-Length would look complete to the web
+            # server and to its client.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
         except ProtocolError as exc:
             log.warning("%s: closing connection from %s: %s", self.protocol, peer, exc)
         except Exception as exc:

@@ -124,7 +124,12 @@ class ThreadedPool:
         thread = threading.Thread(target=self._worker, name="runfcgi-worker", daemon=True)
         self._threads.add(thread)
         self._idle += 1
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": limits reached.
+            self._threads.discard(thread)
+            self._idle -= 1
+            log.error("threaded: cannot start a thread: %s", exc)
 
     def _drain(self):
         """Stop: close idle connections, wait (bounded) for busy ones."""

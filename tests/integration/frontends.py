@@ -227,21 +227,39 @@ def start_lighttpd(tmp, site_text, port):
 def python_for(user):
     """An interpreter ``user`` can run with this one's packages, or None.
 
-    The test interpreter may live where only root can read (pyenv under
-    /root); a system python of the same version can use the same
-    site-packages, which are added to sys.path by the generated script.
+    The test interpreter may live where only root can enter (pyenv under
+    /root).  A system python of the same version can use the same
+    site-packages, which the generated script adds to sys.path; failing
+    that, running as root we let others *traverse* (never list) the
+    directories above this interpreter, as a shared host's Python is.
     """
     if shutil.which("runuser") is None:
         return None
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in (sys.executable, f"/usr/bin/python{version}",
-                      f"/usr/local/bin/python{version}"):
-        probe = subprocess.run(
-            ["runuser", "-u", user, "--", candidate, "-c", "import sys"],
-            capture_output=True)
-        if probe.returncode == 0:
+    candidates = (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}")
+    for candidate in candidates:
+        if _runs_as(user, candidate):
             return candidate
+    if os.geteuid() == 0:
+        for top in {os.path.realpath(sys.executable), sys.base_prefix}:
+            _allow_traversal(os.path.dirname(top))
+        if _runs_as(user, sys.executable):
+            return sys.executable
     return None
+
+
+def _runs_as(user, python):
+    probe = subprocess.run(["runuser", "-u", user, "--", python, "-c", "import encodings"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def _allow_traversal(path):
+    while path not in ("/", ""):
+        mode = os.stat(path).st_mode
+        if not mode & 0o001:
+            os.chmod(path, (mode & 0o7777) | 0o001)
+        path = os.path.dirname(path)
 
 
 # -- sites -------------------------------------------------------------------------

@@ -33,9 +33,9 @@ CLOSE_BOUND = 5.0  # s: a bad connection, half-closed by the peer, must end by t
 ANSWER_BOUND = 5.0  # s: the well-formed request after a batch
 STALL_BOUND = 2.0  # s: with the pool pinned, answer or refuse by then (the server is idle)
 SEED = 20260601
-FUZZ_CASES = int(os.environ.get("RUNFCGI_FUZZ_CASES", "300"))
-HYPOTHESIS_EXAMPLES = 80
-BATCH = 100
+FUZZ_CASES = int(os.environ.get("RUNFCGI_FUZZ_CASES", "600"))
+HYPOTHESIS_EXAMPLES = 150
+BATCH = 200
 METHODS = ("prefork", "threaded")
 MODES = [(protocol, method) for protocol in hostile.PROTOCOLS for method in METHODS]
 MODE_IDS = [f"{protocol}-{method}" for protocol, method in MODES]
@@ -46,6 +46,7 @@ WORKER_DIED = re.compile(r"prefork: worker \d+ (died|crashed)")
 # Server errors already reported, each shown by its own xfail test below; the
 # fuzz run tolerates them so it keeps checking everything else.
 KNOWN_SERVER_ERRORS = {
+    # A second empty FCGI_PARAMS record (bit flips make them).
     "fcgi: exception after the response to": "test_repeated_end_of_params_runs_the_app_once",
 }
 
@@ -311,16 +312,20 @@ def test_unknown_ajp_packet_type_closes_the_connection(servers, method):
     target.check("unknown AJP packet types", outcomes)
 
 
+@pytest.mark.xfail(strict=True, reason="defect: a second empty FCGI_PARAMS record starts "
+                   "the request again while it runs: the view runs twice (nested) and the "
+                   "outer run logs an AssertionError from flup's closed stdout")
 def test_repeated_end_of_params_runs_the_app_once(servers):
-    """Reproduces a defect: a second empty FCGI_PARAMS record re-runs the request."""
     target = servers("fcgi", "prefork")
-    params = hostile.fcgi_pairs(hostile.cgi_variables("GET", "/slow/300/", b""))
+    params = hostile.fcgi_pairs(hostile.cgi_variables("GET", "/slow/1000/", b""))
     data = (hostile.fcgi_begin() + hostile.fcgi_record(hostile.FCGI_PARAMS, params)
-            + hostile.fcgi_record(hostile.FCGI_PARAMS) * 2 + hostile.fcgi_record(hostile.FCGI_STDIN))
+            + hostile.fcgi_record(hostile.FCGI_PARAMS) * 2
+            + hostile.fcgi_record(hostile.FCGI_STDIN))
     outcome = hit(target, data)
-    print(f"repeated end of FCGI_PARAMS: {outcome}")
+    print(f"repeated end of FCGI_PARAMS, /slow/1000/: {outcome}")
     assert outcome.answer.count(b"Status: 200 OK") == 1
-    target.check("repeated end of params", [outcome], tolerate={})
+    # The view sleeps 1 s: a second run of it shows as a second second.
+    assert outcome.seconds < 1.8, "the view ran twice for one request"
 
 
 @pytest.mark.parametrize(("protocol", "method"), MODES, ids=MODE_IDS)
@@ -406,9 +411,8 @@ def test_sixty_idle_connections_do_not_hang_the_next_request(
 @pytest.mark.xfail(strict=True, reason="defect: a peer that stops half-way through its "
                    "request pins a worker (or thread) forever: reads mid-request have no "
                    "timeout at all")
-@pytest.mark.parametrize(("protocol", "method"),
-                         [(p, "prefork") for p in hostile.PROTOCOLS] + [("scgi", "threaded")],
-                         ids=[f"{p}-prefork" for p in hostile.PROTOCOLS] + ["scgi-threaded"])
+@pytest.mark.parametrize(("protocol", "method"), [("fcgi", "prefork"), ("scgi", "threaded")],
+                         ids=["fcgi-prefork", "scgi-threaded"])
 def test_peers_stopping_half_way_do_not_hang_the_next_request(servers, protocol, method):
     target = servers(protocol, method)
     half = hostile.valid_request(protocol, "/echo/", b"x" * 64)
@@ -443,7 +447,7 @@ def test_idle_timeout_closes_a_connection_that_stopped_half_way(start_server,  #
     half = hostile.valid_request(protocol, "/echo", b"x" * 64)
     with hostile.connect(tuple(server.address)) as sock:
         sock.sendall(half[:len(half) // 2])
-        outcome = hostile.read_until_end(sock, 3.0)
+        outcome = hostile.read_until_end(sock, 1.5)
     print(f"idle_timeout=0.5: {protocol} connection stopped half-way: {outcome}")
     assert outcome.end != hostile.OPEN
 

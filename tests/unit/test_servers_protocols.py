@@ -235,18 +235,19 @@ def test_client_abort_is_one_log_line(serve, protocol, request_bytes, caplog):
     assert "went away" in ours[0].getMessage()
 
 
-def test_failure_after_the_response_started_closes_the_connection(serve, caplog):
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_failure_after_the_response_started_breaks_the_connection(serve, caplog, protocol):
     def app(environ, start_response):
         start_response("200 OK", [])
         yield b"first"
         raise RuntimeError("late failure")
 
-    address, _ = serve("fcgi", app)
+    address, _ = serve(protocol, app)
     with caplog.at_level(logging.INFO, LOGGER):
-        # No FCGI_END_REQUEST: the web server must see a broken response,
-        # not a complete one.
-        with pytest.raises(client.ConnectionClosed):
-            client.request(address, "fcgi")
+        # No end marker, and for SCGI (whose end marker is the close) a
+        # reset: the web server must see a broken response, not a short one.
+        with pytest.raises(client.ClientError):
+            client.request(address, protocol)
         wait_for(lambda: [r for r in caplog.records if r.name == LOGGER])
     ours = [r for r in caplog.records if r.name == LOGGER]
     assert len(ours) == 1 and "late failure" in ours[0].exc_text

@@ -1,0 +1,148 @@
+"""manage.py runfcgi_config: what it prints is served by the real server."""
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from runfcgi_compat import frontends as conf
+from tests.helpers import free_port
+from tests.integration import frontends as harness
+
+
+def generate(*words):
+    done = subprocess.run([sys.executable, "-m", "django", "runfcgi_config", *words],
+                          capture_output=True, text=True, env=harness.django_env(),
+                          cwd=str(harness.PROJECT), stdin=subprocess.DEVNULL, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def tmp():
+    path = harness.make_tmp()
+    processes = []
+    yield path, processes
+    for process in reversed(processes):
+        process.stop()
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+def check_site(port, prefix=""):
+    site = harness.Site("generated", port, prefix)
+    answer = site.json("GET", "/caf%C3%A9/x?q=1")
+    assert answer["path_info"] == "/café/x" and answer["query"] == {"q": ["1"]}, answer
+
+
+def backend(tmp_dir, processes, protocol, *, socket_path=None):
+    if socket_path:
+        processes.append(harness.start_backend(tmp_dir, protocol, "prefork",
+                                               socket_path=socket_path, extra=["umask=000"]))
+        return [f"socket={socket_path}"]
+    port = free_port()
+    processes.append(harness.start_backend(tmp_dir, protocol, "prefork", host="127.0.0.1",
+                                           port=port))
+    return ["host=127.0.0.1", f"port={port}"]
+
+
+@pytest.mark.parametrize("words", [["protocol=fcgi"], ["protocol=fcgi", "unix"],
+                                   ["protocol=fcgi", "keepalive=4"],
+                                   ["protocol=scgi", "prefix=/app"]])
+def test_nginx(words, tmp):
+    tmp_dir, processes = tmp
+    protocol = words[0].split("=")[1]
+    unix = "unix" in words
+    where = backend(tmp_dir, processes, protocol,
+                    socket_path=str(tmp_dir / "d.sock") if unix else None)
+    listen = free_port()
+    extra = [w for w in words[1:] if w != "unix"]
+    text = generate("nginx", words[0], *where, f"listen=127.0.0.1:{listen}", *extra)
+    assert text == conf.nginx(protocol, **_where(where), listen=f"127.0.0.1:{listen}",
+                              **_extra(extra))
+    processes.append(harness.start_nginx(tmp_dir, text, listen))
+    check_site(listen, "/app" if "prefix=/app" in words else "")
+
+
+@pytest.mark.parametrize("protocol, unix", [("fcgi", False), ("fcgi", True), ("scgi", False),
+                                            ("ajp", False)])
+def test_apache(protocol, unix, tmp):
+    tmp_dir, processes = tmp
+    where = backend(tmp_dir, processes, protocol,
+                    socket_path=str(tmp_dir / "d.sock") if unix else None)
+    listen = free_port()
+    text = generate("apache", f"protocol={protocol}", *where, f"listen=127.0.0.1:{listen}")
+    processes.append(harness.start_apache(tmp_dir, text, listen, conf.apache_modules(protocol)))
+    check_site(listen)
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi"])
+def test_lighttpd(protocol, tmp):
+    tmp_dir, processes = tmp
+    where = backend(tmp_dir, processes, protocol,
+                    socket_path=str(tmp_dir / "d.sock") if protocol == "fcgi" else None)
+    text = generate("lighttpd", f"protocol={protocol}", *where)
+    listen = free_port()
+    processes.append(harness.start_lighttpd(tmp_dir, text, listen))
+    check_site(listen)
+
+
+def test_lighttpd_spawning_runfcgi(tmp):
+    """No address: lighttpd starts manage.py runfcgi itself (bin-path)."""
+    tmp_dir, processes = tmp
+    text = generate("lighttpd", "method=threaded", f"spawnsocket={tmp_dir}/spawn.sock")
+    assert '"bin-path" =>' in text and "runfcgi protocol=fcgi method=threaded" in text
+    assert '"DJANGO_SETTINGS_MODULE" => "testproject.settings"' in text
+    listen = free_port()
+    processes.append(harness.start_lighttpd(tmp_dir, text, listen))
+    check_site(listen)
+
+
+def test_systemd_exec_start_runs(tmp):
+    """The service unit's ExecStart, run as written, serves the project."""
+    tmp_dir, processes = tmp
+    port = free_port()
+    unit = generate("systemd", "host=127.0.0.1", f"port={port}", "user=root", "group=root")
+    exec_start = next(line.split("=", 1)[1] for line in unit.splitlines()
+                      if line.startswith("ExecStart="))
+    workdir = next(line.split("=", 1)[1] for line in unit.splitlines()
+                   if line.startswith("WorkingDirectory="))
+    argv = shlex.split(exec_start)
+    assert argv[:3] == [sys.executable, "manage.py", "runfcgi"]
+    processes.append(harness.start("systemd ExecStart", argv, tmp_dir / "unit.log",
+                                   ready=harness.accepts(("127.0.0.1", port)),
+                                   env=harness.django_env(), cwd=workdir))
+    listen = free_port()
+    site = conf.nginx("fcgi", "127.0.0.1", port, listen=f"127.0.0.1:{listen}")
+    processes.append(harness.start_nginx(tmp_dir, site, listen))
+    check_site(listen)
+
+
+@pytest.mark.parametrize("words, message", [
+    (["nginx", "protocol=ajp", "host=127.0.0.1", "port=9"],
+     "protocol='ajp': nginx has no AJP module; use fcgi or scgi."),
+    (["nginx", "port=abc", "host=127.0.0.1"], "port='abc' is not a whole number."),
+    (["nginx", "sockt=/x"], "Unknown option 'sockt': run 'runfcgi help' for the list."),
+    (["systemd"], "systemd needs host and port or socket."),
+])
+def test_bad_words_are_one_line_errors(words, message):
+    done = subprocess.run([sys.executable, "-m", "django", "runfcgi_config", *words],
+                          capture_output=True, text=True, env=harness.django_env(),
+                          cwd=str(harness.PROJECT), stdin=subprocess.DEVNULL, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", f"CommandError: {message}\n")
+
+
+def _where(words):
+    found = dict(word.split("=", 1) for word in words)
+    if "socket" in found:
+        return {"socket": found["socket"]}
+    return {"host": found["host"], "port": int(found["port"])}
+
+
+def _extra(words):
+    found = dict(word.split("=", 1) for word in words)
+    out = {}
+    if "keepalive" in found:
+        out["keepalive"] = int(found["keepalive"])
+    if "prefix" in found:
+        out["prefix"] = found["prefix"]
+    return out

@@ -116,24 +116,28 @@ def run(args):
                           f"{res['cpu_s'] / max(1, res['requests']) * 1e6:.0f} us CPU/request")
 
             if not key.startswith("uwsgi"):
-                raw = out / f"{key}.pyspy.txt"
-                spy = subprocess.Popen(
-                    [str(bench.VENV / "bin" / "py-spy"), "record", "--subprocesses", "--format",
-                     "raw", "--rate", "250", "--duration", str(seconds), "--output", str(raw),
-                     "--pid", str(t.backend.proc.pid)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                time.sleep(0.5)
-                res = bench.run_wrk(t.url(), seconds, args.connections)
-                try:
-                    _, err = spy.communicate(timeout=seconds + 30)
-                except subprocess.TimeoutExpired:
-                    spy.kill()
-                    err = "py-spy did not finish"
-                if raw.exists():
-                    report.append(f"py-spy ({res['requests'] / seconds:.0f} req/s while sampled):")
-                    report.append(summarize_stacks(raw))
-                else:
-                    report.append(f"py-spy failed: {err.strip()[-300:]}")
+                # Two views: every sample (wall time, waiting included) and only
+                # samples holding the GIL (Python code running on a CPU).
+                for view, extra in (("wall", []), ("gil", ["--gil"])):
+                    raw = out / f"{key}.pyspy-{view}.txt"
+                    spy = subprocess.Popen(
+                        [str(bench.VENV / "bin" / "py-spy"), "record", "--subprocesses",
+                         "--format", "raw", "--rate", "250", "--duration", str(seconds),
+                         "--output", str(raw), "--pid", str(t.backend.proc.pid)] + extra,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                    time.sleep(0.5)
+                    res = bench.run_wrk(t.url(), seconds, args.connections)
+                    try:
+                        _, err = spy.communicate(timeout=seconds + 30)
+                    except subprocess.TimeoutExpired:
+                        spy.kill()
+                        err = "py-spy did not finish"
+                    if raw.exists():
+                        report.append(f"py-spy, {view} view ({res['requests'] / seconds:.0f} "
+                                      "req/s while sampled):")
+                        report.append(summarize_stacks(raw))
+                    else:
+                        report.append(f"py-spy failed: {err.strip()[-300:]}")
 
             table = out / f"{key}.strace.txt"
             argv = ["strace", "-c", "-f", "-o", str(table)]

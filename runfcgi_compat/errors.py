@@ -10,8 +10,18 @@ ERRNO_SENTENCES = {
 }
 
 
-def describe(exc):
+# A UNIX socket is a file: the same errors mean something else there.
+UNIX_SOCKET_SENTENCES = {
+    errno.EACCES: "You don't have permission to create a socket in that directory.",
+    errno.EADDRINUSE: "Something else already uses that path.",
+    errno.EROFS: "That directory is on a read-only file system.",
+}
+
+
+def describe(exc, unix=False):
     """Return one sentence for an OSError, without a traceback."""
+    if unix and exc.errno in UNIX_SOCKET_SENTENCES:
+        return UNIX_SOCKET_SENTENCES[exc.errno]
     if exc.errno in ERRNO_SENTENCES:
         return ERRNO_SENTENCES[exc.errno]
     reason = exc.strerror or str(exc)

@@ -95,7 +95,7 @@ def listen_unix(path):
         sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
-        raise StartupError(f"{where}: {describe(exc)}") from None
+        raise StartupError(f"{where}: {describe(exc, unix=True)}") from None
     return Listener(sock, f"unix:{path}", unix_path=path, created=True)
 
 

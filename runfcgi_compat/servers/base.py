@@ -22,6 +22,7 @@ import os
 import socket
 import struct
 import sys
+import time
 import traceback
 
 from .environ import fix_environ
@@ -304,13 +305,12 @@ class ProtocolHandler:
 
     def linger_close(self, sock):
         """Half-close, read until the peer's EOF (bounded), then close."""
+        deadline = time.monotonic() + self.linger_timeout
         try:
             sock.shutdown(socket.SHUT_WR)
-            while wait_readable([sock], self.linger_timeout):
+            while wait_readable([sock], max(0.0, deadline - time.monotonic())):
                 if not sock.recv(65536):
                     break
-            else:
-                pass
         except OSError:
             pass
         finally:
@@ -332,9 +332,9 @@ class ProtocolHandler:
     def serve_request(self, environ, transport):
         """Run the app for one request; send an error page if it fails.
 
-        Raise ClientGone (or an OSError) when the peer is gone, and
-        ProtocolError-free re-raise when the response had already started:
-        the only honest thing left is to close the connection.
+        Raise ClientGone (or the OSError) when the peer is gone, and
+        ResponseAbandoned when the app failed after the response started:
+        the only honest thing left then is to break the connection.
         """
         response = Response(transport)
         try:
@@ -342,7 +342,8 @@ class ProtocolHandler:
         except Exception as exc:
             if is_client_gone(exc):
                 raise
-            where = f"{environ.get('REQUEST_METHOD', '?')} {environ.get('REQUEST_URI') or environ.get('PATH_INFO', '')}"
+            where = "{} {}".format(environ.get("REQUEST_METHOD", "?"),
+                                   environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""))
             if response.headers_sent:
                 log.exception("%s: exception after the response to %s started; "
                               "closing the connection", self.protocol, where)

@@ -116,9 +116,11 @@ class ThreadedPool:
 
     def _keep_spare_threads(self):
         while self._idle < self.minspare and len(self._threads) < self.maxchildren:
-            self._start_thread()
+            if not self._start_thread():
+                break
 
     def _start_thread(self):
+        """Start one worker thread; return False if the OS refused."""
         # Called with self._cond held.  Daemon threads: a request still
         # running after the graceful timeout must not keep the process alive.
         thread = threading.Thread(target=self._worker, name="runfcgi-worker", daemon=True)
@@ -130,6 +132,8 @@ class ThreadedPool:
             self._threads.discard(thread)
             self._idle -= 1
             log.error("threaded: cannot start a thread: %s", exc)
+            return False
+        return True
 
     def _drain(self):
         """Stop: close idle connections, wait (bounded) for busy ones."""

@@ -29,8 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -208,9 +206,9 @@ def wait_until(condition, timeout, what):
         time.sleep(0.02)
 
 
-@pytest.fixture
-def start_server(tmp_path_factory):
-    """Start launcher processes; each is killed with its workers at the end."""
+def server_starter(tmp_path_factory):
+    """Body of a ``start_server`` fixture: yield a function that starts
+    launcher processes; each is killed with its workers at the end."""
     started = []
 
     def start(options, **kwargs):

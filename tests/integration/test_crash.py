@@ -53,7 +53,7 @@ def test_killed_workers_lose_only_the_requests_they_held(start_backend, tmp_path
         for kill in range(1, KILLS + 1):
             # Spread the kills over the run: after 1/4, 2/4 and 3/4 of it.
             goal = REQUESTS * kill // (KILLS + 1)
-            hostile.wait_until(lambda: sum(f.done() for f in futures) >= goal, 60,
+            hostile.wait_until(lambda goal=goal: sum(f.done() for f in futures) >= goal, 60,
                                f"{goal} requests to finish")
             victims = sorted(hostile.children(backend.pid) - set(killed))
             assert victims, "no worker to kill"
@@ -63,7 +63,7 @@ def test_killed_workers_lose_only_the_requests_they_held(start_backend, tmp_path
             pool.workers()
             kill_at = time.monotonic()
             hostile.wait_until(
-                lambda: victim not in hostile.children(backend.pid)
+                lambda victim=victim: victim not in hostile.children(backend.pid)
                 and len(hostile.children(backend.pid)) >= MINSPARE,
                 REPLACE_BOUND, f"worker {victim} to be replaced")
             replace_times.append(time.monotonic() - kill_at)

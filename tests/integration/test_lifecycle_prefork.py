@@ -8,9 +8,14 @@ import pytest
 
 from runfcgi_compat import client
 
-from .lifecycle import start_server, wait_until  # noqa: F401  (fixture)
+from .lifecycle import server_starter, wait_until
 
 PROTOCOLS = ["fcgi", "scgi", "ajp"]
+
+
+@pytest.fixture
+def start_server(tmp_path_factory):
+    yield from server_starter(tmp_path_factory)
 
 
 def get(server, path="/pid", query="", protocol=None, timeout=30.0):

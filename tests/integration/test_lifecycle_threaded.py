@@ -1,4 +1,5 @@
 """The threaded pool as a real process: signals, thread limits, idle connections."""
+import os
 import signal
 import threading
 
@@ -6,9 +7,14 @@ import pytest
 
 from runfcgi_compat import client
 
-from .lifecycle import start_server, wait_until  # noqa: F401  (fixture)
+from .lifecycle import server_starter, wait_until
 
 PROTOCOLS = ["fcgi", "scgi", "ajp"]
+
+
+@pytest.fixture
+def start_server(tmp_path_factory):
+    yield from server_starter(tmp_path_factory)
 
 
 def start_threaded(start_server, protocol="fcgi", handler_attrs=None, **options):
@@ -122,3 +128,23 @@ def test_sigusr1_reopens_logs(start_server):
     wait_until(lambda: reopened.exists() and reopened.read_text().split() == [str(server.pid)],
                20, "the log reopening")
     assert get(server).status == 200
+
+
+def test_idle_threads_shrink_back_to_maxspare(start_server):
+    server = start_threaded(start_server, "fcgi", maxchildren=10, maxspare=2, minspare=1)
+
+    def threads():
+        return len(os.listdir(f"/proc/{server.pid}/task"))
+
+    requests = [threading.Thread(target=get, args=(server, "/wait", f"r{i}"))
+                for i in range(6)]
+    for thread in requests:
+        thread.start()
+    for i in range(6):
+        server.wait_started(f"r{i}")
+    assert threads() >= 1 + 6  # the main thread and one per request
+    for i in range(6):
+        server.release(f"r{i}")
+    for thread in requests:
+        thread.join(30)
+    wait_until(lambda: threads() <= 1 + 2, 20, "idle threads to shrink to maxspare")

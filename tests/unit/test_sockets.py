@@ -99,3 +99,37 @@ def test_missing_directory(tmp_path):
         sockets.listen_unix(path)
     assert str(caught.value) == (
         f"socket={path}: directory {str(tmp_path / 'nope')!r} does not exist.")
+
+
+def test_unwritable_directory_speaks_of_the_directory():
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    base = Path(tempfile.mkdtemp())  # under /tmp, reachable by nobody
+    os.chmod(base, 0o755)
+    locked = base / "locked"
+    locked.mkdir(mode=0o755)
+    # As an unprivileged account, so root's override of permissions does not apply.
+    code = ("from runfcgi_compat import sockets\n"
+            "from runfcgi_compat.errors import StartupError\n"
+            "try:\n"
+            f"    sockets.listen_unix({str(locked / 's.sock')!r})\n"
+            "except StartupError as exc:\n"
+            "    print(exc)\n")
+    if os.geteuid() == 0:
+        os.chown(locked, 0, 0)
+        argv = ["runuser", "-u", "nobody", "--", sys.executable, "-c", code]
+    else:
+        os.chmod(locked, 0o555)
+        argv = [sys.executable, "-c", code]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    finally:
+        shutil.rmtree(base)
+    if "Permission denied" in done.stderr and "python" in done.stderr.lower():
+        pytest.skip("this interpreter is not reachable by nobody")
+    assert done.stdout == (f"socket={locked / 's.sock'}: You don't have permission to "
+                           "create a socket in that directory.\n"), done.stderr

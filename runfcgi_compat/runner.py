@@ -164,10 +164,12 @@ def _serve(options, listener, load_app, server_factory, streams, reporter, accou
     try:
         if options.pidfile:
             written = pidfile.write(options.pidfile)
-        switch_account(options, account)
         # The app loaded above proved the project imports; the server builds
         # its own (prefork: in each worker, after fork) from the cached modules.
+        # Made before switching account: our code is imported while we may
+        # still read wherever it is installed.
         server = server_factory(options, load_app, on_reopen_logs=streams.reopen)
+        switch_account(options, account)
     except BaseException as exc:
         reporter.failed(str(exc) or exc.__class__.__name__)
         if written is not None:

@@ -38,7 +38,13 @@ class Backend:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             # Its own process group, so workers can be stopped with it by pid.
             start_new_session=True)
-        wait_for_connect(address, process=self.process)
+        try:
+            wait_for_connect(address, process=self.process)
+        except (RuntimeError, TimeoutError) as exc:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            out, err = self.process.communicate()
+            raise AssertionError(f"{exc}\nstdout: {out}\nstderr: {err}") from None
 
     @property
     def pid(self):

@@ -241,8 +241,9 @@ def python_for(user):
         if _runs_as(user, candidate):
             return candidate
     if os.geteuid() == 0:
-        for top in {os.path.realpath(sys.executable), sys.base_prefix}:
-            _allow_traversal(os.path.dirname(top))
+        for top in {os.path.dirname(os.path.realpath(sys.executable)), sys.base_prefix,
+                    *site_packages()}:
+            _allow_traversal(top)
         if _runs_as(user, sys.executable):
             return sys.executable
     return None

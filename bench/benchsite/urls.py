@@ -1,5 +1,4 @@
 from django.urls import path
-
 from exampleproject.urls import urlpatterns as example_urlpatterns
 
 from . import views

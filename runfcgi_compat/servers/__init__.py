@@ -9,6 +9,8 @@ flup's protocol classes with their Python 3 defects fixed in subclasses.
 A pool (``prefork``, ``threaded``) owns processes or threads, signals and
 the listening socket's accept loop; flup's own pools are not used.
 """
+import os
+
 from .ajp import AJPHandler
 from .fcgi import FastCGIHandler
 from .prefork import PreforkPool
@@ -41,8 +43,9 @@ def make_server(options, load_app, *, on_reopen_logs=None):
         multithreaded=threaded,
         multiprocess=not threaded,
         max_conns=options.maxchildren,
+        allowed_peers=_allowed_peers(options),
     )
-    return POOLS[options.method](
+    pool = POOLS[options.method](
         handler,
         load_app,
         maxspare=options.maxspare,
@@ -51,3 +54,23 @@ def make_server(options, load_app, *, on_reopen_logs=None):
         maxrequests=options.maxrequests,
         on_reopen_logs=on_reopen_logs,
     )
+    # Timeouts are class defaults; the options, when present, override them
+    # on the instances.  0 means "no limit" for idletimeout.
+    idle = getattr(options, "idletimeout", None)
+    if idle is not None:
+        handler.idle_timeout = idle or None
+    grace = getattr(options, "gracetimeout", None)
+    if grace is not None:
+        pool.graceful_timeout = grace
+        handler.drain_timeout = grace
+    return pool
+
+
+def _allowed_peers(options):
+    """The ``allow`` option, else FCGI_WEB_SERVER_ADDRS; None: any peer."""
+    from .. import options as options_module
+
+    lookup = getattr(options_module, "peer_allowlist", None)
+    if lookup is not None:
+        return lookup(options)
+    return os.environ.get("FCGI_WEB_SERVER_ADDRS")

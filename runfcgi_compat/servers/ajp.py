@@ -191,13 +191,15 @@ class AJPHandler(ProtocolHandler, ajp_base.BaseAJPServer):
     protocol = "ajp"
     requestClass = AJPRequest
 
-    def __init__(self, *, debug=False, multithreaded=False, multiprocess=True, max_conns=1):
+    def __init__(self, *, debug=False, multithreaded=False, multiprocess=True, max_conns=1,
+                 allowed_peers=None):
         ajp_base.BaseAJPServer.__init__(
             self, None, multithreaded=multithreaded, multiprocess=multiprocess,
             bindAddress=None, allowedServers=None, debug=debug,
         )
         self.setup_handler(debug=debug, multithreaded=multithreaded,
-                           multiprocess=multiprocess, max_conns=max_conns)
+                           multiprocess=multiprocess, max_conns=max_conns,
+                           allowed_peers=allowed_peers)
 
     def run_connection(self, sock, addr):
         AJPConnection(sock, addr, self, None).run()

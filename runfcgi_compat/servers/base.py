@@ -12,6 +12,12 @@ The pools (prefork, threaded) set two attributes on a handler:
 
 * ``stop_notice``: a ``signals.Notice``; once set, connections close at
   their next idle moment (between requests), never in the middle of one.
+* ``drain_notice`` (prefork only): a gentler stop for reloads and
+  recycling.  A kept connection stays open while the web server keeps
+  using it, and closes once it has been quiet for ``drain_quiet`` seconds
+  (or after ``drain_timeout``).  Closing a kept connection always races
+  with the web server sending a new request on it; nginx retries such a
+  GET but not a POST, so we close only connections it has stopped using.
 * ``on_request_done``: called after every request (prefork counts them for
   ``maxrequests``).
 """
@@ -56,23 +62,27 @@ def is_client_gone(exc):
 # -- allowed peers ------------------------------------------------------------
 
 
-def parse_allowed_peers(text):
-    """Parse FCGI_WEB_SERVER_ADDRS ("ip,ip,...") into a set of addresses.
+def parse_allowed_peers(networks):
+    """Turn addresses or networks ("127.0.0.1", "10.0.0.0/8", "::1") into
+    ``ip_network`` objects; None (or nothing usable) allows every peer.
 
-    Return None (allow every peer) when the text is unset or blank.
+    ``networks`` is a comma-separated string (FCGI_WEB_SERVER_ADDRS) or a
+    sequence (the ``allow`` option, already validated).
     """
-    if text is None or not text.strip():
+    if networks is None:
         return None
-    allowed = set()
-    for word in text.split(","):
-        word = word.strip()
-        if not word:
+    if isinstance(networks, str):
+        networks = networks.split(",")
+    allowed = []
+    for item in networks:
+        item = str(item).strip().strip("[]")
+        if not item:
             continue
         try:
-            allowed.add(ipaddress.ip_address(word.strip("[]")))
+            allowed.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            log.warning("FCGI_WEB_SERVER_ADDRS: ignoring %r, not an IP address", word)
-    return allowed
+            log.warning("allowed peers: ignoring %r, not an IP address or network", item)
+    return allowed or None
 
 
 def peer_allowed(family, addr, allowed):
@@ -88,10 +98,11 @@ def peer_allowed(family, addr, allowed):
         peer = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
     except (ValueError, IndexError, TypeError):
         return False
-    if peer in allowed:
-        return True
-    mapped = getattr(peer, "ipv4_mapped", None)
-    return mapped is not None and mapped in allowed
+    candidates = [peer]
+    if getattr(peer, "ipv4_mapped", None) is not None:
+        candidates.append(peer.ipv4_mapped)
+    return any(ip.version == net.version and ip in net
+               for ip in candidates for net in allowed)
 
 
 def describe_peer(sock, addr):
@@ -145,13 +156,17 @@ class Response:
     def write(self, data):
         if self.status is None:
             raise AssertionError("write() before start_response()")
-        if not self.headers_sent:
-            self.headers_sent = True
-            self.transport.send_head_and_body(self.status, self.headers, data)
-        elif data:
-            self.transport.send_body(data)
-        if not self.buffered:
-            self.transport.flush()
+        try:
+            if not self.headers_sent:
+                self.headers_sent = True
+                self.transport.send_head_and_body(self.status, self.headers, data)
+            elif data:
+                self.transport.send_body(data)
+            if not self.buffered:
+                self.transport.flush()
+        except TimeoutError:
+            # The peer stopped reading; not the app's error.
+            raise ClientGone("timed out writing the response") from None
 
     def finish(self):
         """Send the head of an empty response; the protocol flushes the end
@@ -214,25 +229,35 @@ class ProtocolHandler:
     """Mixin for the protocol handlers: peers, waiting, WSGI calls, errors."""
 
     protocol = None
-    # Seconds a connection may sit idle waiting for its (next) request.
-    # nginx's `fastcgi_keep_conn on` and Apache's AJP keep connections open;
-    # without a bound they pin workers/threads forever.
+    # Seconds a connection may sit idle waiting for its (next) request, and
+    # the longest a read or write may make no progress within one (None or
+    # 0: no limit).  nginx's `fastcgi_keep_conn on` and Apache's AJP keep
+    # connections open; without a bound they pin workers/threads forever.
     idle_timeout = 60.0
     # Seconds a fresh connection may take to send its first request once the
     # server is stopping (see wait_for_request).
     first_request_grace = 5.0
+    # Draining (reload, maxrequests): a kept connection closes after this
+    # many quiet seconds, and at its next idle moment after drain_timeout.
+    drain_quiet = 1.0
+    drain_timeout = 30.0
     # Seconds to wait for the peer's EOF after our half-close, so unread
     # request bytes do not turn close() into a reset that cuts the response.
     linger_timeout = 5.0
 
-    def setup_handler(self, *, debug, multithreaded, multiprocess, max_conns):
+    def setup_handler(self, *, debug, multithreaded, multiprocess, max_conns,
+                      allowed_peers=None):
         self.app = None
         self.debug = debug
         self.wsgi_multithread = multithreaded
         self.wsgi_multiprocess = multiprocess
         self.max_conns = max_conns
-        self.allowed_peers = parse_allowed_peers(os.environ.get("FCGI_WEB_SERVER_ADDRS"))
+        if allowed_peers is None:
+            allowed_peers = os.environ.get("FCGI_WEB_SERVER_ADDRS")
+        self.allowed_peers = parse_allowed_peers(allowed_peers)
         self.stop_notice = None
+        self.drain_notice = None
+        self.drain_started = None
         self.on_request_done = None
 
     def set_app(self, app):
@@ -244,7 +269,9 @@ class ProtocolHandler:
         """Serve one accepted connection until it closes; never raise."""
         peer = describe_peer(sock, addr)
         try:
-            sock.setblocking(True)
+            # Bounds every read and write in the middle of a request: a peer
+            # that stops sending or reading would pin this worker forever.
+            sock.settimeout(self.idle_timeout or None)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 # Nagle + delayed ACK stalled every small write by ~40 ms.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -263,6 +290,9 @@ class ProtocolHandler:
                 pass
         except ProtocolError as exc:
             log.warning("%s: closing connection from %s: %s", self.protocol, peer, exc)
+        except TimeoutError:  # socket.timeout is TimeoutError since 3.10.
+            log.info("%s: %s stalled for %ss; connection closed",
+                     self.protocol, peer, self.idle_timeout)
         except Exception as exc:
             if is_client_gone(exc):
                 log.info("%s: %s went away: %s", self.protocol, peer, exc)
@@ -281,26 +311,30 @@ class ProtocolHandler:
     def wait_for_request(self, sock, first):
         """Wait until ``sock`` has a request for us; False: close instead.
 
-        Between requests a stop (or reload) closes the connection at once:
-        nothing is lost, the web server retries a request on a kept
-        connection that closes under it.  A fresh connection is different:
-        the web server has just connected to send a request, which may not
-        have arrived yet; closing it would fail that request.  So its first
-        request is still awaited for ``first_request_grace`` seconds.
+        Once a stop is requested an idle connection closes at once.  A fresh
+        connection is different: the web server has just connected to send
+        a request, which may not have arrived yet, and closing would fail
+        it; its first request is still awaited for ``first_request_grace``
+        seconds.  While draining, a kept connection in use stays open.
         """
-        notice = self.stop_notice
-        if notice is None:
-            return bool(wait_readable([sock], self.idle_timeout))
-        if not first and notice.is_set():
-            return False
-        ready = wait_readable([sock, notice], self.idle_timeout)
+        stop, drain = self.stop_notice, self.drain_notice
+        stopping = stop is not None and stop.is_set()
+        draining = drain is not None and drain.is_set()
+        if stopping or draining:
+            if first:
+                return sock in wait_readable([sock], self.first_request_grace)
+            if stopping or time.monotonic() - self.drain_started > self.drain_timeout:
+                return False
+            waiting_on = [sock] if stop is None else [sock, stop]
+            return sock in wait_readable(waiting_on, self.drain_quiet)
+        notices = [n for n in (stop, drain) if n is not None]
+        ready = wait_readable([sock] + notices, self.idle_timeout or None)
         if sock in ready:
             return True
-        if ready and first:
-            return bool(wait_readable([sock], self.first_request_grace))
-        if not ready:
-            log.debug("%s: idle connection timed out after %ss",
-                      self.protocol, self.idle_timeout)
+        if ready:  # A notice arrived while we waited: decide as above.
+            return self.wait_for_request(sock, first)
+        log.debug("%s: idle connection timed out after %ss",
+                  self.protocol, self.idle_timeout)
         return False
 
     def linger_close(self, sock):

@@ -125,6 +125,14 @@ class FCGIConnection(fcgi_base.Connection):
         finally:
             self._close(linger=False)
 
+    def process_input(self):
+        # In the middle of a request (more params or stdin to come), flup
+        # polls every second forever; a peer that stalls there would pin us.
+        timeout = self.server.idle_timeout or None
+        if self._requests and not wait_readable([self._sock], timeout):
+            raise TimeoutError(f"no data from the web server for {timeout}s mid-request")
+        super().process_input()
+
     def _check_version(self):
         # A record starts with version 1.  Anything else is most often an
         # HTTP request sent to the FastCGI port (proxy_pass instead of
@@ -214,13 +222,15 @@ class FastCGIHandler(ProtocolHandler, fcgi_base.BaseFCGIServer):
     protocol = "fcgi"
     request_class = FCGIRequest
 
-    def __init__(self, *, debug=False, multithreaded=False, multiprocess=True, max_conns=1):
+    def __init__(self, *, debug=False, multithreaded=False, multiprocess=True, max_conns=1,
+                 allowed_peers=None):
         fcgi_base.BaseFCGIServer.__init__(
             self, None, multithreaded=multithreaded, multiprocess=multiprocess,
             debug=debug, roles=(FCGI_RESPONDER,),
         )
         self.setup_handler(debug=debug, multithreaded=multithreaded,
-                           multiprocess=multiprocess, max_conns=max_conns)
+                           multiprocess=multiprocess, max_conns=max_conns,
+                           allowed_peers=allowed_peers)
         # Bytes keys: names arrive as bytes in FCGI_GET_VALUES.
         self.capability = {
             b"FCGI_MAX_CONNS": max_conns,

@@ -16,8 +16,11 @@ How it works:
   a connection, including an idle kept FastCGI connection, so kept
   connections make the pool grow instead of starving new ones.
 * The master keeps between ``minspare`` and ``maxspare`` idle workers and
-  never more than ``maxchildren`` in all.  It sleeps in ``poll()`` on the
-  worker pipes and a signal wake-up fd, so signals act at once.
+  never more than ``maxchildren`` in all.  While demand outruns the spares
+  it starts workers in doubling bursts (1, 2, 4, ...); surplus workers are
+  retired once they have been idle for ``settle_time``.  It sleeps in
+  ``poll()`` on the worker pipes and a signal wake-up fd, so signals act at
+  once.
 * Workers load the app after fork, so a reload gives them fresh code.
 
 Signals to the master:
@@ -26,7 +29,11 @@ Signals to the master:
   exit; idle ones exit at once.  After ``graceful_timeout`` seconds (or a
   second SIGTERM/SIGINT) the rest are killed.  ``serve()`` then returns.
 * SIGHUP: graceful reload.  Same pid, same listening socket; every worker is
-  asked to finish and exit, and new workers (new code) take over.
+  asked to finish and exit, and new workers (new code) take over.  An old
+  worker holding a kept connection serves it for as long as the web server
+  keeps using it and closes it once quiet (see ``base.wait_for_request``):
+  closing a busy kept connection races with the next request, which nginx
+  retries for GET but not for POST.
 * SIGUSR1: reopen log files, in the master and every worker.
 * SIGCHLD: wakes the master to replace dead workers.  Workers that die
   before they are ready (the app failed to load) are replaced with an
@@ -182,12 +189,15 @@ class PreforkPool:
         self._stopping = True
         self._deadline = time.monotonic() + self.graceful_timeout
         for worker in self.workers.values():
-            self._retire(worker)
+            # Every worker, even one already draining after a reload.
+            worker.retiring = True
+            self._signal(worker, signal.SIGTERM)
 
     def _reload(self):
         log.info("prefork: SIGHUP received; replacing %d workers", len(self.workers))
         for worker in self.workers.values():
-            self._retire(worker)
+            # SIGHUP, not SIGTERM: finish gently (see base.wait_for_request).
+            self._retire(worker, signal.SIGHUP)
         # Fresh code deserves a fresh start: forget old start-up failures.
         self._boot_failures = 0
         self._next_spawn_at = 0.0
@@ -254,10 +264,10 @@ class PreforkPool:
             times.append(min(idle) + self.settle_time)
         return min(times) if times else None
 
-    def _retire(self, worker):
+    def _retire(self, worker, signum=signal.SIGTERM):
         if not worker.retiring:
             worker.retiring = True
-            self._signal(worker, signal.SIGTERM)
+            self._signal(worker, signum)
 
     def _signal(self, worker, signum):
         try:
@@ -381,15 +391,26 @@ class PreforkPool:
             if worker.status_fd is not None:
                 os.close(worker.status_fd)
         self.workers = {}
-        stop = Notice()
-        # The stop notice is set inside the handler, because the main thread
-        # may be busy serving a kept connection that waits on it.
-        box = SignalBox(WORKER_SIGNALS, also={s: stop.set for s in
-                                               STOP_SIGNALS + (signal.SIGHUP,)})
+        handler = self.handler
+        # stop: leave now (SIGTERM/SIGINT; kept connections close at once).
+        # drain: leave gently (SIGHUP from a reload, maxrequests; see
+        # base.wait_for_request).  Both end the accept loop.  They are set
+        # inside the signal handler, because the main thread may be busy
+        # serving a kept connection that waits on them.
+        stop, drain = Notice(), Notice()
+
+        def begin_drain():
+            if not drain.is_set():
+                handler.drain_started = time.monotonic()
+                drain.set()
+
+        box = SignalBox(WORKER_SIGNALS, also={signal.SIGTERM: stop.set,
+                                              signal.SIGINT: stop.set,
+                                              signal.SIGHUP: begin_drain})
         box.install()
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked_mask)
 
-        if stop.is_set():
+        if stop.is_set() or drain.is_set():
             return EXIT_OK
         try:
             app = self.load_app()
@@ -403,11 +424,11 @@ class PreforkPool:
             nonlocal served
             served += 1
             if self.maxrequests and served >= self.maxrequests:
-                stop.set()  # Finish this connection, then make way.
+                begin_drain()  # Finish this connection, then make way.
 
-        handler = self.handler
         handler.set_app(app)
         handler.stop_notice = stop
+        handler.drain_notice = drain
         handler.on_request_done = request_done
         listen = self._listen
         master = self._master_pid
@@ -419,15 +440,15 @@ class PreforkPool:
                 stop.set()
 
         report(IDLE)
-        while not stop.is_set():
-            ready = wait_readable([listen, stop, box], 1.0)
+        while not (stop.is_set() or drain.is_set()):
+            ready = wait_readable([listen, stop, drain, box], 1.0)
             for signum in box.drain():
                 if signum == signal.SIGUSR1:
                     self._reopen_logs()
             if os.getppid() != master:
                 log.warning("prefork: worker %d lost its master; exiting", os.getpid())
                 break
-            if stop.is_set() or listen not in ready:
+            if stop.is_set() or drain.is_set() or listen not in ready:
                 continue
             try:
                 conn, addr = listen.accept()

@@ -156,13 +156,15 @@ class SCGIConnection(scgi_base.Connection):
 class SCGIHandler(ProtocolHandler, scgi_base.BaseSCGIServer):
     protocol = "scgi"
 
-    def __init__(self, *, debug=False, multithreaded=False, multiprocess=True, max_conns=1):
+    def __init__(self, *, debug=False, multithreaded=False, multiprocess=True, max_conns=1,
+                 allowed_peers=None):
         scgi_base.BaseSCGIServer.__init__(
             self, None, multithreaded=multithreaded, multiprocess=multiprocess,
             bindAddress=None, allowedServers=None, debug=debug,
         )
         self.setup_handler(debug=debug, multithreaded=multithreaded,
-                           multiprocess=multiprocess, max_conns=max_conns)
+                           multiprocess=multiprocess, max_conns=max_conns,
+                           allowed_peers=allowed_peers)
 
     def run_connection(self, sock, addr):
         SCGIConnection(sock, addr, self, None).run()

@@ -3,6 +3,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 
 import pytest
 
@@ -27,40 +28,65 @@ def require_binary(name):
 
 
 class Backend:
-    """A ``manage.py runfcgi`` process in the foreground."""
+    """A ``manage.py runfcgi`` process in the foreground.
+
+    Its output goes to files, not pipes, so a chatty server never blocks on
+    a full pipe and nothing is left open when a test reaps it itself.
+    """
 
     def __init__(self, words, address, env=None, cwd=None):
         self.words = list(words)
         self.address = address
+        self._out = tempfile.TemporaryFile(mode="w+")
+        self._err = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             manage_command("runfcgi", "daemonize=false", *self.words),
             env=env or example_env(), cwd=cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=self._out, stderr=self._err, text=True,
             # Its own process group, so workers can be stopped with it by pid.
             start_new_session=True)
         try:
             wait_for_connect(address, process=self.process)
         except (RuntimeError, TimeoutError) as exc:
-            if self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            out, err = self.process.communicate()
+            self.kill()
+            out, err = self.output()
             raise AssertionError(f"{exc}\nstdout: {out}\nstderr: {err}") from None
 
     @property
     def pid(self):
         return self.process.pid
 
+    def output(self):
+        """Return (stdout, stderr) written so far."""
+        texts = []
+        for handle in (self._out, self._err):
+            handle.seek(0)
+            texts.append(handle.read())
+        return tuple(texts)
+
     def stop(self, sig=signal.SIGTERM, timeout=15.0):
         """Stop the server; return (stdout, stderr) it wrote."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
-            out, err = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            kill_quietly(self.process.pid)
-            out, err = self.process.communicate()
+            self.kill()
             raise AssertionError(f"runfcgi did not stop within {timeout} s of {sig!r}")
-        return out, err
+        return self.output()
+
+    def kill(self):
+        """SIGKILL the whole process group (master and workers); reap the master."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    def close(self):
+        self.kill()
+        self._out.close()
+        self._err.close()
 
 
 @pytest.fixture
@@ -77,12 +103,7 @@ def start_backend():
     for backend in started:
         # The group's id is the master's pid: this reaches workers that
         # outlived their master too.
-        try:
-            os.killpg(backend.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if backend.process.returncode is None:
-            backend.process.communicate()
+        backend.close()
 
 
 @pytest.fixture

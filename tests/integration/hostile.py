@@ -49,12 +49,8 @@ def wait_until(condition, timeout, what, interval=0.02):
 # -- FastCGI -------------------------------------------------------------------------
 
 FCGI_BEGIN_REQUEST = 1
-FCGI_ABORT_REQUEST = 2
-FCGI_END_REQUEST = 3
 FCGI_PARAMS = 4
 FCGI_STDIN = 5
-FCGI_STDOUT = 6
-FCGI_GET_VALUES = 9
 FCGI_UNKNOWN_TYPE = 11
 FCGI_KNOWN_TYPES = frozenset(range(1, 12))
 FCGI_HEADER = struct.Struct(">BBHHBx")
@@ -132,7 +128,6 @@ def scgi_request(path="/", body=b"", method=None):
 # -- AJP13 -------------------------------------------------------------------------
 
 AJP_FORWARD_REQUEST = 2
-AJP_CPING = 10
 AJP_METHOD_CODES = {"GET": 2, "POST": 4}
 AJP_HEADER_HOST = 0xA00B
 AJP_HEADER_CONTENT_LENGTH = 0xA008
@@ -278,9 +273,18 @@ class Outcome:
         return f"{self.end} after {self.seconds:.2f} s with {len(self.answer)} bytes"
 
 
-def connect(address, timeout=5.0):
-    sock = socket.create_connection(address, timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def connect(address, timeout=5.0, rcvbuf=None):
+    """A TCP connection; ``rcvbuf`` shrinks its receive window (set before connecting)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 

@@ -87,8 +87,7 @@ def test_killed_workers_lose_only_the_requests_they_held(start_backend, tmp_path
     for failure in failed:
         print(f"  failed: {failure}")
     assert backend.process.poll() is None, "the master died"
-    assert all(isinstance(result, int) or isinstance(result, client.ClientError)
-               for result in results)
+    # A request either fails below HTTP (its worker died) or succeeds.
     assert all(result == 200 for result in results if isinstance(result, int))
     assert len(failed) <= KILLS
     assert pool.max_workers_seen <= MAXCHILDREN

@@ -241,6 +241,21 @@ def test_stop_does_not_wait_for_idle_kept_connections(start_server):
     assert code == 0
 
 
+def test_reload_leaves_a_kept_connection_in_use_open(start_server):
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1,
+                           handler_attrs={"drain_quiet": 30.0})
+    with client.FastCGIConnection(server.address, timeout=30) as conn:
+        old = int(conn.request(path="/pid", keep_conn=True).body)
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: int(get(server).body) != old, 30, "a new worker")
+        # The web server keeps using the connection: the old worker serves it.
+        assert int(conn.request(path="/pid", keep_conn=True).body) == old
+        server.signal(signal.SIGTERM)  # A stop does not wait for quiet.
+        code, waited = server.wait()
+    print(f"stop while draining a kept connection: {waited:.3f}s")
+    assert code == 0
+
+
 def test_cleanup_after_serve_runs_in_the_master_only(start_server):
     server = start_prefork(start_server, "fcgi", minspare=1, maxspare=2, maxrequests=1)
     for _ in range(5):

@@ -12,13 +12,16 @@ from runfcgi_compat.options import from_mapping
 from runfcgi_compat.servers import POOLS, PROTOCOLS, make_server
 from runfcgi_compat.servers.ajp import AJPHandler, AJPRequest, parse_forward_request
 from runfcgi_compat.servers.base import (
-    ProtocolError, Response, error_page, parse_allowed_peers, peer_allowed,
+    ProtocolError,
+    Response,
+    error_page,
+    parse_allowed_peers,
+    peer_allowed,
 )
 from runfcgi_compat.servers.prefork import PreforkPool
 from runfcgi_compat.servers.scgi import LimitedInput, parse_headers, read_netstring
 from runfcgi_compat.servers.signals import Notice, SignalBox, wait_readable
 from runfcgi_compat.servers.threaded import ThreadedPool
-
 
 # -- make_server -------------------------------------------------------------------
 
@@ -51,6 +54,23 @@ def test_pools_have_tunable_class_defaults():
     assert all(handler.idle_timeout == 60.0 for handler in PROTOCOLS.values())
 
 
+def test_make_server_applies_allow_and_timeouts(monkeypatch):
+    monkeypatch.setenv("FCGI_WEB_SERVER_ADDRS", "10.0.0.1")
+    server = make_server(from_mapping({"allow": "192.0.2.0/24", "idletimeout": 7,
+                                       "gracetimeout": 3}), lambda: None)
+    assert [str(n) for n in server.handler.allowed_peers] == ["192.0.2.0/24"]
+    assert server.handler.idle_timeout == 7
+    assert server.graceful_timeout == server.handler.drain_timeout == 3
+    assert PROTOCOLS["fcgi"].idle_timeout == 60.0  # Class default untouched.
+
+
+def test_make_server_falls_back_to_fcgi_web_server_addrs(monkeypatch):
+    monkeypatch.setenv("FCGI_WEB_SERVER_ADDRS", "10.0.0.1")
+    server = make_server(from_mapping({"idletimeout": 0}), lambda: None)
+    assert [str(n) for n in server.handler.allowed_peers] == ["10.0.0.1/32"]
+    assert server.handler.idle_timeout is None  # 0: never
+
+
 def test_load_app_is_not_called_by_make_server():
     def load_app():
         raise AssertionError("called too early")
@@ -63,8 +83,10 @@ def test_load_app_is_not_called_by_make_server():
 def test_allowed_peers_parsing():
     assert parse_allowed_peers(None) is None
     assert parse_allowed_peers(" ") is None
-    peers = parse_allowed_peers("127.0.0.1, ::1,[fe80::1], nonsense")
-    assert {str(p) for p in peers} == {"127.0.0.1", "::1", "fe80::1"}
+    peers = parse_allowed_peers("127.0.0.1, ::1,[fe80::1], 10.0.0.0/8, nonsense")
+    assert {str(p) for p in peers} == {"127.0.0.1/32", "::1/128", "fe80::1/128",
+                                       "10.0.0.0/8"}
+    assert parse_allowed_peers(("192.0.2.0/24",))[0].num_addresses == 256
 
 
 @pytest.mark.parametrize("family, addr, allowed", [
@@ -77,6 +99,14 @@ def test_allowed_peers_parsing():
 ])
 def test_peer_allowed(family, addr, allowed):
     assert peer_allowed(family, addr, parse_allowed_peers("127.0.0.1,::1")) is allowed
+
+
+def test_networks_and_mapped_addresses():
+    allowed = parse_allowed_peers("10.0.0.0/8,2001:db8::/32")
+    assert peer_allowed(socket.AF_INET, ("10.9.8.7", 1), allowed)
+    assert peer_allowed(socket.AF_INET6, ("::ffff:10.9.8.7", 1, 0, 0), allowed)
+    assert peer_allowed(socket.AF_INET6, ("2001:db8::9", 1, 0, 0), allowed)
+    assert not peer_allowed(socket.AF_INET, ("11.0.0.1", 1), allowed)
 
 
 def test_every_peer_allowed_by_default():

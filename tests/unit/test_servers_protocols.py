@@ -256,6 +256,23 @@ def test_failure_after_the_response_started_breaks_the_connection(serve, caplog,
 # -- FastCGI --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("protocol, partial", [
+    ("fcgi", FCGI_GET[:20]), ("scgi", SCGI_GET[:10]), ("fcgi", FCGI_GET[:-8])])
+def test_a_peer_stalled_mid_request_is_cut_off(serve, caplog, protocol, partial):
+    def reading_app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", [])
+        return [b""]
+
+    address, _ = serve(protocol, reading_app, idle_timeout=0.2)
+    with caplog.at_level(logging.INFO, LOGGER):
+        sock = socket.create_connection(address)
+        sock.sendall(partial)  # ... and nothing more, without closing.
+        # Closed (at most after an error answer), instead of held forever.
+        assert b"200 OK" not in read_until_closed(sock)
+        sock.close()
+
+
 def test_fcgi_get_values_is_answered(serve):
     address, _ = serve("fcgi", hello_app)
     assert client.get_values(address) == {
@@ -357,6 +374,36 @@ def test_fcgi_kept_connection_closes_on_stop_notice(serve):
         notice.set()
         assert read_until_closed(conn._channel.sock) == b""
     notice.close()
+
+
+def test_fcgi_draining_keeps_a_used_connection_then_closes_it_when_quiet(serve):
+    drain = Notice()
+    address, handler = serve("fcgi", hello_app, drain_notice=drain, drain_quiet=30.0)
+    with client.FastCGIConnection(address) as conn:
+        assert conn.request(path="/", keep_conn=True).status == 200
+        handler.drain_started = time.monotonic()
+        drain.set()
+        # Still in use by the web server: served on the same connection.
+        assert conn.request(path="/", keep_conn=True).status == 200
+        handler.drain_quiet = 0.05
+        assert conn.request(path="/", keep_conn=True).status == 200
+        assert read_until_closed(conn._channel.sock) == b""
+    drain.close()
+
+
+def test_fcgi_stop_overrides_draining(serve):
+    drain, stop = Notice(), Notice()
+    address, handler = serve("fcgi", hello_app, drain_notice=drain, stop_notice=stop,
+                             drain_quiet=60.0)
+    with client.FastCGIConnection(address) as conn:
+        assert conn.request(path="/", keep_conn=True).status == 200
+        handler.drain_started = time.monotonic()
+        drain.set()
+        assert conn.request(path="/", keep_conn=True).status == 200
+        stop.set()
+        assert read_until_closed(conn._channel.sock) == b""
+    drain.close()
+    stop.close()
 
 
 def test_fcgi_unknown_role_is_refused(serve):

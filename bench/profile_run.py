@@ -16,6 +16,7 @@ Writes ``bench/results/profile-<time>/``: the raw stacks, strace's tables and
 """
 import collections
 import datetime
+import os
 import signal
 import subprocess
 import tempfile
@@ -32,11 +33,43 @@ PROFILED = {
     "uwsgi-fcgi": ("fcgi", lambda t: bench.uwsgi_argv),
     "flup-prefork-fcgi": ("fcgi", lambda t: bench.flup_argv("fcgi", "prefork", t)),
 }
+# Functions whose inclusive share the summary always lists, if sampled.
+WATCHED = [
+    "WSGIHandler.__call__",  # Django itself
+    "ProtocolHandler.serve_request", "run_app", "ProtocolHandler.base_environ", "fix_environ",
+    "FCGIConnection.process_input", "Connection.process_input", "Record.read",
+    "FCGIConnection._check_version", "FCGIConnection.poll_for_abort", "FCGIConnection.flush",
+    "FCGIConnection._close", "ProtocolHandler.linger_close", "ProtocolHandler.wait_for_request",
+    "ProtocolHandler.handle_connection", "describe_peer", "wait_readable", "SignalBox.drain",
+    "PreforkPool._worker_main.<locals>.report", "PreforkPool._wait_for_events",
+    "PreforkPool._read_status", "PreforkPool._reap", "PreforkPool._adjust_pool.<locals>",
+    "ThreadedPool._accept_loop", "ThreadedPool._dispatch", "ThreadedPool._worker",
+    "Thread.start", "Condition.wait", "socket.accept",
+]
 DEFAULT = ["runfcgi-prefork-fcgi", "runfcgi-threaded-fcgi", "runfcgi-prefork-fcgi-keep",
            "uwsgi-fcgi"]
 
 
-def summarize_stacks(path, top=22):
+def context_switches(pids):
+    """Voluntary + involuntary context switches of every thread of ``pids``."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt")):
+                            total += int(line.split()[1])
+            except OSError:
+                continue
+    return total
+
+
+def summarize_stacks(path, top=15):
     """Return text: the heaviest functions by self and by inclusive samples."""
     self_count = collections.Counter()
     incl_count = collections.Counter()
@@ -56,6 +89,15 @@ def summarize_stacks(path, top=22):
         for frame in set(frames):
             incl_count[frame] += n
     lines = [f"{total} samples"]
+    # Inclusive share of the functions that matter for the per-request path
+    # (matched by name; a function counted once per sample).
+    by_name = collections.Counter()
+    for frame, n in incl_count.items():
+        by_name[frame.split(" (")[0]] += n
+    lines.append("-- per-request path, inclusive")
+    for name in WATCHED:
+        if by_name.get(name):
+            lines.append(f"{100 * by_name[name] / total:6.1f}%  {name}")
     for title, counter in (("self", self_count), ("inclusive", incl_count)):
         lines.append(f"-- top {top} by {title} time")
         for frame, n in counter.most_common(top):
@@ -101,6 +143,7 @@ def run(args):
         status_port = bench.free_port()
         bench.start_nginx(procs, tmp, targets, status_port)
         for t in targets:
+            key = t.key
             err = bench.probe(t)
             if err:
                 report.append(f"\n== {t.key}: not profiled ({err})")
@@ -111,9 +154,14 @@ def run(args):
             report.append(f"processes: {len(pids)}")
 
             # Plain run: CPU per request without any tool attached.
+            switches = context_switches(t.backend.pids())
             res = bench.measure_wrk(t, seconds, args.connections)
+            switches = context_switches(t.backend.pids()) - switches
+            served = max(1, res["requests"])
             report.append(f"no tool: {res['rps']:.0f} req/s, "
-                          f"{res['cpu_s'] / max(1, res['requests']) * 1e6:.0f} us CPU/request")
+                          f"{res['cpu_s'] / served * 1e6:.0f} us CPU/request "
+                          f"({res['cpu_sys_s'] / served * 1e6:.0f} us in the kernel), "
+                          f"{switches / served:.1f} context switches/request")
 
             if not key.startswith("uwsgi"):
                 # Two views: every sample (wall time, waiting included) and only

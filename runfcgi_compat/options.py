@@ -159,6 +159,13 @@ def as_networks(name, value):
     return tuple(networks)
 
 
+def _as_secret(name, value):
+    text = str(value)
+    if not text or any(c.isspace() for c in text):
+        raise OptionError(f"{name}=... must be a non-empty word without spaces.")
+    return text
+
+
 def choice(*names, aliases=None):
     """Return a caster accepting ``names`` (and ``aliases`` mapped to names)."""
     aliases = aliases or {}
@@ -236,6 +243,8 @@ OPTIONS = (
     Option("allow", as_networks, None,
            "Peers allowed to connect, e.g. 127.0.0.1,::1 [FCGI_WEB_SERVER_ADDRS or any].",
            "ADDRS"),
+    Option("ajpsecret", lambda name, value: _as_secret(name, value), None,
+           "AJP only: refuse requests without this secret (Apache's secret=).", "SECRET"),
     Option("idletimeout", as_seconds, 60,
            "Seconds a connection may sit idle before it is closed (0: never).", "SECONDS"),
     Option("gracetimeout", as_seconds, 30,
@@ -272,6 +281,7 @@ class Options:
     user: str = None
     group: str = None
     allow: tuple = None
+    ajpsecret: str = None
     idletimeout: int = 60
     gracetimeout: int = 30
 
@@ -351,6 +361,8 @@ def _check_combinations(values, given):
             f"socketmode={given['socketmode']!r} needs socket=PATH (it sets the "
             "UNIX socket's permissions)."
         )
+    if values["ajpsecret"] is not None and values["protocol"] != "ajp":
+        raise OptionError(f"ajpsecret needs protocol=ajp (protocol={values['protocol']!r}).")
     owns_socket = sock is not None or host is not None
     if values["daemonize"] is None:
         # 1.8: daemonize when the server owns its socket, stay in the

@@ -14,6 +14,8 @@ request bookkeeping.  What we change, each in a subclass:
   connection with one log line, instead of killing a prefork worker or
   leaving the connection hanging.
 * FCGI_ABORT_REQUEST and a peer that hangs up stop the response.
+* Parameters are limited to 1 MiB, and a repeated end of parameters no
+  longer runs the app a second time, nested inside the first run.
 * Kept connections (``fastcgi_keep_conn on``) wait for their next request
   with an idle timeout, and close at once when the server stops.
 """
@@ -32,6 +34,10 @@ from .signals import wait_readable
 # Flush queued records once this many bytes are waiting: big enough to make
 # syscalls rare, small enough that a huge body is never copied whole.
 FLUSH_THRESHOLD = 256 * 1024
+
+# nginx sends a few KiB of parameters; more than this is garbage or an
+# attack, and flup would keep all of it in memory (as SCGI's limit).
+MAX_PARAMS_BYTES = 1024 * 1024
 
 # Errors flup's parsing raises on garbage (short BEGIN_REQUEST bodies,
 # truncated name/value pairs).
@@ -56,6 +62,8 @@ class FCGIOutputStream(fcgi_base.OutputStream):
 class FCGIRequest(fcgi_base.Request):
     def __init__(self, conn, inputStreamClass, timeout):
         super().__init__(conn, inputStreamClass, timeout)
+        self.params_size = 0
+        self.params_done = False
         self.stdout = FCGIOutputStream(conn, self, FCGI_STDOUT)
         self.stderr = FCGIOutputStream(conn, self, FCGI_STDERR, buffered=True)
 
@@ -132,6 +140,20 @@ class FCGIConnection(fcgi_base.Connection):
         if self._requests and not wait_readable([self._sock], timeout):
             raise TimeoutError(f"no data from the web server for {timeout}s mid-request")
         super().process_input()
+
+    def _do_params(self, inrec):
+        req = self._requests.get(inrec.requestId)
+        if req is None or req.params_done:
+            # After the end of the parameters, flup would start the request
+            # again, nested inside the running one (stdin reads dispatch
+            # records): a repeated end-of-params is ignored.
+            return
+        req.params_size += inrec.contentLength
+        if req.params_size > MAX_PARAMS_BYTES:
+            raise ProtocolError(f"FastCGI parameters over {MAX_PARAMS_BYTES} bytes")
+        if not inrec.contentLength:
+            req.params_done = True
+        super()._do_params(inrec)
 
     def _check_version(self):
         # A record starts with version 1.  Anything else is most often an

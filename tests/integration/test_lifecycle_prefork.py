@@ -82,7 +82,7 @@ def run_in_thread(function, *args):
 
 
 def test_graceful_timeout_ends_with_sigkill(start_server):
-    server = start_prefork(start_server, "fcgi", pool_attrs={"graceful_timeout": 0.5})
+    server = start_prefork(start_server, "fcgi", gracetimeout=1)
     thread, result = run_in_thread(get, server, "/wait", "never")
     worker = server.wait_started("never")
     server.signal(signal.SIGTERM)
@@ -223,7 +223,7 @@ def test_kept_fastcgi_connections_do_not_starve_new_ones(start_server):
 
 
 def test_idle_kept_connection_is_closed_after_the_idle_timeout(start_server):
-    server = start_prefork(start_server, "fcgi", handler_attrs={"idle_timeout": 0.5})
+    server = start_prefork(start_server, "fcgi", idletimeout=1)
     with client.FastCGIConnection(server.address, timeout=30) as conn:
         assert conn.request(path="/pid", keep_conn=True).status == 200
         sock = conn._channel.sock

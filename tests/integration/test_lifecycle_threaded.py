@@ -80,7 +80,7 @@ def test_sigterm_lets_the_request_in_flight_finish(start_server):
 
 def test_idle_kept_connections_time_out_and_free_their_threads(start_server):
     server = start_threaded(start_server, "fcgi", maxchildren=2, maxspare=2, minspare=1,
-                            handler_attrs={"idle_timeout": 0.5})
+                            idletimeout=1)
     kept = [client.FastCGIConnection(server.address, timeout=30) for _ in range(2)]
     try:
         for conn in kept:

@@ -17,7 +17,7 @@ def test_every_1_8_option_is_in_the_table_in_1_8_order():
 
 def test_options_beyond_1_8_and_their_defaults():
     assert {k: v for k, v in options.DEFAULTS.items() if k not in DJANGO_1_8_OPTIONS} == {
-        "socketmode": None, "user": None, "group": None, "allow": None,
+        "socketmode": None, "user": None, "group": None, "allow": None, "ajpsecret": None,
         "idletimeout": 60, "gracetimeout": 30,
     }
 
@@ -162,6 +162,8 @@ def test_umask_forms():
      "daemonize='true' needs host and port or socket: a server started by the web server "
      "(socket on fd 0) must stay in the foreground."),
     (["port=1", "port=2"], "port is given twice (port='1' and 'port=2')."),
+    (["ajpsecret=abc"], "ajpsecret needs protocol=ajp (protocol='fcgi')."),
+    (["ajpsecret=a b", "protocol=ajp"], "ajpsecret=... must be a non-empty word without spaces."),
     (["user=nosuchuser"], "user='nosuchuser' is not an account on this machine."),
     (["group=nosuchgroup"], "group='nosuchgroup' is not a group on this machine."),
     (["allow=127.0.0.1,localhost"],

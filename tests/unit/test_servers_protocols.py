@@ -406,6 +406,42 @@ def test_fcgi_stop_overrides_draining(serve):
     stop.close()
 
 
+def test_fcgi_repeated_end_of_params_runs_the_app_once(serve):
+    calls = []
+
+    def app(environ, start_response):
+        calls.append(1)
+        environ["wsgi.input"].read()  # Dispatches the records that follow.
+        start_response("200 OK", [])
+        return [b"once"]
+
+    address, _ = serve("fcgi", app)
+    sock = socket.create_connection(address)
+    sock.sendall(fcgi_record(1, struct.pack("!HB5x", 1, 0))
+                 + fcgi_record(4, client.encode_pairs({"REQUEST_METHOD": "GET"}))
+                 + fcgi_record(4) * 3 + fcgi_record(5))
+    data = read_until_closed(sock)
+    sock.close()
+    assert data.count(b"Status: 200 OK") == 1 and calls == [1]
+
+
+def test_fcgi_parameters_are_bounded(serve, caplog):
+    address, _ = serve("fcgi", hello_app)
+    with caplog.at_level(logging.INFO, LOGGER):
+        sock = socket.create_connection(address)
+        try:
+            sock.sendall(fcgi_record(1, struct.pack("!HB5x", 1, 0)))
+            for number in range(40):  # 2.6 MB of distinct parameters
+                pair = client.encode_pairs({f"HTTP_X_{number}": "v" * 65000})
+                sock.sendall(fcgi_record(4, pair))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert b"Status:" not in read_until_closed(sock)
+        sock.close()
+        wait_for(lambda: [r for r in caplog.records if r.name == LOGGER])
+    assert "parameters over" in caplog.records[-1].getMessage()
+
+
 def test_fcgi_unknown_role_is_refused(serve):
     address, _ = serve("fcgi", hello_app)
     sock = socket.create_connection(address)

@@ -159,7 +159,8 @@ def as_networks(name, value):
     return tuple(networks)
 
 
-def _as_secret(name, value):
+def as_secret(name, value):
+    """A shared secret: one word; never echoed back in a message."""
     text = str(value)
     if not text or any(c.isspace() for c in text):
         raise OptionError(f"{name}=... must be a non-empty word without spaces.")
@@ -243,7 +244,7 @@ OPTIONS = (
     Option("allow", as_networks, None,
            "Peers allowed to connect, e.g. 127.0.0.1,::1 [FCGI_WEB_SERVER_ADDRS or any].",
            "ADDRS"),
-    Option("ajpsecret", lambda name, value: _as_secret(name, value), None,
+    Option("ajpsecret", as_secret, None,
            "AJP only: refuse requests without this secret (Apache's secret=).", "SECRET"),
     Option("idletimeout", as_seconds, 60,
            "Seconds a connection may sit idle before it is closed (0: never).", "SECONDS"),

@@ -65,6 +65,8 @@ def accepted_values(option):
     if caster is getattr(o, "as_networks", None):
         return ("IP addresses or networks, comma separated, IPv4 or IPv6, "
                 "e.g. 127.0.0.1,10.0.0.0/24,::1")
+    if caster is getattr(o, "as_secret", None):
+        return "one word without spaces (the same as Apache's secret=)"
     if caster is o.as_octal:
         return "an octal number from 000 to 777, e.g. 022 or 0o022"
     if caster is o.as_host:
@@ -311,7 +313,9 @@ def startup_errors():
     probe = ("from runfcgi_compat import sockets\n"
              "try:\n    sockets.fd0_socket()\n"
              "except Exception as exc:\n    print(exc)\n")
-    done = subprocess.run([sys.executable, "-c", probe], stdin=subprocess.DEVNULL,
+    # The child sees the same runfcgi_compat as this build (installed or checkout).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    done = subprocess.run([sys.executable, "-c", probe], stdin=subprocess.DEVNULL, env=env,
                           capture_output=True, text=True, check=True, timeout=60)
     messages["no-socket"] = done.stdout.strip()
     return messages

@@ -5,12 +5,23 @@
 
 Everything a user can get wrong is checked before anything is forked, bound
 or written, and every failure is a StartupError with one line of text.
+
+Two shorter paths serve a prefork reload (``servers/reexec.py``), which
+runs this same command again:
+
+* ``RUNFCGI_PROBE`` set: load the app and return (the reload's check that
+  the new code loads; an error exits 1 like any start-up error);
+* ``RUNFCGI_REEXEC`` set: the master's new image.  It adopts the listening
+  socket, pidfile and old workers instead of binding, daemonizing and
+  writing anything, then serves.
 """
 import grp
 import logging
 import os
 import pwd
 import sys
+
+PROBE_ENV = "RUNFCGI_PROBE"  # servers/reexec.py sets it for the reload's check
 
 from . import daemon, pidfile, sockets
 from .errors import StartupError
@@ -42,6 +53,14 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
     """
     stdout = stdout or sys.stdout
     configure_logging()
+    if os.environ.get(PROBE_ENV):
+        _load(load_app)
+        return
+    handed_over = sockets.inherited(os.environ)
+    if handed_over is not None:
+        _resume(options, *handed_over, load_app, server_factory)
+        return
+    launch_dir = os.getcwd()  # Before daemonizing: a reload runs from here.
     streams = daemon.Streams(options.outlog, options.errlog)
     check_paths(options, streams)
     account = check_account(options)
@@ -62,7 +81,8 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
         else:
             streams.redirect(detached=False)
             _banner(options, listener, os.getpid(), stdout, verbosity)
-        _serve(options, listener, load_app, server_factory, streams, reporter, account)
+        _serve(options, listener, load_app, server_factory, streams, reporter, account,
+               launch_dir)
     finally:
         # Only the process that owns the socket may remove it: never a worker
         # that returned through this stack by mistake.
@@ -158,7 +178,8 @@ def _load(load_app):
         raise StartupError(f"cannot load the project's WSGI application: {exc}") from None
 
 
-def _serve(options, listener, load_app, server_factory, streams, reporter, account):
+def _serve(options, listener, load_app, server_factory, streams, reporter, account,
+           launch_dir):
     master_pid = os.getpid()
     written = None
     try:
@@ -169,6 +190,7 @@ def _serve(options, listener, load_app, server_factory, streams, reporter, accou
         # Made before switching account: our code is imported while we may
         # still read wherever it is installed.
         server = server_factory(options, load_app, on_reopen_logs=streams.reopen)
+        _allow_reload(server, listener, written, launch_dir)
         switch_account(options, account)
     except BaseException as exc:
         reporter.failed(str(exc) or exc.__class__.__name__)
@@ -176,11 +198,65 @@ def _serve(options, listener, load_app, server_factory, streams, reporter, accou
             written.remove()
         raise
     reporter.ready()
+    _serve_until_stopped(server, listener, written, master_pid)
+
+
+def _serve_until_stopped(server, listener, written, master_pid):
     try:
         server.serve(listener.sock)
     finally:
         if os.getpid() == master_pid and written is not None:
             written.remove()
+
+
+def _allow_reload(server, listener, written, launch_dir):
+    """Tell a prefork pool what its new image needs on reload (reexec.py)."""
+    if not hasattr(server, "reload_state"):
+        return  # threaded: SIGHUP is a no-op
+    server.reload_state = dict(
+        listener.handover(), cwd=launch_dir, workdir=os.getcwd(),
+        pidfile=written.path if written else None,
+        pidfile_fd=written.dir_fd if written else None)
+
+
+class _HandedOverPidfile(pidfile.Written):
+    """The pidfile our previous image wrote: same pid, so it stays as it is;
+    its directory's descriptor came across the exec."""
+
+    def __init__(self, path, pid, dir_fd):
+        self.path, self.pid, self.dir_fd = path, pid, dir_fd
+
+
+def _resume(options, listener, state, load_app, server_factory):
+    """Serve as the master's new image after a reload.
+
+    Streams, umask, account and working directory survived the exec; the
+    socket, pidfile and workers are adopted, nothing is bound or written.
+    """
+    os.chdir(state["workdir"])
+    written = None
+    if state.get("pidfile_fd") is not None:
+        written = _HandedOverPidfile(state["pidfile"], os.getpid(), state["pidfile_fd"])
+    streams = daemon.Streams(options.outlog, options.errlog)
+    try:
+        # If the code broke between the reload's check and now, this master
+        # ends with the error in errlog and its old workers follow it.
+        _load(load_app)
+        server = server_factory(options, load_app, on_reopen_logs=streams.reopen)
+    except BaseException:
+        logger.exception("prefork: the master's new image cannot serve; stopping")
+        if written is not None:
+            written.remove()
+        listener.close()
+        raise
+    server.adopt(state["workers"])
+    _allow_reload(server, listener, written, state["cwd"])
+    logger.info("prefork: master %d reloaded with the new code", os.getpid())
+    try:
+        _serve_until_stopped(server, listener, written, os.getpid())
+    finally:
+        if os.getpid() == listener.owner_pid:
+            listener.close()
 
 
 def _banner(options, listener, pid, stdout, verbosity):

@@ -1,9 +1,11 @@
 """Listening sockets: TCP (IPv4 or IPv6), UNIX, the one a web server hands us
-on fd 0, or the ones systemd passes with LISTEN_FDS.
+on fd 0, the ones systemd passes with LISTEN_FDS, or our own, handed over
+across a reload's exec (``inherited``).
 
 A UNIX socket path is only ever removed when it is a socket that nobody
 answers on (stale); a live server's socket or any other file is an error.
 """
+import json
 import os
 import socket
 import stat
@@ -12,6 +14,8 @@ from .errors import StartupError, describe
 
 BACKLOG = 1024
 SYSTEMD_FIRST_FD = 3
+# Set by a prefork master for its own new image on reload (servers/reexec.py).
+REEXEC_ENV = "RUNFCGI_REEXEC"
 
 
 class Listener:
@@ -30,6 +34,13 @@ class Listener:
             dir_fd = os.open(os.path.dirname(unix_path), os.O_RDONLY | os.O_DIRECTORY)
             name = os.path.basename(unix_path)
             self._created = (dir_fd, name, _inode(name, dir_fd))
+
+    def handover(self):
+        """What a new image of this process needs to own the socket (JSON-able)."""
+        dir_fd, name, inode = self._created or (None, None, None)
+        return {"description": self.description, "unix_path": self.unix_path,
+                "socket_dir_fd": dir_fd, "socket_name": name,
+                "socket_inode": list(inode) if inode else None}
 
     def close(self):
         """Close the socket and remove the socket file if it is still ours."""
@@ -57,6 +68,30 @@ def listen(options, environ=os.environ):
     if inherited is not None:
         return inherited
     return fd0_socket()
+
+
+def inherited(environ=os.environ):
+    """Return (Listener, state) our previous image handed over, or None.
+
+    ``state`` is the rest of what it passed (see runner and
+    servers/reexec.py).  The socket file of a UNIX socket is neither
+    removed nor recreated: the web server keeps connecting to it.
+    """
+    raw = environ.pop(REEXEC_ENV, None)
+    if raw is None:
+        return None
+    state = json.loads(raw)
+    fd = state["fd"]
+    # Our own descriptors must not leak into processes we start later.
+    for name, value in state.items():
+        if (name == "fd" or name.endswith("_fd")) and value is not None:
+            os.set_inheritable(value, False)
+    listener = Listener(socket.socket(fileno=fd), state["description"],
+                        unix_path=state.get("unix_path"))
+    if state.get("socket_dir_fd") is not None:
+        listener._created = (state["socket_dir_fd"], state["socket_name"],
+                             tuple(state["socket_inode"]))
+    return listener, state
 
 
 def listen_tcp(host, port):

@@ -59,6 +59,9 @@ def make_server(options, load_app, *, on_reopen_logs=None):
     idle = getattr(options, "idletimeout", None)
     if idle is not None:
         handler.idle_timeout = idle or None
+    secret = getattr(options, "ajpsecret", None)
+    if secret is not None:
+        handler.required_secret = secret
     grace = getattr(options, "gracetimeout", None)
     if grace is not None:
         pool.graceful_timeout = grace

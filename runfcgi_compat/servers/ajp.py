@@ -7,7 +7,11 @@ Changed, each in a subclass:
 * The forward-request parser understands every attribute Apache sends,
   including ``secret`` (0x0C, sent when ``ProxyPass ... secret=`` is set;
   flup dropped the connection) and ``stored_method`` (0x0D).  The secret
-  is never put in the environ.
+  is never put in the environ.  With ``required_secret`` (the ``ajpsecret``
+  option) a request without that secret is answered 403 and its connection
+  closed, with one warning; without it any secret is accepted.
+* An empty body packet ends the request body, as the AJP spec says (flup
+  treated it as an error and dropped the connection).
 * An exception that escapes the app is answered with status 500; flup sent
   "200 Internal Server Error".
 * Writing: flup sends each packet with two ``send()`` calls and slices the
@@ -19,6 +23,7 @@ Changed, each in a subclass:
 * Kept connections wait for their next request with an idle timeout and
   close at once when the server stops.
 """
+import hmac
 import struct
 
 from flup.server import ajp_base
@@ -28,7 +33,7 @@ from flup.server.ajp_base import (
     encodeString, methodTable,
 )
 
-from .base import ProtocolError, ProtocolHandler, log
+from .base import Parked, ProtocolError, ProtocolHandler, describe_peer, log, send_all
 
 FLUSH_THRESHOLD = 256 * 1024
 # Largest body chunk in one packet: 8 KiB packet - 4 header - 3 type and
@@ -81,7 +86,9 @@ def parse_forward_request(req, data):
             raise ProtocolError(f"unknown AJP request attribute 0x{code:02x}")
         value, pos = decodeString(data, pos)
         if code == ATTR_SECRET:
-            continue  # Proves the peer is our Apache; never show it to the app.
+            # Proves the peer is our Apache; never show it to the app.
+            req.secret = value
+            continue
         if code == ATTR_STORED_METHOD:
             req.setMethod(value)
             continue
@@ -138,6 +145,9 @@ class AJPConnection(ajp_base.Connection):
         try:
             while True:
                 self.processInput()
+        except Parked as exc:
+            exc.conn = self  # Still open: the pool resumes it with run().
+            raise
         except EOFError:
             pass
         except ajp_base.ProtocolError as exc:
@@ -155,7 +165,11 @@ class AJPConnection(ajp_base.Connection):
 
     def _forwardRequest(self, pkt):
         req = self.server.requestClass(self)
+        req.secret = None
         parse_forward_request(req, pkt.data)
+        if not self._secret_matches(req.secret):
+            self._refuse(req)
+            raise EOFError  # Closes the connection (see run).
         self._request = req
         try:
             if req.input.bytesAvailForAdd():
@@ -163,6 +177,38 @@ class AJPConnection(ajp_base.Connection):
             req.run()
         finally:
             self._request = None
+
+    def _secret_matches(self, given):
+        expected = self.server.required_secret
+        if expected is None:
+            return True
+        if given is None:
+            return False
+        # Constant time: the comparison must not tell how much was right.
+        return hmac.compare_digest(given, expected.encode("latin-1"))
+
+    def _refuse(self, req):
+        why = "without the" if req.secret is None else "with a wrong"
+        log.warning("ajp: request from %s refused: it came %s secret (ajpsecret)",
+                    describe_peer(self._sock, self._addr), why)
+        body = b"Forbidden\n"
+        AJPTransport(self).send_head_and_body(
+            "403 Forbidden", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))], body)
+        self.queue_packet(PKTTYPE_END_RESPONSE, b"\x00")  # 0: do not reuse.
+        self.flush()
+        # Unread body packets must not turn the close into a reset.
+        self.server.linger_close(self._sock)
+
+    def _processBody(self, pkt):
+        length = struct.unpack(">H", pkt.data[:2])[0] if pkt.length >= 2 else 0
+        data = pkt.data[2:2 + length]
+        stream = self._request.input
+        if not data:
+            # An empty body packet: the web server has no more body to send.
+            stream.setDataLength(stream._avail)
+            return
+        stream.addData(data)
 
     def _shutdown(self, pkt):
         log.info("ajp: the web server sent a SHUTDOWN packet; ignored")
@@ -184,12 +230,14 @@ class AJPConnection(ajp_base.Connection):
         if self._outbox:
             data = b"".join(self._outbox)
             self._outbox, self._outbox_size = [], 0
-            self._sock.sendall(data)
+            send_all(self._sock, data)
 
 
 class AJPHandler(ProtocolHandler, ajp_base.BaseAJPServer):
     protocol = "ajp"
     requestClass = AJPRequest
+    # The ``ajpsecret`` option: requests must carry this secret attribute.
+    required_secret = None
 
     def __init__(self, *, debug=False, multithreaded=False, multiprocess=True, max_conns=1,
                  allowed_peers=None):

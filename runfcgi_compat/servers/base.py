@@ -20,6 +20,11 @@ The pools (prefork, threaded) set two attributes on a handler:
   GET but not a POST, so we close only connections it has stopped using.
 * ``on_request_done``: called after every request (prefork counts them for
   ``maxrequests``).
+* ``hold``: a ``HoldPolicy``, how a connection with no request in progress
+  waits for one.  The default holds it (up to ``idle_timeout``); prefork
+  lets a worker give up an idle connection when new ones wait and no worker
+  is free, threaded parks it with the main thread (``Parked``) so that idle
+  connections never occupy threads.
 """
 import errno
 import ipaddress
@@ -32,7 +37,7 @@ import time
 import traceback
 
 from .environ import fix_environ
-from .signals import wait_readable
+from .signals import wait_readable, wait_writable
 
 log = logging.getLogger("runfcgi_compat")
 
@@ -53,10 +58,88 @@ class ProtocolError(Exception):
     """The peer sent something we cannot parse; the connection is closed."""
 
 
+class Parked(Exception):
+    """Raised while waiting for a request: the pool watches the connection.
+
+    The protocol's connection object fills in ``conn`` on the way out, so the
+    pool can resume it later (``ProtocolHandler.resume_connection``), in any
+    thread, once the peer has sent something.
+    """
+
+    def __init__(self, first):
+        super().__init__("connection parked")
+        self.first = first
+        self.conn = None
+        self.sock = None
+        self.peer = None
+
+
+# ``HoldPolicy.wait_for_request``'s answer when a stop or drain notice
+# arrived: the handler decides again under the stopping rules.
+NOTICE = "notice"
+
+
+class HoldPolicy:
+    """Hold the connection: the worker or thread waits with it.
+
+    ``wait_for_request`` returns True (a request is arriving), False (close
+    the connection) or ``NOTICE``, or raises ``Parked``.
+    ``wait_mid_request`` waits for the peer's next bytes inside a request.
+    """
+
+    def wait_for_request(self, handler, sock, first, notices):
+        ready = wait_readable([sock] + notices, handler.idle_timeout or None)
+        if sock in ready:
+            return True
+        if ready:
+            return NOTICE
+        log.debug("%s: idle connection timed out after %ss",
+                  handler.protocol, handler.idle_timeout)
+        return False
+
+    def wait_mid_request(self, handler, sock, parkable=False):
+        """``parkable``: the app has not started, so ``Parked`` may be raised."""
+        return bool(wait_readable([sock], handler.idle_timeout or None))
+
+
 def is_client_gone(exc):
     if isinstance(exc, (ClientGone,) + CLIENT_GONE):
         return True
     return isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ECONNRESET)
+
+
+# -- raw reads and writes ------------------------------------------------------------
+#
+# On a socket with a timeout CPython polls before every recv() and send(),
+# so each costs two system calls.  Accepted sockets keep their timeout (it
+# bounds reads and writes for code that uses the socket object), but the
+# protocols' own reads and writes go through the descriptor: one call, and
+# a poll only when the kernel says the call would block.
+
+
+def read_some(sock, size, wait):
+    """Return up to ``size`` bytes (b"" at EOF); ``wait(sock)`` -> False: timeout."""
+    fd = sock.fileno()
+    while True:
+        try:
+            return os.read(fd, size)
+        except BlockingIOError:
+            if not wait(sock):
+                raise TimeoutError("the peer sent nothing in time") from None
+
+
+def send_all(sock, data):
+    """Send all of ``data``, bounded by the socket's timeout per stall."""
+    view = memoryview(data)
+    fd = sock.fileno()
+    while view:
+        try:
+            sent = os.write(fd, view)
+        except BlockingIOError:
+            if not wait_writable(sock, sock.gettimeout()):
+                raise TimeoutError("the peer stopped reading the response") from None
+            continue
+        view = view[sent:]
 
 
 # -- allowed peers ------------------------------------------------------------
@@ -214,6 +297,30 @@ def error_page(debug, exc_info):
     return "500 Internal Server Error", headers, body
 
 
+def missing_cgi_variables(environ):
+    """Return the names of required CGI variables that are absent or empty.
+
+    Only REQUEST_METHOD: Django (and every WSGI app) needs it before
+    anything else, and all web servers send it.  SERVER_NAME and SERVER_PORT
+    matter only without a Host header, when Django's ``get_host`` reports
+    them itself; refusing them here would break test clients and apps that
+    never look.
+    """
+    return [] if environ.get("REQUEST_METHOD") else ["REQUEST_METHOD"]
+
+
+def send_error(transport, status, body, headers=None):
+    """Send a complete plain-text response of our own in one write."""
+    if headers is None:
+        headers = [("Content-Type", "text/plain; charset=utf-8"),
+                   ("Content-Length", str(len(body)))]
+    response = Response(transport)
+    response.buffered = True
+    response.start_response(status, headers)
+    response.write(body)
+    response.finish()
+
+
 def encode_head(status, headers):
     """CGI-style response head shared by FastCGI and SCGI."""
     lines = [f"Status: {status}\r\n"]
@@ -259,6 +366,7 @@ class ProtocolHandler:
         self.drain_notice = None
         self.drain_started = None
         self.on_request_done = None
+        self.hold = HoldPolicy()
 
     def set_app(self, app):
         self.app = app
@@ -266,9 +374,14 @@ class ProtocolHandler:
     # -- connection level
 
     def handle_connection(self, sock, addr):
-        """Serve one accepted connection until it closes; never raise."""
+        """Serve one accepted connection until it closes; never raise.
+
+        Return None, or the ``Parked`` exception when the hold policy parked
+        the connection: then it is still open, for ``resume_connection``.
+        """
         peer = describe_peer(sock, addr)
-        try:
+
+        def start():
             # Bounds every read and write in the middle of a request: a peer
             # that stops sending or reading would pin this worker forever.
             sock.settimeout(self.idle_timeout or None)
@@ -280,6 +393,21 @@ class ProtocolHandler:
                             "FCGI_WEB_SERVER_ADDRS)", self.protocol, peer)
                 return
             self.run_connection(sock, addr)
+
+        return self._drive(sock, peer, start)
+
+    def resume_connection(self, parked):
+        """Go on serving a connection parked earlier; as handle_connection."""
+        return self._drive(parked.sock, parked.peer, parked.conn.run)
+
+    def _drive(self, sock, peer, run):
+        parked = None
+        try:
+            run()
+        except Parked as exc:
+            parked = exc
+            parked.sock, parked.peer = sock, peer
+            return parked
         except ResponseAbandoned:
             # Already logged.  Reset rather than close: after a FIN, an SCGI
             # response without Content-Length would look complete to the web
@@ -300,10 +428,12 @@ class ProtocolHandler:
                 log.exception("%s: unexpected error on connection from %s",
                               self.protocol, peer)
         finally:
-            try:
-                sock.close()
-            except OSError:
-                pass
+            if parked is None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        return None
 
     def run_connection(self, sock, addr):
         raise NotImplementedError
@@ -328,14 +458,14 @@ class ProtocolHandler:
             waiting_on = [sock] if stop is None else [sock, stop]
             return sock in wait_readable(waiting_on, self.drain_quiet)
         notices = [n for n in (stop, drain) if n is not None]
-        ready = wait_readable([sock] + notices, self.idle_timeout or None)
-        if sock in ready:
-            return True
-        if ready:  # A notice arrived while we waited: decide as above.
+        verdict = self.hold.wait_for_request(self, sock, first, notices)
+        if verdict is NOTICE:  # A notice arrived while we waited: decide as above.
             return self.wait_for_request(sock, first)
-        log.debug("%s: idle connection timed out after %ss",
-                  self.protocol, self.idle_timeout)
-        return False
+        return verdict
+
+    def wait_for_data(self, sock, parkable=False):
+        """Inside a request: wait (bounded) for the peer's next bytes."""
+        return self.hold.wait_mid_request(self, sock, parkable)
 
     def linger_close(self, sock):
         """Half-close, read until the peer's EOF (bounded), then close."""
@@ -370,6 +500,20 @@ class ProtocolHandler:
         ResponseAbandoned when the app failed after the response started:
         the only honest thing left then is to break the connection.
         """
+        missing = missing_cgi_variables(environ)
+        if missing:
+            # The web server's configuration is wrong (a hand-written
+            # fastcgi_param list, a bad test client): a 400 and one line
+            # that names what is missing, not Django's KeyError traceback.
+            log.warning("%s: bad request for %s: the web server sent no %s",
+                        self.protocol, environ.get("REQUEST_URI") or environ.get("PATH_INFO", "?"),
+                        " or ".join(missing))
+            try:
+                send_error(transport, "400 Bad Request", b"Bad Request\n")
+            finally:
+                if self.on_request_done is not None:
+                    self.on_request_done()
+            return
         response = Response(transport)
         try:
             run_app(self.app, environ, response)
@@ -385,11 +529,7 @@ class ProtocolHandler:
             log.exception("%s: unhandled exception in the application for %s",
                           self.protocol, where)
             status, headers, body = error_page(self.debug, sys.exc_info())
-            response = Response(transport)
-            response.buffered = True
-            response.start_response(status, headers)
-            response.write(body)
-            response.finish()
+            send_error(transport, status, body, headers)
         finally:
             if self.on_request_done is not None:
                 self.on_request_done()

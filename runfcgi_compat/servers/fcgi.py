@@ -7,7 +7,12 @@ request bookkeeping.  What we change, each in a subclass:
 * Writing: flup sends every record with three ``send()`` calls and slices
   the remaining body (``data[n:]``) after each record, which is quadratic.
   ``FCGIConnection`` queues encoded records (memoryview slices, no copies)
-  and sends them with one ``sendall`` per flush.
+  and sends them with one write per flush.
+* Reading: flup polls (``select``), then reads each record's header, body
+  and padding with separate ``recv`` calls, each preceded by another poll:
+  about twenty system calls for a GET.  We read whatever has arrived (up
+  to 64 KiB) into a buffer and cut records from it: usually one read per
+  request.  The socket is polled only when a read would block.
 * FCGI_GET_VALUES: flup looks bytes names up among str keys and always
   answers nothing; our capability table has bytes keys.
 * Malformed records (and HTTP sent to the FastCGI port) close the
@@ -19,17 +24,24 @@ request bookkeeping.  What we change, each in a subclass:
 * Kept connections (``fastcgi_keep_conn on``) wait for their next request
   with an idle timeout, and close at once when the server stops.
 """
-import socket
 import struct
 
 from flup.server import fcgi_base
 from flup.server.fcgi_base import (
-    FCGI_HEADER_LEN, FCGI_Header, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER,
-    FCGI_STDERR, FCGI_STDOUT, FCGI_UNKNOWN_ROLE, FCGI_VERSION_1,
+    FCGI_ABORT_REQUEST, FCGI_BEGIN_REQUEST, FCGI_DATA, FCGI_GET_VALUES, FCGI_HEADER_LEN,
+    FCGI_NULL_REQUEST_ID, FCGI_PARAMS, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER, FCGI_STDERR,
+    FCGI_STDIN, FCGI_STDOUT, FCGI_UNKNOWN_ROLE, FCGI_VERSION_1, FCGI_Header, Record,
 )
 
-from .base import ClientGone, ProtocolError, ProtocolHandler, encode_head, log
+from .base import (
+    ClientGone, Parked, ProtocolError, ProtocolHandler, encode_head, log, read_some, send_all,
+)
 from .signals import wait_readable
+
+HEADER = struct.Struct(FCGI_Header)
+# One read takes all nginx sends for a typical request (a few KiB of
+# parameters and the body records) and at most one 64 KiB record more.
+READ_SIZE = 65536 + 256 + FCGI_HEADER_LEN
 
 # Flush queued records once this many bytes are waiting: big enough to make
 # syscalls rare, small enough that a huge body is never copied whole.
@@ -70,7 +82,13 @@ class FCGIRequest(fcgi_base.Request):
     def run(self):
         """Run the app, then end the request (flup's run minus its bugs)."""
         # Raises only when the connection is lost: then no END_REQUEST.
-        protocol_status, app_status = self.server.handler(self)
+        # While the app runs, a wait for more input cannot park the
+        # connection (see ThreadHold): the app's stack is in the way.
+        self._conn.in_app = True
+        try:
+            protocol_status, app_status = self.server.handler(self)
+        finally:
+            self._conn.in_app = False
         self.stdout.close()
         self.stderr.close()
         self._end(app_status, protocol_status)
@@ -108,38 +126,115 @@ class FCGIConnection(fcgi_base.Connection):
         self._outbox = []
         self._outbox_size = 0
         self._closed = False
+        self._first = True
         self.peer_closed = False
+        self._inbuf = b""  # Read but not yet parsed, from _inpos on.
+        self._inpos = 0
+        self._stdin_ended = False
+        self.in_app = False
 
     # -- reading
 
     def run(self):
+        """Serve requests until the connection ends, or raise ``Parked``.
+
+        Called again after a park: the state between two requests is only
+        the socket and ``_first``.
+        """
         self._keepGoing = True
-        first = True
+        parked = False
         try:
             while self._keepGoing:
                 if not self._requests:
                     # Between requests: this is where an idle kept connection
                     # times out, and where a stop closes it.  Nothing is
                     # unread, so a plain close cannot reset anything.
-                    if not self.server.wait_for_request(self._sock, first):
+                    # Bytes already buffered are a request arriving (a
+                    # client may pipeline): only an empty buffer waits.
+                    if (self._inpos == len(self._inbuf)
+                            and not self.server.wait_for_request(self._sock, self._first)):
                         break
-                    self._check_version()
-                    first = False
+                    self._first = False
                 self.process_input()
+        except Parked as exc:
+            parked = True
+            exc.conn = self
+            raise
         except EOFError:
             pass
         except MALFORMED as exc:
             raise ProtocolError(f"malformed FastCGI record ({exc.__class__.__name__}: {exc})")
         finally:
-            self._close(linger=False)
+            if not parked:
+                self._close(linger=False)
 
     def process_input(self):
-        # In the middle of a request (more params or stdin to come), flup
-        # polls every second forever; a peer that stalls there would pin us.
-        timeout = self.server.idle_timeout or None
-        if self._requests and not wait_readable([self._sock], timeout):
-            raise TimeoutError(f"no data from the web server for {timeout}s mid-request")
-        super().process_input()
+        """Read one record and dispatch it (flup's dispatch, our reading)."""
+        if not self._requests and self._inpos == len(self._inbuf):
+            self._fill(1)
+            self._check_version()
+        rec = self._read_record()
+        kind = rec.type
+        if kind == FCGI_STDIN:
+            self._do_stdin(rec)
+        elif kind == FCGI_PARAMS:
+            self._do_params(rec)
+        elif kind == FCGI_BEGIN_REQUEST:
+            self._do_begin_request(rec)
+        elif kind == FCGI_ABORT_REQUEST:
+            self._do_abort_request(rec)
+        elif kind == FCGI_GET_VALUES:
+            self._do_get_values(rec)
+        elif kind == FCGI_DATA:
+            self._do_data(rec)
+        elif rec.requestId == FCGI_NULL_REQUEST_ID:
+            self._do_unknown_type(rec)
+
+    def _fill(self, need):
+        """Have at least ``need`` unread bytes in the buffer; EOFError at EOF.
+
+        Waiting for them is bounded by the idle timeout (in the middle of a
+        request flup polled every second forever: a stalled peer pinned us).
+        """
+        while len(self._inbuf) - self._inpos < need:
+            data = read_some(self._sock, max(READ_SIZE, need), self._wait_for_data)
+            if not data:
+                raise EOFError
+            self._inbuf = self._inbuf[self._inpos:] + data if self._inpos else (
+                self._inbuf + data)
+            self._inpos = 0
+
+    def _wait_for_data(self, sock):
+        return self.server.wait_for_data(sock, parkable=not self.in_app)
+
+    def _read_record(self):
+        self._fill(FCGI_HEADER_LEN)
+        version, kind, request_id, length, padding = HEADER.unpack_from(
+            self._inbuf, self._inpos)
+        self._fill(FCGI_HEADER_LEN + length + padding)
+        rec = Record(kind, request_id)
+        rec.version, rec.contentLength, rec.paddingLength = version, length, padding
+        start = self._inpos + FCGI_HEADER_LEN
+        rec.contentData = self._inbuf[start:start + length]
+        self._inpos = start + length + padding
+        return rec
+
+    def _has_record(self):
+        """True if a whole record is already buffered."""
+        unread = len(self._inbuf) - self._inpos
+        if unread < FCGI_HEADER_LEN:
+            return False
+        _, _, _, length, padding = HEADER.unpack_from(self._inbuf, self._inpos)
+        return unread >= FCGI_HEADER_LEN + length + padding
+
+    def _do_begin_request(self, inrec):
+        self._stdin_ended = False
+        super()._do_begin_request(inrec)
+
+    def _do_stdin(self, inrec):
+        if not inrec.contentLength:
+            self._stdin_ended = True
+        super()._do_stdin(inrec)
 
     def _do_params(self, inrec):
         req = self._requests.get(inrec.requestId)
@@ -160,10 +255,10 @@ class FCGIConnection(fcgi_base.Connection):
         # HTTP request sent to the FastCGI port (proxy_pass instead of
         # fastcgi_pass), which flup would read as a record of random length
         # and then wait for forever.
-        first_byte = self._sock.recv(1, socket.MSG_PEEK)
-        if first_byte and first_byte[0] != FCGI_VERSION_1:
+        first_bytes = bytes(self._inbuf[self._inpos:self._inpos + 16])
+        if first_bytes[0] != FCGI_VERSION_1:
             raise ProtocolError(
-                f"not a FastCGI record (first bytes {self._sock.recv(16, socket.MSG_PEEK)!r};"
+                f"not a FastCGI record (first bytes {first_bytes!r};"
                 " is the web server speaking HTTP to this port?)"
             )
 
@@ -174,7 +269,7 @@ class FCGIConnection(fcgi_base.Connection):
         """
         if req.aborted:
             return True
-        if wait_readable([self._sock], 0):
+        if self._has_record() or wait_readable([self._sock], 0):
             try:
                 # Dispatches FCGI_ABORT_REQUEST (sets req.aborted) or more
                 # stdin the app did not read.
@@ -213,7 +308,7 @@ class FCGIConnection(fcgi_base.Connection):
         data = b"".join(self._outbox)
         self._outbox = []
         self._outbox_size = 0
-        self._sock.sendall(data)
+        send_all(self._sock, data)
 
     # -- closing
 
@@ -221,8 +316,11 @@ class FCGIConnection(fcgi_base.Connection):
         # flup calls this after a request without FCGI_KEEP_CONN; its version
         # waits for the peer's EOF with no timeout.  Ours is bounded, and
         # still needed: stdin the app did not read would turn close() into a
-        # reset that can destroy the end of the response.
-        self._close(linger=not self.peer_closed)
+        # reset that can destroy the end of the response.  When the whole
+        # request (down to its empty FCGI_STDIN) has been read and nothing
+        # more is buffered, the web server sends nothing more: plain close.
+        read_all = self._stdin_ended and self._inpos == len(self._inbuf)
+        self._close(linger=not (self.peer_closed or read_all))
 
     def _close(self, linger):
         if self._closed:

@@ -10,30 +10,46 @@ How it works:
 
 * Workers ``accept()`` on the shared listening socket (non-blocking, after
   a ``poll`` that also watches the worker's stop notice) and serve one
-  connection at a time with the protocol handler.
-* Each worker has a pipe to the master and writes one byte when its state
-  changes: ``I`` idle, ``B`` busy.  A worker is busy for as long as it holds
-  a connection, including an idle kept FastCGI connection, so kept
-  connections make the pool grow instead of starving new ones.
+  connection at a time with the protocol handler (see ``worker.py``).
+* Each worker keeps its state in a shared ``Scoreboard``: idle, busy,
+  holding a connection with no request in it, stalled on its peer.  It
+  writes to its pipe to the master only when the master must act, so a
+  request costs the master nothing.
+* A worker holding an idle connection (kept, or fresh and silent) gives it
+  up when connections wait and no worker is idle, so kept connections
+  never starve new ones (``worker.WorkerHold``).
 * The master keeps between ``minspare`` and ``maxspare`` idle workers and
   never more than ``maxchildren`` in all.  While demand outruns the spares
   it starts workers in doubling bursts (1, 2, 4, ...); surplus workers are
   retired once they have been idle for ``settle_time``.  It sleeps in
   ``poll()`` on the worker pipes and a signal wake-up fd, so signals act at
   once.
-* Workers load the app after fork, so a reload gives them fresh code.
+* When every one of ``maxchildren`` workers is stuck in a request whose
+  peer stopped sending, the master refuses (accepts and closes) new
+  connections, so the web server answers them at once (or tries another
+  backend) instead of holding them until an idle timeout frees a worker.
+  Workers busy in the application are never a reason to refuse.
+* Workers are forked from a master that has loaded the app (the runner
+  loads it to report errors in the terminal); a reload re-executes the
+  master, so their code is always the code the master last loaded.
 
 Signals to the master:
 
 * SIGTERM, SIGINT: graceful stop.  Workers finish the request they hold and
   exit; idle ones exit at once.  After ``graceful_timeout`` seconds (or a
   second SIGTERM/SIGINT) the rest are killed.  ``serve()`` then returns.
-* SIGHUP: graceful reload.  Same pid, same listening socket; every worker is
-  asked to finish and exit, and new workers (new code) take over.  An old
-  worker holding a kept connection serves it for as long as the web server
-  keeps using it and closes it once quiet (see ``base.wait_for_request``):
-  closing a busy kept connection races with the next request, which nginx
-  retries for GET but not for POST.
+* SIGHUP: graceful reload with new code.  When started by the runner
+  (``reload_state`` set), the master checks that the new code loads in a
+  fresh interpreter, then re-executes itself in place (same pid, same
+  listening socket; see ``reexec.py``); the new image starts new workers
+  and retires the old ones once the first new one is ready.  If the new
+  code does not load, one ERROR line is logged and the old workers go on
+  serving.  Without ``reload_state`` (the pool used on its own) every
+  worker is replaced and the new ones load the app again after fork.
+  Either way an old worker holding a kept connection serves it for as long
+  as the web server keeps using it and closes it once quiet (see
+  ``base.wait_for_request``): closing a busy kept connection races with the
+  next request, which nginx retries for GET but not for POST.
 * SIGUSR1: reopen log files, in the master and every worker.
 * SIGCHLD: wakes the master to replace dead workers.  Workers that die
   before they are ready (the app failed to load) are replaced with an
@@ -47,18 +63,13 @@ import signal
 import sys
 import time
 
+from . import reexec
 from .base import log
-from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
+from .scoreboard import FREE, IDLE, STALLED, STARTING, Scoreboard
+from .signals import STOP_SIGNALS, SignalBox, wait_readable
+from .worker import EXIT_BOOT_FAILED, EXIT_ERROR, EXIT_OK, WorkerProcess
 
 MASTER_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
-WORKER_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1)
-
-IDLE, BUSY = b"I", b"B"
-STARTING = b"S"  # Master-side only: forked, app not loaded yet.
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_BOOT_FAILED = 3
 
 # Errors from accept() that concern one connection or a passing shortage,
 # not the listening socket: log, pause briefly, go on.
@@ -69,16 +80,16 @@ TRANSIENT_ACCEPT_ERRORS = (errno.ECONNABORTED, errno.EMFILE, errno.ENFILE,
 class Worker:
     """The master's record of one worker process."""
 
-    def __init__(self, pid, status_fd):
+    def __init__(self, pid, status_fd, slot):
         self.pid = pid
         self.status_fd = status_fd
-        self.state = STARTING
+        self.slot = slot  # None: not ours to watch (adopted after a reload)
         self.retiring = False  # Asked to stop (shrink, reload or stop).
         self.ever_ready = False
-        self.idle_since = 0.0
+        self.idle_since = None  # When the master first saw it idle.
 
     def __repr__(self):
-        return f"<Worker {self.pid} {self.state.decode()}{' retiring' if self.retiring else ''}>"
+        return f"<Worker {self.pid} slot {self.slot}{' retiring' if self.retiring else ''}>"
 
 
 class PreforkPool:
@@ -95,6 +106,9 @@ class PreforkPool:
     # Seconds a surplus worker stays idle before it is retired, and a
     # shortage must be over before the spawn burst resets.
     settle_time = 1.0
+    # Seconds the new code may take to load in a reload's check before the
+    # reload is given up.
+    probe_timeout = 120.0
 
     def __init__(self, handler, load_app, *, maxspare, minspare, maxchildren,
                  maxrequests=0, on_reopen_logs=None):
@@ -106,13 +120,31 @@ class PreforkPool:
         self.maxrequests = maxrequests
         self.on_reopen_logs = on_reopen_logs
         self.workers = {}  # pid -> Worker
+        self.listen_sock = None
+        self.board = None
+        self.master_pid = None
+        # Set by the runner: what a reload hands to the master's new image
+        # (see reexec.exec_master); None: reload by replacing workers only.
+        self.reload_state = None
+        self._adopted = {}  # pid -> Worker: an earlier image's workers
+        self._probe_pid = None
+        self._probe_deadline = None
+
+    def adopt(self, pids):
+        """Take over workers started by this master's previous image (a
+        reload): they are reaped here and retired once a new worker is ready."""
+        for pid in pids:
+            worker = Worker(pid, None, None)
+            worker.ever_ready = True  # They served: an exit is no boot failure.
+            self._adopted[pid] = worker
 
     # -- master --------------------------------------------------------------
 
     def serve(self, listen_sock):
         """Run the pool on ``listen_sock`` until a graceful stop; return None."""
-        self._listen = listen_sock
-        self._master_pid = os.getpid()
+        self.listen_sock = listen_sock
+        self.master_pid = os.getpid()
+        self.board = Scoreboard(self.maxchildren)
         self._box = SignalBox(MASTER_SIGNALS)
         self._stopping = False
         self._force = False
@@ -121,18 +153,23 @@ class PreforkPool:
         self._next_spawn_at = 0.0
         self._burst = 1
         self._last_shortage = 0.0
+        self._refusing = 0  # Connections refused in the current episode.
         was_blocking = listen_sock.getblocking()
         # Workers poll, then accept; only one wins each connection, the
         # others must get EAGAIN instead of blocking.
         listen_sock.setblocking(False)
         self._box.install()
+        # After a reload the previous image blocked these across exec so
+        # that none was lost; pending ones arrive now, handled.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
         try:
             self._run()
         finally:
-            if self.workers:  # Only after an unexpected error in the master.
+            if self.workers or self._adopted:  # Only after an unexpected error.
                 self._kill_all()
             self._box.restore()
             self._box.close()
+            self.board.close()
             listen_sock.setblocking(was_blocking)
 
     def _run(self):
@@ -140,18 +177,20 @@ class PreforkPool:
             for signum in self._box.drain():
                 self._on_signal(signum)
             self._reap()
+            self._check_probe()
             if self._stopping:
-                if not self.workers:
+                if not self.workers and not self._adopted:
                     log.info("prefork: all workers stopped")
                     return
                 if self._force or time.monotonic() >= self._deadline:
                     self._kill_all()
                     return
+                self._wait_for_events(watch_listen=False)
             else:
                 self._adjust_pool()
-            self._wait_for_events()
+                self._wait_for_events(watch_listen=self._refuse_if_stuck())
 
-    def _wait_for_events(self):
+    def _wait_for_events(self, watch_listen):
         timeout = None
         now = time.monotonic()
         if self._stopping:
@@ -160,12 +199,15 @@ class PreforkPool:
             wakeup = self._next_wakeup(now)
             if wakeup is not None:
                 timeout = max(0.0, wakeup - now)
-        # A ceiling, in case a SIGCHLD was coalesced with another one.
+        # A ceiling: workers do not report going idle, so the master looks
+        # at the scoreboard at least this often (and after a coalesced SIGCHLD).
         timeout = 1.0 if timeout is None else min(timeout, 1.0)
         fds = [self._box] + [w.status_fd for w in self.workers.values()
                              if w.status_fd is not None]
+        if watch_listen:
+            fds.append(self.listen_sock)
         for fd in wait_readable(fds, timeout):
-            if fd is not self._box:
+            if fd is not self._box and fd is not self.listen_sock:
                 self._read_status(fd)
 
     def _on_signal(self, signum):
@@ -180,7 +222,7 @@ class PreforkPool:
                 self._reload()
         elif signum == signal.SIGUSR1:
             self._reopen_logs()
-            for worker in self.workers.values():
+            for worker in list(self.workers.values()) + list(self._adopted.values()):
                 self._signal(worker, signal.SIGUSR1)
 
     def _begin_stop(self, signum):
@@ -188,12 +230,24 @@ class PreforkPool:
                  signal.Signals(signum).name, len(self.workers))
         self._stopping = True
         self._deadline = time.monotonic() + self.graceful_timeout
-        for worker in self.workers.values():
+        if self._probe_pid is not None:
+            self._signal_pid(self._probe_pid, signal.SIGKILL)
+        for worker in list(self.workers.values()) + list(self._adopted.values()):
             # Every worker, even one already draining after a reload.
             worker.retiring = True
             self._signal(worker, signal.SIGTERM)
 
     def _reload(self):
+        if self.reload_state is None:
+            self._replace_workers()
+        elif self._probe_pid is not None:
+            log.warning("prefork: SIGHUP ignored: a reload is already under way")
+        else:
+            log.info("prefork: SIGHUP received; checking that the new code loads")
+            self._probe_pid = reexec.start_probe(self.reload_state["cwd"], MASTER_SIGNALS)
+            self._probe_deadline = time.monotonic() + self.probe_timeout
+
+    def _replace_workers(self):
         log.info("prefork: SIGHUP received; replacing %d workers", len(self.workers))
         for worker in self.workers.values():
             # SIGHUP, not SIGTERM: finish gently (see base.wait_for_request).
@@ -201,6 +255,35 @@ class PreforkPool:
         # Fresh code deserves a fresh start: forget old start-up failures.
         self._boot_failures = 0
         self._next_spawn_at = 0.0
+
+    def _check_probe(self):
+        if self._probe_pid is not None and time.monotonic() > self._probe_deadline:
+            self._signal_pid(self._probe_pid, signal.SIGKILL)  # Reaped as a failure.
+
+    def _probe_done(self, status):
+        self._probe_pid = None
+        code = os.waitstatus_to_exitcode(status)
+        if self._stopping:
+            return
+        if code != 0:
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+            log.error("prefork: reload cancelled: the new code does not load (check "
+                      "exited with %s; its error is above); still serving the old code", how)
+            return
+        log.info("prefork: the new code loads; restarting the master in place (pid %d)",
+                 os.getpid())
+        workers = list(self.workers) + list(self._adopted)
+        self._box.restore()
+        reexec.exec_master(self.listen_sock, workers, self.reload_state, MASTER_SIGNALS)
+        self._box.install()  # Only reached when exec failed.
+
+    def _retire_adopted(self):
+        """A new worker is ready: the previous image's workers finish and go."""
+        if self._adopted:
+            log.info("prefork: new workers are ready; %d old workers finish their work",
+                     len(self._adopted))
+        for worker in self._adopted.values():
+            self._retire(worker, signal.SIGHUP)
 
     def _reopen_logs(self):
         if self.on_reopen_logs is None:
@@ -211,25 +294,38 @@ class PreforkPool:
             log.exception("prefork: reopening the log files failed")
 
     def _kill_all(self):
-        if self.workers:
+        everyone = {**self._adopted, **self.workers}
+        if everyone:
             log.warning("prefork: killing %d workers that did not stop in time: %s",
-                        len(self.workers), ", ".join(str(p) for p in self.workers))
-        for worker in self.workers.values():
+                        len(everyone), ", ".join(str(p) for p in everyone))
+        for worker in everyone.values():
             self._signal(worker, signal.SIGKILL)
-        for pid in list(self.workers):
+        for pid, worker in everyone.items():
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-            self._forget(self.workers[pid])
+            self._forget(worker)
 
     # -- pool accounting
+
+    def _state(self, worker):
+        return None if worker.slot is None else self.board.get(worker.slot)
 
     def _adjust_pool(self):
         now = time.monotonic()
         current = [w for w in self.workers.values() if not w.retiring]
-        idle = [w for w in current if w.state == IDLE]
-        starting = sum(1 for w in current if w.state == STARTING)
+        idle = []
+        starting = 0
+        for worker in current:
+            state = self._state(worker)
+            if state == IDLE:
+                if worker.idle_since is None:
+                    worker.idle_since = now
+                idle.append(worker)
+            else:
+                worker.idle_since = None
+                starting += state == STARTING
         spare = len(idle) + starting
         if spare < self.minspare:
             self._last_shortage = now
@@ -256,13 +352,45 @@ class PreforkPool:
     def _next_wakeup(self, now):
         """When pool maintenance must run next without any event; None: never."""
         times = []
+        if self._probe_deadline is not None and self._probe_pid is not None:
+            times.append(self._probe_deadline)
         if self._next_spawn_at > now:
             times.append(self._next_spawn_at)
         idle = [w.idle_since for w in self.workers.values()
-                if w.state == IDLE and not w.retiring]
+                if w.idle_since is not None and not w.retiring]
         if len(idle) > self.maxspare:
             times.append(min(idle) + self.settle_time)
         return min(times) if times else None
+
+    def _all_stalled(self):
+        """True when maxchildren workers all wait on peers that stopped sending."""
+        if len(self.workers) < self.maxchildren:
+            return False  # There is room to start a worker instead.
+        states = self.board.snapshot().replace(FREE, b"")
+        return bool(states) and states.count(STALLED) == len(states)
+
+    def _refuse_if_stuck(self):
+        """Refuse waiting connections while every worker is stuck on a stalled
+        peer; return True to keep watching the listening socket."""
+        if not self._all_stalled():
+            if self._refusing:
+                log.info("prefork: a worker is free again after %d connections "
+                         "were refused", self._refusing)
+                self._refusing = 0
+            return False
+        while self._all_stalled():
+            try:
+                conn, _ = self.listen_sock.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break  # Whatever it is, the workers will meet it too.
+            if not self._refusing:
+                log.warning("prefork: all %d workers wait on peers that stopped sending; "
+                            "refusing new connections", self.maxchildren)
+            self._refusing += 1
+            conn.close()
+        return True
 
     def _retire(self, worker, signum=signal.SIGTERM):
         if not worker.retiring:
@@ -270,8 +398,12 @@ class PreforkPool:
             self._signal(worker, signum)
 
     def _signal(self, worker, signum):
+        self._signal_pid(worker.pid, signum)
+
+    @staticmethod
+    def _signal_pid(pid, signum):
         try:
-            os.kill(worker.pid, signum)
+            os.kill(pid, signum)
         except ProcessLookupError:
             pass
 
@@ -286,20 +418,16 @@ class PreforkPool:
         except OSError:
             data = b""
         if data:
-            self._set_state(worker, data[-1:])
+            # Any word from a worker means its app loaded; the rest of what
+            # it has to say is on the scoreboard.
+            if not worker.ever_ready:
+                worker.ever_ready = True
+                self._boot_failures = 0
+                self._next_spawn_at = 0.0
+                self._retire_adopted()
         else:
             # EOF: the worker is exiting; SIGCHLD will follow.  Stop polling.
             self._close_status(worker)
-
-    def _set_state(self, worker, state):
-        if state == IDLE and worker.state != IDLE:
-            worker.idle_since = time.monotonic()
-        worker.state = state
-        # Any report means the app loaded (IDLE then BUSY may arrive in one read).
-        if not worker.ever_ready:
-            worker.ever_ready = True
-            self._boot_failures = 0
-            self._next_spawn_at = 0.0
 
     def _close_status(self, worker):
         if worker.status_fd is not None:
@@ -308,7 +436,10 @@ class PreforkPool:
 
     def _forget(self, worker):
         self._close_status(worker)
+        if worker.slot is not None:
+            self.board.set(worker.slot, FREE)
         self.workers.pop(worker.pid, None)
+        self._adopted.pop(worker.pid, None)
 
     def _reap(self):
         while True:
@@ -318,7 +449,10 @@ class PreforkPool:
                 return
             if pid == 0:
                 return
-            worker = self.workers.get(pid)
+            if pid == self._probe_pid:
+                self._probe_done(status)
+                continue
+            worker = self.workers.get(pid) or self._adopted.get(pid)
             if worker is None:
                 continue
             # The last bytes may still be in the pipe (ready, then died).
@@ -345,7 +479,11 @@ class PreforkPool:
             log.warning("prefork: worker %d died (%s); replacing it", worker.pid, how)
 
     def _spawn(self):
+        slot = self.board.free_slot({w.slot for w in self.workers.values()})
+        if slot is None:
+            return  # Every slot is taken by a worker not yet reaped.
         read_fd, write_fd = os.pipe()
+        self.board.set(slot, STARTING)
         # Block our signals across fork: until the child has installed its
         # own handlers, a signal would run the master's handler in the
         # child and write to the master's wake-up pipe.
@@ -356,6 +494,7 @@ class PreforkPool:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(read_fd)
             os.close(write_fd)
+            self.board.set(slot, FREE)
             self._next_spawn_at = time.monotonic() + self.first_boot_backoff
             log.error("prefork: cannot start a worker: %s", exc)
             return
@@ -363,7 +502,8 @@ class PreforkPool:
             code = EXIT_ERROR
             try:
                 os.close(read_fd)
-                code = self._worker_main(write_fd, blocked)
+                self._shed_master_state()
+                code = WorkerProcess(self, slot, write_fd).run(blocked)
             except BaseException:
                 try:
                     log.exception("prefork: worker %d crashed", os.getpid())
@@ -377,13 +517,10 @@ class PreforkPool:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        self.workers[pid] = Worker(pid, read_fd)
+        self.workers[pid] = Worker(pid, read_fd, slot)
 
-    # -- worker --------------------------------------------------------------
-
-    def _worker_main(self, status_fd, blocked_mask):
-        """Body of a worker process; return its exit status."""
-        # Shed the master's state: its wake-up fd, handlers and pipes.
+    def _shed_master_state(self):
+        """In a new worker: drop the master's wake-up fd, handlers and pipes."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self._box.close()
@@ -391,79 +528,6 @@ class PreforkPool:
             if worker.status_fd is not None:
                 os.close(worker.status_fd)
         self.workers = {}
-        handler = self.handler
-        # stop: leave now (SIGTERM/SIGINT; kept connections close at once).
-        # drain: leave gently (SIGHUP from a reload, maxrequests; see
-        # base.wait_for_request).  Both end the accept loop.  They are set
-        # inside the signal handler, because the main thread may be busy
-        # serving a kept connection that waits on them.
-        stop, drain = Notice(), Notice()
-
-        def begin_drain():
-            if not drain.is_set():
-                handler.drain_started = time.monotonic()
-                drain.set()
-
-        box = SignalBox(WORKER_SIGNALS, also={signal.SIGTERM: stop.set,
-                                              signal.SIGINT: stop.set,
-                                              signal.SIGHUP: begin_drain})
-        box.install()
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked_mask)
-
-        if stop.is_set() or drain.is_set():
-            return EXIT_OK
-        try:
-            app = self.load_app()
-        except BaseException:
-            log.exception("prefork: worker %d could not load the application", os.getpid())
-            return EXIT_BOOT_FAILED
-
-        served = 0
-
-        def request_done():
-            nonlocal served
-            served += 1
-            if self.maxrequests and served >= self.maxrequests:
-                begin_drain()  # Finish this connection, then make way.
-
-        handler.set_app(app)
-        handler.stop_notice = stop
-        handler.drain_notice = drain
-        handler.on_request_done = request_done
-        listen = self._listen
-        master = self._master_pid
-
-        def report(state):
-            try:
-                os.write(status_fd, state)
-            except OSError:  # The master is gone: finish up and leave.
-                stop.set()
-
-        report(IDLE)
-        while not (stop.is_set() or drain.is_set()):
-            ready = wait_readable([listen, stop, drain, box], 1.0)
-            for signum in box.drain():
-                if signum == signal.SIGUSR1:
-                    self._reopen_logs()
-            if os.getppid() != master:
-                log.warning("prefork: worker %d lost its master; exiting", os.getpid())
-                break
-            if stop.is_set() or drain.is_set() or listen not in ready:
-                continue
-            try:
-                conn, addr = listen.accept()
-            except (BlockingIOError, InterruptedError):
-                continue  # Another worker won this connection.
-            except OSError as exc:
-                if exc.errno not in TRANSIENT_ACCEPT_ERRORS:
-                    raise
-                log.warning("prefork: accept() failed: %s", exc)
-                wait_readable([stop], 0.5)
-                continue
-            report(BUSY)
-            handler.handle_connection(conn, addr)
-            report(IDLE)
-        return EXIT_OK
 
 
 def _flush_std_streams():

@@ -14,7 +14,7 @@ subclassed but its ``run``/``processInput`` are replaced because they
 """
 from flup.server import scgi_base
 
-from .base import ProtocolError, ProtocolHandler, encode_head
+from .base import Parked, ProtocolError, ProtocolHandler, encode_head, send_all
 
 # nginx and Apache send a few KiB of headers; anything far larger is garbage
 # or an attack, and must not be allocated.
@@ -115,15 +115,19 @@ class SCGITransport:
         if self._outbox:
             data = b"".join(self._outbox)
             self._outbox, self._size = [], 0
-            self._sock.sendall(data)
+            send_all(self._sock, data)
 
 
 class SCGIConnection(scgi_base.Connection):
     """One request per connection."""
 
     def run(self):
-        if not self.server.wait_for_request(self._sock, first=True):
-            return
+        try:
+            if not self.server.wait_for_request(self._sock, first=True):
+                return
+        except Parked as exc:
+            exc.conn = self  # Nothing read yet: run() starts again later.
+            raise
         try:
             self.processInput()
         except EOFError:

@@ -148,3 +148,11 @@ def wait_readable(fds, timeout=None):
     ready = poller.poll(ms)
     # POLLHUP/POLLERR count as readable: the following read reports it.
     return [by_fd[fd] for fd, _ in ready]
+
+
+def wait_writable(sock, timeout=None):
+    """Return True if ``sock`` can take more bytes within ``timeout`` seconds."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT)
+    ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+    return bool(poller.poll(ms))

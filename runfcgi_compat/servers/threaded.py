@@ -1,46 +1,90 @@
-"""The threaded pool: one process, one thread per connection being served.
+"""The threaded pool: one process, threads for the requests being served.
 
 Replaces flup's ``ThreadedServer``/``ThreadPool``, whose shutdown hung on
 any idle open connection, never timed idle connections out (60 idle kept
 connections exhausted 50 threads), and used ``setDaemon``/``notifyAll``/
 ``currentThread`` (warnings on 3.13, errors under ``-W error``).
 
-* The main thread waits in ``poll()`` on the listening socket and a signal
-  wake-up fd, accepts, and queues the connection for a worker thread.  It
-  stops accepting while all ``maxchildren`` threads are busy, so surplus
-  connections wait in the kernel's backlog, not in our memory.
+* The main thread waits in a selector on the listening socket, a signal
+  wake-up fd and every *parked* connection, accepts, and queues work for
+  the threads.  It stops accepting while all ``maxchildren`` threads are
+  busy, so surplus connections wait in the kernel's backlog, not in our
+  memory.
+* A thread serves a connection while it has a request in it.  A connection
+  with nothing to read for ``park_after`` seconds (a kept one between two
+  requests, or a fresh one that has sent nothing yet) is handed back to the
+  main thread, which parks it in the selector and queues it again when the
+  peer sends something.  Idle connections therefore cost a file
+  descriptor, never a thread: sixty idle kept connections leave every
+  thread free.  A FastCGI request whose records stop before the app has
+  started is parked the same way.  A parked connection closes after the handler's
+  ``idle_timeout``; if descriptors run out, the longest-parked goes first.
 * Between ``minspare`` and ``maxspare`` idle threads are kept.
-* A kept connection waits for its next request at most the handler's
-  ``idle_timeout`` seconds, and closes at once when the server stops.
 * ``maxrequests`` does not apply (as in Django 1.8's runfcgi): there is no
   process to recycle.
 
 Signals (main thread):
 
 * SIGTERM, SIGINT: graceful stop.  Accepting stops, idle connections are
-  closed, requests in progress finish; after ``graceful_timeout`` seconds
-  (or a second SIGTERM/SIGINT) ``serve()`` returns anyway and the remaining
-  threads (daemon threads) die with the process.
-* SIGHUP: logged and otherwise ignored.  A reload needs a new process,
-  which only a restart gives safely here: re-executing in place would
-  repeat the start-up (daemonizing, pidfile) that the runner owns.  Use
-  ``method=prefork`` for reloads without downtime.
+  closed (a fresh one still gets the handler's ``first_request_grace`` to
+  send its request), requests in progress finish; after
+  ``graceful_timeout`` seconds (or a second SIGTERM/SIGINT) ``serve()``
+  returns anyway and the remaining threads (daemon threads) die with the
+  process.
+* SIGHUP: logged and otherwise ignored (a documented no-op).  A reload
+  needs a new process, and re-executing this one in place would need every
+  thread drained first: a pause, not a reload.  Use ``method=prefork`` for
+  reloads without downtime.
 * SIGUSR1: reopen log files.
 """
 import collections
+import errno
+import selectors
 import signal
 import threading
 import time
 
-from .base import log
+from .base import NOTICE, HoldPolicy, Parked, log
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
 
 POOL_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1)
+# accept() errors that a closed parked connection can cure.
+OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+
+
+class ThreadHold(HoldPolicy):
+    """Wait briefly with the connection, then park it with the main thread."""
+
+    def __init__(self, park_after):
+        self.park_after = park_after
+
+    def wait_for_request(self, handler, sock, first, notices):
+        ready = wait_readable([sock] + notices, self.park_after)
+        if sock in ready:
+            return True
+        if ready:
+            return NOTICE
+        raise Parked(first)
+
+    def wait_mid_request(self, handler, sock, parkable=False):
+        # A request whose parameters stop half-way has not reached the app
+        # yet: park it like an idle connection, so stalled peers cannot
+        # occupy the threads either.  Once the app runs, it must wait.
+        if parkable:
+            if wait_readable([sock], self.park_after):
+                return True
+            raise Parked(False)
+        return super().wait_mid_request(handler, sock)
 
 
 class ThreadedPool:
     # Seconds to let requests in progress finish after SIGTERM.
     graceful_timeout = 30.0
+    # Seconds a thread waits on a quiet connection before parking it.  Under
+    # load the next request on a kept connection follows within a fraction
+    # of a millisecond and never leaves the thread; a longer wait would let
+    # idle connections hold threads again.
+    park_after = 0.005
 
     def __init__(self, handler, load_app, *, maxspare, minspare, maxchildren,
                  maxrequests=0, on_reopen_logs=None):
@@ -51,7 +95,9 @@ class ThreadedPool:
         self.maxchildren = maxchildren
         self.on_reopen_logs = on_reopen_logs
         self._cond = threading.Condition()
-        self._queue = collections.deque()
+        self._queue = collections.deque()  # (handler method, argument...)
+        self._returned = collections.deque()  # Parked, from the threads
+        self._parked = {}  # fd -> (Parked, deadline); insertion order = age
         self._threads = set()
         self._idle = 0
         self._stopping = False
@@ -61,14 +107,20 @@ class ThreadedPool:
         self.handler.set_app(self.load_app())
         self._stop = Notice()
         self.handler.stop_notice = self._stop
+        self.handler.hold = ThreadHold(self.park_after)
         self._box = SignalBox(POOL_SIGNALS)
+        self._selector = selectors.DefaultSelector()
         was_blocking = listen_sock.getblocking()
         listen_sock.setblocking(False)
         self._box.install()
         try:
+            self._selector.register(self._box, selectors.EVENT_READ)
             self._accept_loop(listen_sock)
             self._drain()
         finally:
+            for parked, _ in list(self._parked.values()):
+                self._close_parked(parked)
+            self._selector.close()
             self._box.restore()
             self._box.close()
             listen_sock.setblocking(was_blocking)
@@ -76,40 +128,107 @@ class ThreadedPool:
     # -- main thread
 
     def _accept_loop(self, listen_sock):
+        listening = False
         while True:
             for signum in self._box.drain():
                 if signum in STOP_SIGNALS:
                     log.info("threaded: %s received; stopping gracefully",
                              signal.Signals(signum).name)
+                    if listening:
+                        self._selector.unregister(listen_sock)
                     return
                 if signum == signal.SIGHUP:
                     log.warning("threaded: SIGHUP ignored; restart the process to "
                                 "load new code (method=prefork reloads on SIGHUP)")
                 elif signum == signal.SIGUSR1:
                     self._reopen_logs()
+            self._park_returned()
             with self._cond:
                 self._keep_spare_threads()
                 can_accept = self._free_slots() > 0
-            waiting_on = [self._box, listen_sock] if can_accept else [self._box]
-            if listen_sock not in wait_readable(waiting_on):
+            if can_accept != listening:
+                if can_accept:
+                    self._selector.register(listen_sock, selectors.EVENT_READ)
+                else:
+                    self._selector.unregister(listen_sock)
+                listening = can_accept
+            for key, _ in self._selector.select(self._next_expiry()):
+                if key.fileobj is listen_sock:
+                    self._accept(listen_sock)
+                elif key.fileobj is not self._box:
+                    self._unpark(key.fd)
+            self._expire_parked()
+
+    def _accept(self, listen_sock):
+        try:
+            conn, addr = listen_sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in OUT_OF_DESCRIPTORS and self._parked:
+                # The longest-parked connection is the least likely to be
+                # used again: its descriptor serves a waiting one better.
+                self._close_parked(self._parked[next(iter(self._parked))][0])
+                return
+            log.warning("threaded: accept() failed: %s", exc)
+            wait_readable([self._box], 0.5)
+            return
+        self._dispatch(self.handler.handle_connection, conn, addr)
+
+    def _park_returned(self):
+        """Watch the connections threads handed back (see ThreadHold)."""
+        while self._returned:
+            parked = self._returned.popleft()
+            if self._stop.is_set() and not parked.first:
+                self._close_parked(parked)
                 continue
-            try:
-                conn, addr = listen_sock.accept()
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError as exc:
-                log.warning("threaded: accept() failed: %s", exc)
-                wait_readable([self._box], 0.5)
-                continue
-            self._dispatch(conn, addr)
+            fd = parked.sock.fileno()
+            idle = self.handler.idle_timeout
+            if self._stop.is_set():
+                idle = self.handler.first_request_grace
+            deadline = None if not idle else time.monotonic() + idle
+            self._parked[fd] = (parked, deadline)
+            self._selector.register(fd, selectors.EVENT_READ)
+
+    def _unpark(self, fd):
+        parked, _ = self._parked.pop(fd)
+        self._selector.unregister(fd)
+        self._dispatch(self.handler.resume_connection, parked)
+
+    def _next_expiry(self):
+        """Seconds until the oldest parked connection times out; None: none."""
+        for _, deadline in self._parked.values():
+            if deadline is not None:
+                return max(0.0, deadline - time.monotonic())
+        return None
+
+    def _expire_parked(self):
+        now = time.monotonic()
+        while self._parked:
+            fd = next(iter(self._parked))
+            parked, deadline = self._parked[fd]
+            if deadline is None or deadline > now:
+                return
+            log.debug("%s: idle connection timed out after %ss",
+                      self.handler.protocol, self.handler.idle_timeout)
+            self._close_parked(parked)
+
+    def _close_parked(self, parked):
+        fd = parked.sock.fileno()
+        if self._parked.pop(fd, None) is not None:
+            self._selector.unregister(fd)
+        try:
+            parked.sock.close()
+        except OSError:
+            pass
 
     def _free_slots(self):
         """Connections we can take now: idle threads, or room for new ones."""
         return self._idle - len(self._queue) + (self.maxchildren - len(self._threads))
 
-    def _dispatch(self, conn, addr):
+    def _dispatch(self, *work):
         with self._cond:
-            self._queue.append((conn, addr))
+            self._queue.append(work)
             if self._idle < len(self._queue) and len(self._threads) < self.maxchildren:
                 self._start_thread()
             self._cond.notify()
@@ -136,16 +255,28 @@ class ThreadedPool:
         return True
 
     def _drain(self):
-        """Stop: close idle connections, wait (bounded) for busy ones."""
+        """Stop: close idle connections, wait (bounded) for busy ones.
+
+        Parked fresh connections keep their first-request grace: a web
+        server that has just connected is about to send a request.
+        """
         self._stop.set()
         deadline = time.monotonic() + self.graceful_timeout
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        for parked, _ in list(self._parked.values()):
+            if not parked.first:
+                self._close_parked(parked)
+            else:
+                self._parked[parked.sock.fileno()] = (
+                    parked, time.monotonic() + self.handler.first_request_grace)
         while True:
+            self._park_returned()
+            self._expire_parked()
             with self._cond:
                 busy = len(self._threads)
-            if not busy:
+            if not busy and not self._parked:
                 log.info("threaded: all connections closed")
                 return
             remaining = deadline - time.monotonic()
@@ -153,8 +284,12 @@ class ThreadedPool:
                 log.warning("threaded: %d connections still busy after %ss; exiting anyway",
                             busy, self.graceful_timeout)
                 return
-            ready = wait_readable([self._box], remaining)
-            if ready and any(s in STOP_SIGNALS for s in self._box.drain()):
+            expiry = self._next_expiry()
+            timeout = remaining if expiry is None else min(remaining, expiry)
+            for key, _ in self._selector.select(timeout):
+                if key.fileobj is not self._box:
+                    self._unpark(key.fd)
+            if any(s in STOP_SIGNALS for s in self._box.drain()):
                 log.warning("threaded: second stop signal; exiting now")
                 return
 
@@ -179,10 +314,12 @@ class ThreadedPool:
                         self._box.wake()  # Capacity or drain state changed.
                         return
                     self._cond.wait()
-                conn, addr = self._queue.popleft()
+                serve, *args = self._queue.popleft()
                 self._idle -= 1
             try:
-                self.handler.handle_connection(conn, addr)
+                parked = serve(*args)
+                if parked is not None:
+                    self._returned.append(parked)
             finally:
                 with self._cond:
                     self._idle += 1

@@ -74,7 +74,8 @@ def launch(config):
     from runfcgi_compat.options import from_mapping
     from runfcgi_compat.servers import POOLS, PROTOCOLS, make_server
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    # RUNFCGI_TEST_LOG=DEBUG shows the pools' debug lines when hunting a failure.
+    logging.basicConfig(level=os.environ.get("RUNFCGI_TEST_LOG", "INFO"), stream=sys.stderr,
                         format="%(process)d %(levelname)s %(message)s")
     for name, value in config.get("handler_attrs", {}).items():
         for handler_class in PROTOCOLS.values():

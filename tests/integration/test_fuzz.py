@@ -13,9 +13,9 @@ hunt.  The figures of each run are printed (``pytest -s`` shows them).
 
 Idle and stalled peers come last: connections that send nothing, stop
 half-way or stop reading must not keep a well-formed request waiting.  The
-defects found here are pinned by ``xfail(strict=True)`` tests, each named
-after the behaviour it expects, so they turn into failures (XPASS) the day
-the servers are fixed and the marker must go.
+defects found here were pinned by ``xfail(strict=True)`` tests, each named
+after the behaviour it expects; all are fixed and the markers gone, so each
+test now guards its behaviour.
 """
 import os
 import random
@@ -50,11 +50,10 @@ MODE_IDS = [f"{protocol}-{method}" for protocol, method in MODES]
 SERVER_ERROR = re.compile(r"\] (ERROR|CRITICAL) (?!\w+: unhandled exception in the application)")
 WORKER_DIED = re.compile(r"prefork: worker \d+ (died|crashed)")
 # Server errors already reported, each shown by its own xfail test below; the
-# fuzz run tolerates them so it keeps checking everything else.
-KNOWN_SERVER_ERRORS = {
-    # A second empty FCGI_PARAMS record (bit flips make them).
-    "fcgi: exception after the response to": "test_repeated_end_of_params_runs_the_app_once",
-}
+# fuzz run tolerates them so it keeps checking everything else.  None now:
+# the repeated end of FCGI_PARAMS (test_repeated_end_of_params_runs_the_app_once)
+# is fixed, so its log line would be a regression.
+KNOWN_SERVER_ERRORS = {}
 
 
 # -- the servers -------------------------------------------------------------------
@@ -322,9 +321,6 @@ def test_unknown_ajp_packet_type_closes_the_connection(servers, method):
     target.check("unknown AJP packet types", outcomes)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a second empty FCGI_PARAMS record starts "
-                   "the request again while it runs: the view runs twice (nested) and the "
-                   "outer run logs an AssertionError from flup's closed stdout")
 def test_repeated_end_of_params_runs_the_app_once(servers):
     target = servers("fcgi", "prefork")
     params = hostile.fcgi_pairs(hostile.cgi_variables("GET", "/slow/1000/", b""))
@@ -338,9 +334,6 @@ def test_repeated_end_of_params_runs_the_app_once(servers):
     assert outcome.seconds < 1.8, "the view ran twice for one request"
 
 
-@pytest.mark.xfail(strict=True, reason="defect: FastCGI parameters have no size limit; a "
-                   "peer's 64 MB of FCGI_PARAMS are all kept in the worker's memory, which "
-                   "stays grown after the request (SCGI stops at 1 MiB of headers)")
 def test_fastcgi_params_are_bounded_in_memory(servers):
     target = servers("fcgi", "prefork")
     before = max(hostile.rss_kib(pid) for pid in hostile.children(target.pool.pid))
@@ -443,8 +436,6 @@ def ends_within(targets, data, patience):
     return outcomes
 
 
-@pytest.mark.xfail(strict=True, reason="defect: the idletimeout option is parsed but never "
-                   "reaches the servers (make_server ignores it; idle_timeout stays 60 s)")
 def test_idletimeout_closes_a_silent_connection(servers):
     targets = [servers(protocol, "prefork") for protocol in hostile.PROTOCOLS]
     outcomes = ends_within(targets, lambda target: b"", IDLE_TIMEOUT + 1.5)
@@ -454,9 +445,6 @@ def test_idletimeout_closes_a_silent_connection(servers):
     assert all(IDLE_TIMEOUT - 0.2 <= o.seconds for o in outcomes)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: nothing bounds a read in the middle of a "
-                   "request; a peer that stops half-way pins its worker or thread forever "
-                   "(the idle timeout covers only the wait for a request's first byte)")
 def test_idletimeout_closes_a_connection_stopped_half_way(servers):
     targets = [servers(protocol, "prefork") for protocol in hostile.PROTOCOLS]
     outcomes = ends_within(targets, lambda target: half_request(target.protocol),
@@ -488,9 +476,6 @@ def stall(target, how):
     return sock
 
 
-@pytest.mark.xfail(strict=True, reason="defect: no time limit on reading a request or writing "
-                   "an answer; a peer that stops sending half-way, or stops reading, pins a "
-                   "worker or thread forever, and maxchildren such peers stop the server")
 @pytest.mark.parametrize(("how", "protocol", "method"), STALL_CASES,
                          ids=[f"{p}-{m}-{h.split()[1]}" for h, p, m in STALL_CASES])
 def test_stalled_peers_do_not_hang_the_next_request(servers, how, protocol, method):
@@ -505,10 +490,6 @@ def test_stalled_peers_do_not_hang_the_next_request(servers, how, protocol, meth
         assert_recovers(target, socks)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: idle or stalled connections each hold a "
-                   "worker or thread (idle ones until the idle timeout, stalled ones forever); "
-                   "60 of them keep the next request waiting instead of it being answered or "
-                   "refused")
 @pytest.mark.parametrize("method", METHODS)
 def test_sixty_idle_or_stalled_connections_do_not_hang_the_next_request(
         servers, tmp_path, method):
@@ -547,8 +528,6 @@ def test_idle_peers_never_grow_the_pool_past_maxchildren(servers):
           f"/{MAXCHILDREN}, answered again after they left")
 
 
-@pytest.mark.xfail(strict=True, reason="defect: the allow option is parsed but never reaches "
-                   "the servers, which read only FCGI_WEB_SERVER_ADDRS")
 def test_allow_refuses_other_peers(tmp_path):
     target = Target("fcgi", "prefork", tmp_path, allow="192.0.2.1")
     try:

@@ -1,5 +1,6 @@
 """The prefork pool as a real process tree: signals, pool size, recycling."""
 import os
+import select
 import signal
 import socket
 import threading
@@ -272,3 +273,93 @@ def test_unix_and_ipv6_sockets(start_server, protocol, bind):
         pytest.skip("no IPv6")
     server = start_prefork(start_server, protocol, bind=bind)
     assert get(server).status == 200
+
+
+# -- kept and stalled connections never starve the pool (issues #5, #6) -----------------
+
+
+def closed_by_server(conn):
+    """True if the server has already closed this kept connection."""
+    sock = conn._channel.sock
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "ajp"])
+def test_many_idle_kept_connections_leave_room_for_a_new_one(start_server, protocol):
+    # Twice as many kept connections as workers, all idle, and a long idle
+    # timeout: a holding worker gives up its idle connection when others
+    # wait and no worker is free.
+    server = start_prefork(start_server, protocol, minspare=1, maxspare=2, maxchildren=3)
+    connection = {"fcgi": client.FastCGIConnection, "ajp": client.AJPConnection}[protocol]
+    kept = []
+    try:
+        for _ in range(6):
+            conn = connection(server.address, timeout=30)
+            kept.append(conn)
+            assert conn.request(path="/pid").status == 200
+        assert get(server).status == 200
+        assert len(server.children()) <= 3
+        # Each worker holds at most one: the others were given up (closed
+        # before their worker accepted the next connection).
+        assert sum(closed_by_server(conn) for conn in kept) >= 6 - 3
+    finally:
+        for conn in kept:
+            conn.close()
+    assert "gives up" not in server.stderr()  # A debug line: not at INFO.
+
+
+def half_request(protocol):
+    from .hostile import valid_request
+
+    data = valid_request(protocol, "/echo", b"x" * 64)
+    return data[:len(data) // 2]
+
+
+def test_all_workers_stalled_on_peers_refuse_new_connections(start_server):
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=2, maxchildren=2)
+    stalled = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection(server.address)
+            stalled.append(sock)
+            sock.sendall(half_request("fcgi"))
+        wait_until(lambda: len(server.children()) == 2, 20, "two workers")
+        # The idle timeout is 60 s: without refusal the request would wait
+        # for it; refused, it ends at once with the connection closed.
+        with pytest.raises(client.ClientError) as error:
+            get(server, timeout=30)
+        assert "did not answer" not in str(error.value)
+        assert "refusing new connections" in server.stderr()
+    finally:
+        for sock in stalled:
+            sock.close()
+    wait_until(lambda: "a worker is free again" in server.stderr() or _answered(server),
+               30, "the pool to serve again")
+    assert get(server).status == 200
+
+
+def _answered(server):
+    try:
+        return get(server, timeout=5).status == 200
+    except client.ClientError:
+        return False
+
+
+def test_workers_busy_in_the_app_are_never_a_reason_to_refuse(start_server):
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1, maxchildren=1)
+    result = {}
+    slow = threading.Thread(target=lambda: result.update(a=get(server, "/wait", "a")))
+    slow.start()
+    server.wait_started("a")
+    queued = threading.Thread(target=lambda: result.update(b=get(server)))
+    queued.start()
+    server.release("a")
+    slow.join(30)
+    queued.join(30)
+    assert result["a"].status == result["b"].status == 200
+    assert "refusing" not in server.stderr()

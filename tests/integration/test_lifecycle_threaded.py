@@ -1,6 +1,7 @@
 """The threaded pool as a real process: signals, thread limits, idle connections."""
 import os
 import signal
+import socket
 import threading
 
 import pytest
@@ -148,3 +149,43 @@ def test_idle_threads_shrink_back_to_maxspare(start_server):
     for thread in requests:
         thread.join(30)
     wait_until(lambda: threads() <= 1 + 2, 20, "idle threads to shrink to maxspare")
+
+
+# -- idle and stalled connections are parked, never holding a thread (issue #5) ---------
+
+
+def test_sixty_idle_kept_connections_hold_no_thread(start_server):
+    server = start_threaded(start_server, "fcgi", maxchildren=4, maxspare=4, minspare=1)
+    kept = [client.FastCGIConnection(server.address, timeout=30) for _ in range(60)]
+    try:
+        for conn in kept:
+            assert conn.request(path="/pid").status == 200
+        assert get(server).status == 200
+        assert len(os.listdir(f"/proc/{server.pid}/task")) <= 1 + 4
+        # Parked, not closed: every kept connection still serves.
+        for conn in kept:
+            assert conn.request(path="/pid").status == 200
+    finally:
+        for conn in kept:
+            conn.close()
+
+
+def test_requests_stalled_before_the_app_are_parked_too(start_server):
+    from .hostile import valid_request
+
+    server = start_threaded(start_server, "fcgi", maxchildren=2, maxspare=2, minspare=1)
+    data = valid_request("fcgi", "/echo", b"x" * 64)
+    stalled = []
+    try:
+        for _ in range(6):  # Three times the threads, half a request each.
+            sock = socket.create_connection(server.address)
+            stalled.append(sock)
+            sock.sendall(data[:len(data) // 2])
+        assert get(server).status == 200
+        # The rest of a parked request arrives: it is served.
+        stalled[0].sendall(data[len(data) // 2:])
+        stalled[0].settimeout(30)
+        assert b"Status: 200" in stalled[0].recv(65536)
+    finally:
+        for sock in stalled:
+            sock.close()

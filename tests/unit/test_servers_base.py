@@ -71,6 +71,14 @@ def test_make_server_falls_back_to_fcgi_web_server_addrs(monkeypatch):
     assert server.handler.idle_timeout is None  # 0: never
 
 
+def test_make_server_passes_the_ajp_secret():
+    server = make_server(from_mapping({"protocol": "ajp", "ajpsecret": "s3cret"}), lambda: None)
+    assert server.handler.required_secret == "s3cret"
+    assert AJPHandler.required_secret is None  # Class default untouched.
+    assert make_server(from_mapping({"protocol": "ajp"}), lambda: None).handler \
+        .required_secret is None
+
+
 def test_load_app_is_not_called_by_make_server():
     def load_app():
         raise AssertionError("called too early")

@@ -44,14 +44,20 @@ def failing_app(environ, start_response):
     raise ValueError("secret detail of the failure")
 
 
-class CountingSocket(socket.socket):
-    """A socket that counts its sendall() calls (the handler's writes)."""
+@pytest.fixture
+def writes(monkeypatch):
+    """Count the FastCGI handler's writes (each is one ``send_all``)."""
+    from runfcgi_compat.servers import fcgi
 
-    sendall_calls = 0
+    calls = []
+    real = fcgi.send_all
 
-    def sendall(self, data, *args):
-        type(self).sendall_calls += 1
-        return super().sendall(data, *args)
+    def counting(sock, data):
+        calls.append(len(data))
+        return real(sock, data)
+
+    monkeypatch.setattr(fcgi, "send_all", counting)
+    return calls
 
 
 @pytest.fixture
@@ -59,7 +65,7 @@ def serve():
     """Start in-process servers: ``serve(protocol, app, ...) -> (address, handler)``."""
     running = []
 
-    def start(protocol, app, family=socket.AF_INET, debug=False, count_sends=False,
+    def start(protocol, app, family=socket.AF_INET, debug=False,
               tmp_dir=None, **attrs):
         handler = PROTOCOLS[protocol](debug=debug, multithreaded=True,
                                       multiprocess=False, max_conns=7)
@@ -81,8 +87,6 @@ def serve():
                 if not wait_readable([listen], 0.05):
                     continue
                 conn, addr = listen.accept()
-                if count_sends:
-                    conn = CountingSocket(fileno=conn.detach())
                 threading.Thread(target=handler.handle_connection, args=(conn, addr),
                                  daemon=True).start()
 
@@ -334,29 +338,27 @@ def test_fcgi_abort_request_ends_a_streaming_response(serve):
     sock.close()
 
 
-def test_fcgi_small_response_is_one_sendall(serve):
-    CountingSocket.sendall_calls = 0
-    address, _ = serve("fcgi", hello_app, count_sends=True)
+def test_fcgi_small_response_is_one_write(serve, writes):
+    address, _ = serve("fcgi", hello_app)
     with client.FastCGIConnection(address) as conn:
         for _ in range(3):
             assert conn.request(path="/", keep_conn=True).body == b"hello"
-    assert CountingSocket.sendall_calls == 3
+    assert len(writes) == 3
 
 
-def test_fcgi_large_body_is_written_in_linear_time(serve):
+def test_fcgi_large_body_is_written_in_linear_time(serve, writes):
     # Structural check, no clock: the body goes out as memoryview slices of
     # the app's own buffer (no per-record copy of the rest), in batches.
-    CountingSocket.sendall_calls = 0
     size = 20 * 1024 * 1024
 
     def app(environ, start_response):
         start_response("200 OK", [])
         return [b"y" * size]
 
-    address, _ = serve("fcgi", app, count_sends=True)
+    address, _ = serve("fcgi", app)
     response = client.request(address, "fcgi", timeout=60)
     assert len(response.body) == size
-    assert CountingSocket.sendall_calls < size // (128 * 1024)
+    assert len(writes) < size // (128 * 1024)
 
 
 def test_fcgi_kept_connection_closes_when_idle_too_long(serve):
@@ -503,3 +505,68 @@ def test_ajp_stored_method(serve):
     address, _ = serve("ajp", environ_app)
     response = client.request(address, "ajp", method="PATCH")
     assert json.loads(response.body)["REQUEST_METHOD"] == "PATCH"
+
+
+# -- AJP's secret (the ajpsecret option) ---------------------------------------------
+
+
+def warnings_of(caplog):
+    return [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_ajp_request_with_the_required_secret_is_served(serve, caplog):
+    address, _ = serve("ajp", hello_app, required_secret="s3cret")
+    with caplog.at_level(logging.INFO, LOGGER):
+        response = client.request(address, "ajp", secret="s3cret")
+    assert (response.status, response.body) == (200, b"hello")
+    assert warnings_of(caplog) == []
+
+
+@pytest.mark.parametrize("secret", [None, "wrong", "s3cre", "s3cret-and-more"])
+def test_ajp_request_without_the_required_secret_is_refused(serve, caplog, secret):
+    address, _ = serve("ajp", hello_app, required_secret="s3cret")
+    with caplog.at_level(logging.INFO, LOGGER):
+        with client.AJPConnection(address) as conn:
+            response = conn.request(secret=secret)
+            assert not conn.reusable  # The connection is closed after the 403.
+    assert (response.status, response.body) == (403, b"Forbidden\n")
+    wait_for(lambda: warnings_of(caplog))
+    [warning] = warnings_of(caplog)
+    why = "without the secret" if secret is None else "with a wrong secret"
+    assert why in warning.getMessage()
+    assert "s3cret" not in warning.getMessage()
+
+
+def test_ajp_without_a_required_secret_accepts_any(serve):
+    address, _ = serve("ajp", hello_app)
+    for secret in (None, "anything"):
+        assert client.request(address, "ajp", secret=secret).status == 200
+
+
+def test_ajp_empty_body_packet_ends_the_body(serve):
+    # Content-Length says 20, the web server sends 5 bytes and then an empty
+    # body packet: the app reads 5 bytes, the connection is not dropped.
+    address, _ = serve("ajp", echo_app)
+    with client.AJPConnection(address) as conn:
+        response = conn.request(method="POST", body=b"hello",
+                                headers=[("Content-Length", "20")])
+        assert (response.status, response.body) == (200, b"hello")
+        assert conn.request(path="/").status == 200  # Still the same connection.
+
+
+# -- requests the web server got wrong ------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi"])
+def test_request_without_request_method_is_a_400_and_one_warning(serve, protocol, caplog):
+    address, _ = serve(protocol, hello_app)
+    with caplog.at_level(logging.INFO, LOGGER):
+        response = client.request(address, protocol, path="/no-method",
+                                  params={"REQUEST_METHOD": None})
+    assert (response.status, response.body) == (400, b"Bad Request\n")
+    wait_for(lambda: warnings_of(caplog))
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "/no-method" in warning.getMessage()
+    assert "REQUEST_METHOD" in warning.getMessage()
+    assert warning.exc_info is None
+    assert client.request(address, protocol).status == 200

@@ -823,19 +823,38 @@ def make_checks(summary, fresh, bodies, uploads):
 
     checks = []
 
-    def add(name, value, goal, passed, detail=""):
+    def add(name, value, goal, passed, detail="", noisy=False):
         status = "N/A" if passed is None else ("PASS" if passed else "MISS")
         checks.append({"name": name, "value": value, "goal": goal, "status": status,
-                       "detail": detail})
+                       "detail": detail, "noisy": noisy})
 
-    r = ratio(rps("runfcgi-prefork-fcgi"), rps("uwsgi-fcgi"))
+    def add_rps_ratio(name, key_a, key_b, goal, extra=""):
+        """Median req/s of a over b; say so when single rounds disagree."""
+        r = ratio(rps(key_a), rps(key_b))
+        if r is None:
+            add(name, None, f">= {goal}x", None)
+            return
+        a, b = summary[key_a], summary[key_b]
+        by_round = {x.get("round"): x["rps"] for x in b["rounds"]}
+        per_round = [x["rps"] / by_round[x.get("round")] for x in a["rounds"]
+                     if by_round.get(x.get("round"))]
+        notes = []
+        noisy = bool(per_round) and min(per_round) < goal <= max(per_round)
+        if per_round:
+            notes.append(f"rounds {min(per_round):.2f}-{max(per_round):.2f}x")
+        if a["cpu_us_per_request"] and b["cpu_us_per_request"]:
+            cpu = a["cpu_us_per_request"] / b["cpu_us_per_request"]
+            notes.append(f"uses {cpu:.2f}x the CPU per request")
+        if extra:
+            notes.append(extra)
+        add(name, r, f">= {goal}x", r >= goal, "; ".join(notes), noisy)
+
     rk = ratio(rps("runfcgi-prefork-fcgi-keep"), rps("uwsgi-fcgi"))
-    add("prefork FastCGI vs uWSGI", r, ">= 1.0x", None if r is None else r >= 1.0,
-        f"with keep_conn: {rk:.2f}x" if rk is not None else "")
+    add_rps_ratio("prefork FastCGI vs uWSGI", "runfcgi-prefork-fcgi", "uwsgi-fcgi", 1.0,
+                  f"with keep_conn {rk:.2f}x" if rk is not None else "")
     for method in ("prefork", "threaded"):
-        plain, keep = f"runfcgi-{method}-fcgi", f"runfcgi-{method}-fcgi-keep"
-        r = ratio(rps(keep), rps(plain))
-        add(f"{method} keep_conn vs without", r, ">= 1.2x", None if r is None else r >= 1.2)
+        add_rps_ratio(f"{method} keep_conn vs without", f"runfcgi-{method}-fcgi-keep",
+                      f"runfcgi-{method}-fcgi", 1.2)
     failed = {k: s["failed"] for k, s in summary.items() if k.startswith("runfcgi-")}
     bad = {k: v for k, v in failed.items() if v}
     add("runfcgi: zero failed requests", sum(failed.values()) if failed else None, "0",
@@ -851,8 +870,8 @@ def make_checks(summary, fresh, bodies, uploads):
         add(f"{method}: fresh connection beside idle kept ones", f.get("fresh_s"), "< 1 s", ok,
             f"{f['kept_served']}/{f['kept']} kept connections served"
             + (f"; {f['error']}" if f.get("error") else ""))
-    r = ratio(rps("runfcgi-threaded-fcgi"), rps("flup-threaded-fcgi"))
-    add("threaded FastCGI vs flup threaded", r, ">= 1.5x", None if r is None else r >= 1.5)
+    add_rps_ratio("threaded FastCGI vs flup threaded", "runfcgi-threaded-fcgi",
+                  "flup-threaded-fcgi", 1.5)
 
     def seconds(results, key):
         # The median: a single lucky run of the small body would skew a
@@ -910,7 +929,11 @@ def print_checks(checks):
         if isinstance(value, float):
             value = f"{value:.2f}"
         detail = f"  ({c['detail']})" if c["detail"] else ""
-        print(f"  {c['status']:<4}  {c['name']}: {fmt(value, '')} (target {c['goal']}){detail}")
+        status = c["status"] + ("?" if c.get("noisy") else "")
+        print(f"  {status:<5} {c['name']}: {fmt(value, '')} (target {c['goal']}){detail}")
+    if any(c.get("noisy") for c in checks):
+        print("  ?: single rounds fall on both sides of the target: the machine was too noisy "
+              "to tell; rerun (more --rounds) before trusting it.")
 
 
 def draw_chart(summary, order, path, title):
@@ -1096,6 +1119,7 @@ def throughput(args, targets, status_port):
             except Exception as exc:
                 log(f"round {rnd + 1}: {target.label}: {exc}")
                 continue
+            res["round"] = rnd
             target.rounds.append(res)
             log(f"round {rnd + 1}/{args.rounds} {target.label:<38} {res['rps']:>8.0f} req/s"
                 + (f"  {res['failed']} failed" if res["failed"] else ""))

@@ -19,14 +19,17 @@ import grp
 import logging
 import os
 import pwd
+import signal
 import sys
-
-PROBE_ENV = "RUNFCGI_PROBE"  # servers/reexec.py sets it for the reload's check
 
 from . import daemon, pidfile, sockets
 from .errors import StartupError
 
+PROBE_ENV = "RUNFCGI_PROBE"  # servers/reexec.py sets it for the reload's check
+
 logger = logging.getLogger("runfcgi_compat")
+
+HELD_SIGNALS = {signal.SIGHUP, signal.SIGUSR1}
 
 # 1.8 set this umask when daemonizing if none was given (django.utils.daemonize).
 DAEMON_UMASK = 0o022
@@ -68,6 +71,10 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
         os.umask(options.umask)
     _load(load_app)
     listener = sockets.listen(options)
+    # SIGHUP and SIGUSR1 end a process that has no handler for them.  Once
+    # the socket accepts, a reload or log rotation may come at any moment:
+    # they wait (blocked) until the server's handlers take them.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
     try:
         give_socket(listener, options, account)
         reporter = daemon.NoReporter()
@@ -84,6 +91,7 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
         _serve(options, listener, load_app, server_factory, streams, reporter, account,
                launch_dir)
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         # Only the process that owns the socket may remove it: never a worker
         # that returned through this stack by mistake.
         if os.getpid() == listener.owner_pid:

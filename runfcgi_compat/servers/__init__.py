@@ -33,9 +33,10 @@ def make_server(options, load_app, *, on_reopen_logs=None):
     """Return a server for ``options``; call ``serve(listen_sock)`` on it.
 
     ``load_app`` is called with no arguments and returns the WSGI app: in
-    each prefork worker after fork (so reloads pick up new code), once
-    before serving in threaded mode.  ``on_reopen_logs`` is called on
-    SIGUSR1 in every process.
+    each prefork worker after fork, once before serving in threaded mode.
+    (A prefork reload re-executes the master, see ``reexec.py``, so new
+    workers get new code.)  ``on_reopen_logs`` is called on SIGUSR1 in
+    every process.
     """
     threaded = options.method == "threaded"
     handler = PROTOCOLS[options.protocol](

@@ -28,9 +28,16 @@ import struct
 
 from flup.server import ajp_base
 from flup.server.ajp_base import (
-    CONTAINER_PREFIX, PKTTYPE_END_RESPONSE, PKTTYPE_SEND_BODY, PKTTYPE_SEND_HEADERS,
-    attributeTable, decodeRequestHeader, decodeString, encodeResponseHeader,
-    encodeString, methodTable,
+    CONTAINER_PREFIX,
+    PKTTYPE_END_RESPONSE,
+    PKTTYPE_SEND_BODY,
+    PKTTYPE_SEND_HEADERS,
+    attributeTable,
+    decodeRequestHeader,
+    decodeString,
+    encodeResponseHeader,
+    encodeString,
+    methodTable,
 )
 
 from .base import Parked, ProtocolError, ProtocolHandler, describe_peer, log, send_all

@@ -28,13 +28,33 @@ import struct
 
 from flup.server import fcgi_base
 from flup.server.fcgi_base import (
-    FCGI_ABORT_REQUEST, FCGI_BEGIN_REQUEST, FCGI_DATA, FCGI_GET_VALUES, FCGI_HEADER_LEN,
-    FCGI_NULL_REQUEST_ID, FCGI_PARAMS, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER, FCGI_STDERR,
-    FCGI_STDIN, FCGI_STDOUT, FCGI_UNKNOWN_ROLE, FCGI_VERSION_1, FCGI_Header, Record,
+    FCGI_ABORT_REQUEST,
+    FCGI_BEGIN_REQUEST,
+    FCGI_DATA,
+    FCGI_GET_VALUES,
+    FCGI_HEADER_LEN,
+    FCGI_NULL_REQUEST_ID,
+    FCGI_PARAMS,
+    FCGI_REQUEST_COMPLETE,
+    FCGI_RESPONDER,
+    FCGI_STDERR,
+    FCGI_STDIN,
+    FCGI_STDOUT,
+    FCGI_UNKNOWN_ROLE,
+    FCGI_VERSION_1,
+    FCGI_Header,
+    Record,
 )
 
 from .base import (
-    ClientGone, Parked, ProtocolError, ProtocolHandler, encode_head, log, read_some, send_all,
+    ClientGone,
+    Parked,
+    ProtocolError,
+    ProtocolHandler,
+    encode_head,
+    log,
+    read_some,
+    send_all,
 )
 from .signals import wait_readable
 

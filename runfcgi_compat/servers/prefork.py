@@ -57,7 +57,6 @@ Signals to the master:
 
 Workers never return into the caller's stack: they end with ``os._exit``.
 """
-import errno
 import os
 import signal
 import sys
@@ -67,14 +66,9 @@ from . import reexec
 from .base import log
 from .scoreboard import FREE, IDLE, STALLED, STARTING, Scoreboard
 from .signals import STOP_SIGNALS, SignalBox, wait_readable
-from .worker import EXIT_BOOT_FAILED, EXIT_ERROR, EXIT_OK, WorkerProcess
+from .worker import EXIT_ERROR, EXIT_OK, WorkerProcess
 
 MASTER_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
-
-# Errors from accept() that concern one connection or a passing shortage,
-# not the listening socket: log, pause briefly, go on.
-TRANSIENT_ACCEPT_ERRORS = (errno.ECONNABORTED, errno.EMFILE, errno.ENFILE,
-                           errno.ENOBUFS, errno.ENOMEM, errno.EPROTO, errno.EPERM)
 
 
 class Worker:

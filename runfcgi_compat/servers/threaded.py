@@ -113,6 +113,8 @@ class ThreadedPool:
         was_blocking = listen_sock.getblocking()
         listen_sock.setblocking(False)
         self._box.install()
+        # The runner holds these until a handler exists (see runner.run).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, POOL_SIGNALS)
         try:
             self._selector.register(self._box, selectors.EVENT_READ)
             self._accept_loop(listen_sock)

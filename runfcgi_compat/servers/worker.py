@@ -17,6 +17,7 @@ server opens a new connection for its next request (nginx, Apache and
 lighttpd do so transparently).  A fresh connection gets ``first_byte_grace``
 first, because the web server's request is normally already on its way.
 """
+import errno
 import os
 import signal
 import time
@@ -30,6 +31,11 @@ WORKER_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1)
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BOOT_FAILED = 3
+
+# Errors from accept() that concern one connection or a passing shortage,
+# not the listening socket: log, pause briefly, go on.
+TRANSIENT_ACCEPT_ERRORS = (errno.ECONNABORTED, errno.EMFILE, errno.ENFILE,
+                           errno.ENOBUFS, errno.ENOMEM, errno.EPROTO, errno.EPERM)
 
 READY = b"R"  # the app has loaded
 WAKE = b"!"  # look at the scoreboard now
@@ -198,8 +204,6 @@ class WorkerProcess:
             self.begin_drain()  # Finish this connection, then make way.
 
     def _accept_loop(self, box):
-        from .prefork import TRANSIENT_ACCEPT_ERRORS
-
         listen, stop, drain = self.listen, self.stop, self.drain
         while not (stop.is_set() or drain.is_set()):
             ready = wait_readable([listen, stop, drain, box], 1.0)

@@ -107,6 +107,9 @@ def launch(config):
 
     server = make_server(from_mapping(config["options"]), load_app,
                          on_reopen_logs=reopen_logs)
+    # As the runner does: signals sent as soon as we listen wait for the
+    # pool's handlers (the pools unblock them) instead of killing us.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGUSR1})
     print("LISTENING", json.dumps(address), flush=True)
     try:
         server.serve(sock)

@@ -130,8 +130,8 @@ def test_two_sighups_under_load_lose_no_request(start_server):
             old = {pid for kind, pid in outcomes if kind == "ok"}
             seen = len(outcomes)
             server.signal(signal.SIGHUP)
-            wait_until(lambda: any(kind == "ok" and pid not in old
-                                   for kind, pid in outcomes[seen:]),
+            wait_until(lambda old=old, seen=seen: any(kind == "ok" and pid not in old
+                                                      for kind, pid in outcomes[seen:]),
                        30, "a response from a new worker")
             assert server.process.poll() is None
     finally:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from runfcgi_compat import client
 from tests.helpers import free_port, kill_quietly, wait_for_connect, wait_for_exit
-from tests.integration.lifecycle import wait_until
+from tests.integration.lifecycle import REPO, wait_until
 
 SETTINGS = """
 SECRET_KEY = "reload-test"
@@ -99,9 +98,11 @@ class Site:
         self.views.write_text("raise ImportError('half-edited view module')\n")
 
     def start(self, *words, script="manage.py", command=("runfcgi",)):
-        env = dict(os.environ, PYTHONPATH=str(self.root), PYTHONDONTWRITEBYTECODE="1",
-                   DJANGO_SETTINGS_MODULE="reloadsite.settings")
-        env.pop("RUNFCGI_TEST_WHEEL", None)
+        paths = [str(self.root)]
+        if not os.environ.get("RUNFCGI_TEST_WHEEL"):
+            paths.append(str(REPO))  # This checkout, as lifecycle.py does.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths),
+                   PYTHONDONTWRITEBYTECODE="1", DJANGO_SETTINGS_MODULE="reloadsite.settings")
         argv = [sys.executable, script, *command, "protocol=fcgi", "method=prefork",
                 f"errlog={self.errlog}", "minspare=2", "maxspare=4", "maxchildren=6",
                 *words]

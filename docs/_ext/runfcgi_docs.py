@@ -11,7 +11,9 @@ page, this extension asks the code for
   calling ``runfcgi_compat.frontends`` — the functions the integration tests
   use to configure the real nginx, Apache and lighttpd they run;
 * the benchmark section (``performance.rst``), which shows
-  ``_static/bench.png`` only when that file exists.
+  ``_static/bench.png`` only when that file exists, and the figures table
+  (``bench-results.rst``) from ``bench/results/latest.json`` when a
+  benchmark has been run in this checkout.
 
 So a page cannot show an option, a default, a message or a configuration the
 code does not have.  The functions here import nothing from Sphinx, so
@@ -31,6 +33,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent.parent
 GENERATED = DOCS / "_generated"
 BENCH_FIGURE = DOCS / "_static" / "bench.png"
+BENCH_RESULTS = DOCS.parent / "bench" / "results" / "latest.json"
 
 # Where the examples say the project lives; the names every page uses.
 SOCKET = "/run/mysite/fcgi.sock"
@@ -113,22 +116,25 @@ SEE_ALSO = {
     "socket": ":doc:`/permissions` for who may connect; :ref:`systemd-socket` for a "
               "socket that systemd creates.",
     "method": ":doc:`/performance` for choosing between them.",
-    "maxchildren": "Each connection nginx or Apache keeps open holds one worker; see "
-                   ":doc:`/frontends/nginx`.",
+    "maxchildren": "Idle connections nginx or Apache keep open do not use it up; "
+                   "see :ref:`kept-connections`.",
     "daemonize": ":doc:`/running` for what daemonizing does and when it is the default.",
     "pidfile": ":doc:`/running` for the stale and live pidfile rules.",
     "workdir": "Relative paths in other options do not depend on it (:doc:`/migrating`).",
-    "debug": "Leave it off in production: tracebacks would reach visitors.",
+    "debug": "Leave it off in production: tracebacks would reach visitors "
+             "(:ref:`debug-pages`).",
     "outlog": ":ref:`logrotate` for rotating it with ``SIGUSR1``.",
     "errlog": ":ref:`logrotate` for rotating it with ``SIGUSR1``.",
     "umask": ":doc:`/permissions` for the values to use.",
-    "socketmode": ":doc:`/permissions`, section *Starting as root*.",
-    "user": ":doc:`/permissions`, section *Starting as root*.",
-    "group": ":doc:`/permissions`, section *Starting as root*.",
+    "socketmode": ":ref:`starting-as-root`.",
+    "user": ":ref:`starting-as-root`.",
+    "group": ":ref:`starting-as-root`.",
     "allow": ":ref:`tcp-peers`.",
+    "ajpsecret": ":ref:`ajp-secret`.",
     "idletimeout": "Matters for connections the web server keeps open "
-                   "(:doc:`/frontends/nginx`).",
-    "gracetimeout": ":doc:`/running`, section *Stopping, reloading and signals*.",
+                   "(:ref:`kept-connections`).",
+    "gracetimeout": ":doc:`/running`, section *Stopping, reloading and signals*; "
+                    ":ref:`reload`.",
 }
 
 
@@ -346,6 +352,11 @@ class Example:
     # The set-up in tests/integration/frontends.py (SETUPS) that runs this
     # configuration against the real server; None marks it untested on the page.
     tested_by: str = None
+    # Or the integration test module that runs it, for a configuration no
+    # set-up in SETUPS uses (e.g. several backends behind one nginx).
+    tested_in: str = None
+    # Shown (reStructuredText) while an optional example cannot be rendered.
+    fallback: str = None
 
 
 SITE = dict(server_name="example.com")
@@ -410,6 +421,15 @@ EXAMPLES = (
         bin_path=f"{PYTHON} {PROJECT}/manage.py runfcgi",
         bin_environment={"DJANGO_SETTINGS_MODULE": SETTINGS}),
         base="lighttpd-socket.conf", tested_by="lighttpd-spawn"),
+    # several backends behind one nginx: shown once frontends has
+    # nginx_balancer() (today it lives in tests/integration/nginx_cluster.py)
+    Example("nginx-balancer.conf", "nginx_balancer", dict(
+        protocol="fcgi", backends=[("10.0.0.5", PORT), ("10.0.0.6", PORT)], **SITE),
+        optional=True, tested_in="tests/integration/test_failover.py",
+        fallback=("The complete configuration the test suite runs is written by\n"
+                  "``nginx_balancer()`` in ``tests/integration/nginx_cluster.py`` in the\n"
+                  "repository: an ``upstream`` block with one ``server`` line per backend,\n"
+                  "and a ``location`` that passes to it with the line above.\n")),
     # systemd and log rotation
     Example("django-fcgi.service", "systemd", dict(
         UNIX, python=PYTHON, project_dir=PROJECT, settings=SETTINGS)),
@@ -449,8 +469,9 @@ def missing_example_rst(example):
     a comment, so the page's prose stands alone until the file can be shown."""
     call = ", ".join([*map(repr, example.args),
                       *(f"{key}={value!r}" for key, value in example.kwargs.items())])
-    return (f".. Not available yet: runfcgi_compat.frontends.{example.function}({call}).\n"
-            f"   {example.filename} will be shown here once it is.\n")
+    comment = (f".. Not available yet: runfcgi_compat.frontends.{example.function}({call}).\n"
+               f"   {example.filename} will be shown here once it is.\n")
+    return comment + ("\n" + example.fallback if example.fallback else "")
 
 
 def example_files():
@@ -469,7 +490,7 @@ def example_files():
             continue
         files[f"conf/{example.filename}"] = text
         caption = example.filename
-        if example.tested_by is None:
+        if example.tested_by is None and example.tested_in is None:
             caption += " (not run by the test suite)"
         options = [f":language: {language(example.filename)}", f":caption: {caption}"]
         if example.base:
@@ -532,6 +553,129 @@ def performance_rst(figure=BENCH_FIGURE):
             "``docs/_static/bench.png`` and the next docs build shows it here.\n")
 
 
+def _number(value, digits=0):
+    if value is None:
+        return "--"
+    return f"{value:,.{digits}f}"
+
+
+def load_bench(results=BENCH_RESULTS):
+    """Return the last benchmark run (``bench/results/latest.json``), or None.
+
+    ``bench/run`` writes it; git ignores it.  Anything missing or unreadable
+    is None, never an error, so a checkout without a run builds the same
+    pages without the figures.
+    """
+    import json
+
+    try:
+        data = json.loads(Path(results).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    targets = data.get("targets")
+    if not isinstance(targets, dict) or not targets or \
+            not all(isinstance(target, dict) for target in targets.values()):
+        return None
+    return data
+
+
+def bench_results_rst(results=BENCH_RESULTS):
+    """Return the last benchmark run's figures as a table, or a sentence."""
+    data = load_bench(results)
+    if data is None:
+        return ("No benchmark results are part of this build: run ``bench/run`` in a\n"
+                "checkout and build the documentation again to see its figures here.\n")
+    versions = data.get("versions") or {}
+    settings = data.get("settings") or {}
+    about = []
+    if data.get("started"):
+        about.append(str(data["started"]).replace("T", " ")[:16])
+    if data.get("mode"):
+        about.append(f"{data['mode']} run")
+    if settings.get("rounds") and settings.get("seconds"):
+        about.append(f"{settings['rounds']} rounds of {settings['seconds']} s per set-up")
+    if settings.get("connections"):
+        about.append(f"{settings['connections']} connections")
+    if versions.get("cpus"):
+        about.append(f"{versions['cpus']} CPUs")
+    for name, shown in (("python", "{}"), ("Django", "Django {}"), ("nginx", "{}")):
+        if versions.get(name):
+            about.append(shown.format(versions[name]).replace("nginx version: ", ""))
+    if versions.get("git"):
+        dirty = " with uncommitted changes" if versions.get("git_dirty") else ""
+        about.append(f"commit {versions['git']}{dirty}")
+    out = [
+        ".. This file is generated from bench/results/latest.json",
+        "   by docs/_ext/runfcgi_docs.py.  Do not edit it.",
+        "",
+        ".. list-table:: The last benchmark run in this checkout",
+        "   :header-rows: 1",
+        "   :widths: 34 24 8 8 13 13",
+        "",
+        "   * - Set-up",
+        "     - req/s (slowest–fastest round)",
+        "     - p50 ms",
+        "     - p99 ms",
+        "     - CPU µs/request",
+        "     - × uWSGI",
+    ]
+    for target in data["targets"].values():
+        rps = _number(target.get("rps_median"))
+        if target.get("rps_min") is not None and target.get("rps_max") is not None:
+            rps += f" ({_number(target['rps_min'])}–{_number(target['rps_max'])})"
+        ratio = target.get("ratio_vs_uwsgi")
+        out += [
+            f"   * - {_rst_escape(str(target.get('label', '?')))}",
+            f"     - {rps}",
+            f"     - {_number(target.get('p50_ms'), 1)}",
+            f"     - {_number(target.get('p99_ms'), 1)}",
+            f"     - {_number(target.get('cpu_us_per_request'))}",
+            f"     - {'--' if ratio is None else f'{ratio:.2f}'}",
+        ]
+    if about:
+        out += ["", _rst_escape("Measured: " + "; ".join(about) + ".")]
+    return "\n".join(out) + "\n"
+
+
+def bench_checks_rst(results=BENCH_RESULTS):
+    """Return the targets the last run checked (PASS/MISS), or a comment."""
+    data = load_bench(results)
+    checks = data and data.get("checks")
+    if not checks or not isinstance(checks, list):
+        return ".. No benchmark targets: bench/results/latest.json is missing or has none.\n"
+    out = []
+    for check in checks:
+        if not isinstance(check, dict):
+            continue
+        shown = _check_value(check.get("value"), str(check.get("goal", "")))
+        goal = str(check.get("goal", "?")).replace(">=", "≥").replace("<=", "≤")
+        line = f"{check.get('name', '?')}: {shown} (goal {goal})"
+        if check.get("detail"):
+            line += f"; {check['detail']}"
+        out.append(f"* **{_rst_escape(str(check.get('status', '?')))}** {_rst_escape(line)}")
+    return "\n".join(out) + "\n"
+
+
+def _check_value(value, goal):
+    """Show a check's value in its goal's unit: a ratio (x) or seconds (s)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "n/a"
+    if goal.endswith("x"):
+        return f"{value:.2f}x"
+    if goal.endswith(" s"):
+        return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+    return f"{value:g}"
+
+
+def _rst_escape(text):
+    """Keep text from the JSON from being read as markup."""
+    for char in "\\`*|_":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
 # -- writing -----------------------------------------------------------------------
 
 
@@ -543,6 +687,8 @@ def generated_files():
         "errors-options.rst": option_errors(),
         "errors-runfastcgi.rst": runfastcgi_error(),
         "performance.rst": performance_rst(),
+        "bench-results.rst": bench_results_rst(),
+        "bench-checks.rst": bench_checks_rst(),
     }
     files.update(startup_errors_rst())
     files.update(example_files())

@@ -177,8 +177,15 @@ def test_examples_claimed_as_tested_name_real_integration_set_ups():
 def test_untested_examples_say_so(generated):
     for example in gen.EXAMPLES:
         stub = generated[f"conf/{example.filename}.rst"]
-        if example.tested_by is None and "literalinclude" in stub:
-            assert "(not run by the test suite)" in stub
+        untested = example.tested_by is None and example.tested_in is None
+        if "literalinclude" in stub:
+            assert ("(not run by the test suite)" in stub) == untested, example.filename
+
+
+def test_examples_claimed_as_tested_elsewhere_name_real_test_files():
+    for example in gen.EXAMPLES:
+        if example.tested_in is not None:
+            assert (REPO / example.tested_in).is_file(), example.filename
 
 
 def test_highlighted_lines_are_what_the_example_adds():
@@ -195,6 +202,59 @@ def test_performance_shows_the_figure_only_when_it_exists(tmp_path):
     assert "figure::" not in gen.performance_rst(figure)
     figure.write_bytes(b"\x89PNG")
     assert ".. figure:: /_static/bench.png" in gen.performance_rst(figure)
+
+
+BENCH_RUN = {
+    "started": "2026-01-02T03:04:05",
+    "versions": {"git": "abc1234", "cpus": 2},
+    "targets": {
+        "a": {"label": "runfcgi prefork fcgi", "rps_median": 2606.6, "rps_min": 1415.2,
+              "rps_max": 3121.2, "p50_ms": 2.812, "p99_ms": 8.095,
+              "cpu_us_per_request": 449.4, "ratio_vs_uwsgi": 0.66},
+        "b": {"label": "view called in-process", "rps_median": 5936.0, "p50_ms": None,
+              "p99_ms": None, "cpu_us_per_request": 154.1, "ratio_vs_uwsgi": 1.5},
+    },
+    "checks": [
+        {"name": "prefork FastCGI vs uWSGI", "value": 0.66, "goal": ">= 1.0x",
+         "status": "MISS", "detail": "rounds 0.45-0.79x"},
+        {"name": "fresh *connection*", "value": 0.0015, "goal": "< 1 s", "status": "PASS"},
+    ],
+}
+
+
+def test_bench_results_without_a_run_is_a_sentence(tmp_path):
+    for content in (None, "", "not json", "[]", '{"targets": {}}', '{"targets": [1]}',
+                    '{"targets": {"a": 1}}'):
+        path = tmp_path / "latest.json"
+        if content is not None:
+            path.write_text(content)
+        text = gen.bench_results_rst(path)
+        assert "list-table" not in text and "bench/run" in text, content
+        assert gen.bench_checks_rst(path).startswith(".. "), content  # a comment
+
+
+def test_bench_results_table_has_a_row_per_set_up(tmp_path):
+    import json
+
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps(BENCH_RUN))
+    text = gen.bench_results_rst(path)
+    assert ".. list-table::" in text
+    assert "   * - runfcgi prefork fcgi\n     - 2,607 (1,415–3,121)\n     - 2.8\n" in text
+    assert "   * - view called in-process\n     - 5,936\n     - --\n     - --\n" in text
+    assert "commit abc1234" in text
+
+
+def test_bench_checks_are_pass_or_miss_lines_in_the_goals_unit(tmp_path):
+    import json
+
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps(BENCH_RUN))
+    lines = gen.bench_checks_rst(path).splitlines()
+    assert lines == [
+        "* **MISS** prefork FastCGI vs uWSGI: 0.66x (goal ≥ 1.0x); rounds 0.45-0.79x",
+        "* **PASS** fresh \\*connection\\*: 1.5 ms (goal < 1 s)",
+    ]
 
 
 def test_write_generated_removes_files_no_longer_generated(tmp_path):

@@ -230,7 +230,9 @@ def apache(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80",
     return render(
         "apache.conf",
         title=_title(protocol, host, port, socket, prefix),
-        runfcgi=" ".join(["manage.py runfcgi"] + runfcgi_words(protocol, host, port, socket)),
+        # With a secret, runfcgi must check it too, or the secret protects nothing.
+        runfcgi=" ".join(["manage.py runfcgi"] + runfcgi_words(
+            protocol, host, port, socket, ajpsecret=secret and _safe("secret", secret))),
         modules=list(apache_modules(protocol)),
         protocol=protocol,
         listen=_safe("listen", listen),
@@ -426,3 +428,7 @@ def _title(protocol, host, port, socket, prefix):
     where = f"UNIX socket {socket}" if socket else _address(host, port)
     mount = f" under {prefix}/" if prefix else ""
     return f"Django{mount} over {PROTOCOL_NAMES[protocol]} to {where}"
+
+
+# Last: balancer.py uses the helpers above.
+from .balancer import nginx_balancer  # noqa: E402,F401

@@ -342,16 +342,18 @@ def make_tmp():
     return path
 
 
-def _backend(tmp, processes, protocol, method, *, unix=False, host="127.0.0.1", env=None):
+def _backend(tmp, processes, protocol, method, *, unix=False, host="127.0.0.1", env=None,
+             extra=()):
     """Start runfcgi; return (host, port, socket) for the front end's config."""
     if unix:
         path = str(tmp / "django.sock")
         # umask=000: the socket must be writable by the web server's user.
         processes.append(start_backend(tmp, protocol, method, socket_path=path,
-                                       extra=["umask=000"], env=env))
+                                       extra=["umask=000", *extra], env=env))
         return None, None, path
     port = free_port(host)
-    processes.append(start_backend(tmp, protocol, method, host=host, port=port, env=env))
+    processes.append(start_backend(tmp, protocol, method, host=host, port=port, env=env,
+                                   extra=extra))
     return host, port, None
 
 
@@ -367,9 +369,12 @@ def _nginx(protocol="fcgi", *, unix=False, host="127.0.0.1", env=None, **options
 
 
 def _apache(protocol="fcgi", *, unix=False, host="127.0.0.1", env=None, **options):
+    # A secret is checked at both ends, as the generated configuration says.
+    extra = [f"ajpsecret={options['secret']}"] if options.get("secret") else []
+
     def build(tmp, method, processes):
         host_, port, path = _backend(tmp, processes, protocol, method, unix=unix, host=host,
-                                     env=env)
+                                     env=env, extra=extra)
         listen = free_port()
         site = conf.apache(protocol, host_, port, path, listen=f"127.0.0.1:{listen}", **options)
         processes.append(start_apache(tmp, site, listen, conf.apache_modules(protocol)))

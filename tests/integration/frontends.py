@@ -236,16 +236,15 @@ def python_for(user):
     if shutil.which("runuser") is None:
         return None
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    candidates = (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}")
-    for candidate in candidates:
-        if _runs_as(user, candidate):
-            return candidate
     if os.geteuid() == 0:
+        # Whichever interpreter runs it, the script imports from these.
         for top in {os.path.dirname(os.path.realpath(sys.executable)), sys.base_prefix,
                     *site_packages()}:
             _allow_traversal(top)
-        if _runs_as(user, sys.executable):
-            return sys.executable
+    for candidate in (sys.executable, f"/usr/bin/python{version}",
+                      f"/usr/local/bin/python{version}"):
+        if _runs_as(user, candidate):
+            return candidate
     return None
 
 

@@ -22,7 +22,7 @@ import pwd
 import signal
 import sys
 
-from . import daemon, pidfile, sockets
+from . import daemon, pidfile, scriptwatch, sockets
 from .errors import StartupError
 
 PROBE_ENV = "RUNFCGI_PROBE"  # servers/reexec.py sets it for the reload's check
@@ -88,6 +88,8 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
         else:
             streams.redirect(detached=False)
             _banner(options, listener, os.getpid(), stdout, verbosity)
+        if listener.spawned_by_web_server and options.method == "threaded":
+            scriptwatch.start(os.path.abspath(sys.argv[0]))  # touch mysite.fcgi
         _serve(options, listener, load_app, server_factory, streams, reporter, account,
                launch_dir)
     finally:

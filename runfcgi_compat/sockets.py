@@ -26,6 +26,7 @@ class Listener:
         self.description = description
         self.unix_path = unix_path
         self.owner_pid = os.getpid()
+        self.spawned_by_web_server = False
         self._created = None
         if created:
             # Hold the directory open: after switching to an unprivileged
@@ -175,7 +176,9 @@ def fd0_socket():
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    return Listener(sock, f"fd 0 ({_family_name(sock)})")
+    listener = Listener(sock, f"fd 0 ({_family_name(sock)})")
+    listener.spawned_by_web_server = True
+    return listener
 
 
 def systemd_socket(environ):

@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -178,3 +179,26 @@ def test_systemd_accepts_units(tmp_path):
     check = subprocess.run([analyze, "verify", *(str(tmp_path / name) for name in units)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
+
+
+def test_touching_mysite_fcgi_restarts_it_under_mod_fcgid():
+    """The shared-host habit: ``touch mysite.fcgi`` makes mod_fcgid start a new process."""
+    setup = frontends.SETUPS["apache-fcgid"]
+    tmp = frontends.make_tmp()
+    site = frontends.launch(setup, "threaded", tmp)
+    try:
+        first = site.json("GET", "/who")["pid"]
+        script = tmp / "www" / "mysite.fcgi"
+        later = time.time() + 1  # newer than the running process
+        os.utime(script, (later, later))
+        deadline = time.monotonic() + 30
+        while True:
+            now = site.json("GET", "/who")["pid"]
+            if now != first:
+                break
+            assert time.monotonic() < deadline, f"still served by pid {first}\n{site.logs()}"
+            time.sleep(0.2)
+        assert site.json("GET", "/who")["pid"] == now
+    finally:
+        site.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

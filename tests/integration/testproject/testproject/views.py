@@ -1,5 +1,6 @@
 """Views that show what Django received, to check each front end end to end."""
 import hashlib
+import os
 
 from django.http import JsonResponse, StreamingHttpResponse
 from django.urls import get_script_prefix
@@ -34,6 +35,7 @@ def echo(request, rest):
         "body_len": body_len,
         "body_sha256": body_sha256,
         "server_software": request.META.get("SERVER_SOFTWARE", ""),
+        "pid": os.getpid(),
     })
 
 

@@ -65,6 +65,11 @@ class WorkerHold(HoldPolicy):
     def wait_for_request(self, handler, sock, first, notices):
         worker = self.worker
         idle = handler.idle_timeout or None
+        if worker.resumed:
+            # Taken from the queue because the poll saw it readable.
+            worker.resumed = False
+            worker.mark(BUSY)
+            return True
         now = time.monotonic()
         deadline = None if idle is None else now + idle
         if worker.queue:
@@ -146,6 +151,7 @@ class WorkerProcess:
         # fds and the listening socket.
         self.held = {}
         self.queue = collections.deque()
+        self.resumed = False  # The connection being resumed was seen readable.
 
     # -- the scoreboard and the pipe
 
@@ -286,7 +292,11 @@ class WorkerProcess:
                     entry = held.pop(item, None)
                     if entry is not None:
                         self.mark(BUSY)
-                        self._serve(self.handler.resume_connection, entry[0])
+                        self.resumed = True
+                        try:
+                            self._serve(self.handler.resume_connection, entry[0])
+                        finally:
+                            self.resumed = False
                     continue
                 try:
                     conn, addr = listen.accept()

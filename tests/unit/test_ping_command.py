@@ -8,23 +8,18 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from tests.helpers import free_port, run_manage
-from tests.unit.test_client import start_peer, stop_peer
 
 TIME_LINE = re.compile(r"time: \d+\.\d ms")
 
 
 @pytest.fixture(scope="module")
-def fcgi_server(tmp_path_factory):
-    proc, address = start_peer("fcgi", str(tmp_path_factory.mktemp("fcgi")))
-    yield address
-    stop_peer(proc)
+def fcgi_server(fcgi_peer):
+    return fcgi_peer
 
 
 @pytest.fixture(scope="module")
-def ajp_server(tmp_path_factory):
-    proc, address = start_peer("ajp", str(tmp_path_factory.mktemp("ajp")))
-    yield address
-    stop_peer(proc)
+def ajp_server(ajp_peer):
+    return ajp_peer
 
 
 def ping(*words, verbosity=1):

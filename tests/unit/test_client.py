@@ -18,6 +18,7 @@ import pytest
 
 from runfcgi_compat import client
 from tests.helpers import free_port
+from tests.unit.peers import start_peer, stop_peer
 
 
 @pytest.fixture(params=["fcgi", "scgi", "ajp"])

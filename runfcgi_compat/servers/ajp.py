@@ -29,9 +29,15 @@ import struct
 from flup.server import ajp_base
 from flup.server.ajp_base import (
     CONTAINER_PREFIX,
+    PKTTYPE_CPING,
     PKTTYPE_END_RESPONSE,
+    PKTTYPE_FWD_REQ,
+    PKTTYPE_GET_BODY,
+    PKTTYPE_PING,
     PKTTYPE_SEND_BODY,
     PKTTYPE_SEND_HEADERS,
+    PKTTYPE_SHUTDOWN,
+    SERVER_PREFIX,
     attributeTable,
     decodeRequestHeader,
     decodeString,
@@ -40,12 +46,28 @@ from flup.server.ajp_base import (
     methodTable,
 )
 
-from .base import Parked, ProtocolError, ProtocolHandler, describe_peer, log, send_all
+from .base import (
+    Parked,
+    ProtocolError,
+    ProtocolHandler,
+    describe_peer,
+    log,
+    read_some,
+    send_all,
+)
 
 FLUSH_THRESHOLD = 256 * 1024
 # Largest body chunk in one packet: 8 KiB packet - 4 header - 3 type and
 # length - 1 trailing NUL (Apache's default max_packet_size is 8 KiB).
 MAX_CHUNK = 8192 - 4 - 3 - 1
+
+# The largest body chunk a web server may send for one GET_BODY_CHUNK:
+# Apache's ProxyIOBufferSize is at most 64 KiB (AJP_MAX_BUFFER_SZ), minus
+# the 4-byte header and the 2-byte length.
+MAX_PEER_CHUNK = 65536 - 6
+# GET_BODY_CHUNK requests kept in flight while reading a request body.
+BODY_WINDOW = 16
+READ_SIZE = 65536 + 4
 
 ATTR_NAMED = 0x0A
 ATTR_SSL_KEY_SIZE = 0x0B
@@ -128,7 +150,41 @@ class AJPTransport:
         self.conn.flush()
 
 
+class AJPInputStream(ajp_base.InputStream):
+    """flup's body stream, asking for several body chunks ahead.
+
+    flup asked for one chunk (8 KiB through Apache) and waited for it: an
+    8 MiB upload took 1024 round trips.  The web server answers the
+    GET_BODY_CHUNK requests in order, so several may be in flight; never
+    more than the body can fill even if every answer is as large as a web
+    server may make it, because a request past the end of the body is
+    answered with an empty packet (and, past the request, would be read as
+    the next request).
+    """
+
+    def __init__(self, conn):
+        super().__init__(conn)
+        self.asked = 0  # GET_BODY_CHUNK requests not answered yet.
+
+    def _waitForData(self):
+        missing = self.bytesAvailForAdd()
+        assert missing > 0
+        safe = min(BODY_WINDOW, -(-missing // MAX_PEER_CHUNK))
+        more = max(safe - self.asked, 0 if self.asked else 1)
+        if more:
+            ask = PKTTYPE_GET_BODY + struct.pack(">H", min(missing, 0xFFFF))
+            for _ in range(more):
+                self._conn.queue_packet(ask)
+            self._conn.flush()
+            self.asked += more
+        self._conn.read_body_packet()
+
+
 class AJPRequest(ajp_base.Request):
+    def __init__(self, conn):
+        super().__init__(conn)
+        self.input = AJPInputStream(conn)
+
     def run(self):
         environ = self.server_handler.base_environ(self.environ, self.input)
         self.server_handler.serve_request(environ, AJPTransport(self._conn))
@@ -147,6 +203,8 @@ class AJPConnection(ajp_base.Connection):
         self._outbox = []
         self._outbox_size = 0
         self._first = True
+        self._inbuf = b""
+        self._inpos = 0
 
     def run(self):
         try:
@@ -165,10 +223,57 @@ class AJPConnection(ajp_base.Connection):
     def processInput(self):
         if self._request is None:
             # Between requests: idle timeout, and close at once on stop.
-            if not self.server.wait_for_request(self._sock, self._first):
+            # Bytes already buffered are the next request: no wait.
+            if (self._inpos == len(self._inbuf)
+                    and not self.server.wait_for_request(self._sock, self._first)):
                 raise EOFError
             self._first = False
-        super().processInput()
+        data = self._read_packet()
+        # Body chunks have no packet type code.
+        if self._request is not None:
+            self._processBody(data)
+            return
+        if not data:
+            raise ProtocolError("unexpected empty AJP packet")
+        kind = data[0]
+        if kind == PKTTYPE_FWD_REQ:
+            self._forwardRequest(_Packet(data))
+        elif kind == PKTTYPE_SHUTDOWN:
+            self._shutdown(data)
+        elif kind == PKTTYPE_PING:
+            pass
+        elif kind == PKTTYPE_CPING:
+            self._cping(None)
+        else:
+            raise ProtocolError(f"unknown AJP packet type {kind}")
+
+    def read_body_packet(self):
+        self._processBody(self._read_packet())
+
+    def _fill(self, need):
+        """Have ``need`` unread bytes buffered; EOFError at EOF."""
+        while len(self._inbuf) - self._inpos < need:
+            data = read_some(self._sock, max(READ_SIZE, need), self.server.wait_for_data)
+            if not data:
+                raise EOFError
+            self._inbuf = self._inbuf[self._inpos:] + data if self._inpos else (
+                self._inbuf + data)
+            self._inpos = 0
+
+    def _read_packet(self):
+        """The next packet's payload: one recv normally holds several."""
+        self._fill(4)
+        pos = self._inpos
+        if self._inbuf[pos:pos + 2] != SERVER_PREFIX:
+            raise ProtocolError("invalid AJP packet header")
+        (length,) = struct.unpack_from(">H", self._inbuf, pos + 2)
+        self._fill(4 + length)
+        pos = self._inpos
+        data = self._inbuf[pos + 4:pos + 4 + length]
+        self._inpos = pos + 4 + length
+        if self._inpos == len(self._inbuf):
+            self._inbuf, self._inpos = b"", 0
+        return data
 
     def _forwardRequest(self, pkt):
         req = self.server.requestClass(self)
@@ -180,8 +285,12 @@ class AJPConnection(ajp_base.Connection):
         self._request = req
         try:
             if req.input.bytesAvailForAdd():
-                self.processInput()  # Apache sends the first body chunk unasked.
+                self.read_body_packet()  # Apache sends the first body chunk unasked.
             req.run()
+            # Answers to body requests still in flight (the app did not read
+            # the whole body) must not be taken for the next request.
+            while req.input.asked:
+                self.read_body_packet()
         finally:
             self._request = None
 
@@ -207,10 +316,12 @@ class AJPConnection(ajp_base.Connection):
         # Unread body packets must not turn the close into a reset.
         self.server.linger_close(self._sock)
 
-    def _processBody(self, pkt):
-        length = struct.unpack(">H", pkt.data[:2])[0] if pkt.length >= 2 else 0
-        data = pkt.data[2:2 + length]
+    def _processBody(self, payload):
+        length = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 0
+        data = payload[2:2 + length]
         stream = self._request.input
+        if stream.asked:
+            stream.asked -= 1
         if not data:
             # An empty body packet: the web server has no more body to send.
             stream.setDataLength(stream._avail)
@@ -238,6 +349,16 @@ class AJPConnection(ajp_base.Connection):
             data = b"".join(self._outbox)
             self._outbox, self._outbox_size = [], 0
             send_all(self._sock, data)
+
+
+class _Packet:
+    """What flup's parsers expect: ``data`` and ``length``."""
+
+    __slots__ = ("data", "length")
+
+    def __init__(self, data):
+        self.data = data
+        self.length = len(data)
 
 
 class AJPHandler(ProtocolHandler, ajp_base.BaseAJPServer):

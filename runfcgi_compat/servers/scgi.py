@@ -14,12 +14,84 @@ subclassed but its ``run``/``processInput`` are replaced because they
 """
 from flup.server import scgi_base
 
-from .base import Parked, ProtocolError, ProtocolHandler, encode_head, send_all
+from .base import Parked, ProtocolError, ProtocolHandler, encode_head, read_some, send_all
 
 # nginx and Apache send a few KiB of headers; anything far larger is garbage
 # or an attack, and must not be allocated.
 MAX_HEADER_BYTES = 1024 * 1024
 FLUSH_THRESHOLD = 256 * 1024
+
+
+READ_SIZE = 65536
+
+
+class SocketReader:
+    """A read buffer over the connection: one ``recv`` normally takes the
+    whole request (netstring and body); more are made only when needed,
+    each bounded by the handler's wait (``wait(sock)`` -> False: timeout)."""
+
+    def __init__(self, sock, wait):
+        self._sock = sock
+        self._wait = wait
+        self._buf = b""
+        self._pos = 0
+        self.eof = False
+
+    def buffered(self):
+        return len(self._buf) - self._pos
+
+    def fill(self, need):
+        """Have at least ``need`` unread bytes; False if EOF came first."""
+        while len(self._buf) - self._pos < need:
+            if self.eof:
+                return False
+            data = read_some(self._sock, max(READ_SIZE, need - self.buffered()), self._wait)
+            if not data:
+                self.eof = True
+                return False
+            self._buf = self._buf[self._pos:] + data if self._buf else data
+            self._pos = 0
+        return True
+
+    def peek(self, size):
+        return self._buf[self._pos:self._pos + size]
+
+    def take(self, size):
+        data = self._buf[self._pos:self._pos + size]
+        self._pos += len(data)
+        if self._pos == len(self._buf):
+            self._buf, self._pos = b"", 0
+        return data
+
+    def read(self, size):
+        """Up to ``size`` bytes, fewer only at EOF."""
+        if self.buffered() >= size:
+            return self.take(size)
+        parts = [self.take(size)]
+        left = size - len(parts[0])
+        while left > 0 and not self.eof:
+            data = read_some(self._sock, max(READ_SIZE, left), self._wait)
+            if not data:
+                self.eof = True
+                break
+            if len(data) > left:
+                self._buf, self._pos = data, left
+                data = data[:left]
+            parts.append(data)
+            left -= len(data)
+        return b"".join(parts)
+
+    def readline(self, size):
+        """Up to ``size`` bytes, up to and including the first newline."""
+        scanned = 0
+        while True:
+            available = self.buffered()
+            end = self._buf.find(b"\n", self._pos + scanned, self._pos + min(available, size))
+            if end >= 0:
+                return self.take(end + 1 - self._pos)
+            if available >= size or not self.fill(available + 1):
+                return self.take(size)
+            scanned = available
 
 
 class LimitedInput:
@@ -56,29 +128,35 @@ class LimitedInput:
         return iter(self.readline, b"")
 
 
-def read_netstring(rfile, limit):
-    """Read ``<length>:<bytes>,`` from a buffered file; EOFError at EOF."""
-    digits = b""
+def read_netstring(reader, limit):
+    """Read ``<length>:<bytes>,`` from a ``SocketReader``; EOFError at EOF."""
+    most = len(str(limit))
     while True:
-        char = rfile.read(1)
-        if not char:
-            if digits:
+        head = reader.peek(most + 1)
+        colon = head.find(b":")
+        if colon >= 0:
+            digits = head[:colon]
+            if digits and not digits.isdigit():
+                raise ProtocolError(f"invalid SCGI netstring length {digits[:20]!r}")
+            break
+        if head and (not head.isdigit() or len(head) > most):
+            raise ProtocolError(f"invalid SCGI netstring length {head[:20]!r}")
+        if not reader.fill(len(head) + 1):
+            if head:
                 raise ProtocolError("connection closed inside the SCGI header length")
             raise EOFError
-        if char == b":":
-            break
-        digits += char
-        if not char.isdigit() or len(digits) > len(str(limit)):
-            raise ProtocolError(f"invalid SCGI netstring length {digits[:20]!r}")
     if not digits:
         raise ProtocolError("empty SCGI netstring length")
     size = int(digits)
     if size > limit:
         raise ProtocolError(f"SCGI headers of {digits.decode()} bytes (limit {limit})")
-    data = rfile.read(size)
-    if len(data) < size:
-        raise ProtocolError("connection closed inside the SCGI headers")
-    if rfile.read(1) != b",":
+    reader.take(colon + 1)
+    if not reader.fill(size + 1):
+        if reader.buffered() < size:
+            raise ProtocolError("connection closed inside the SCGI headers")
+        raise ProtocolError("SCGI netstring does not end with ','")
+    data = reader.take(size)
+    if reader.take(1) != b",":
         raise ProtocolError("SCGI netstring does not end with ','")
     return data
 
@@ -134,27 +212,31 @@ class SCGIConnection(scgi_base.Connection):
             return
 
     def processInput(self):
-        rfile = self._sock.makefile("rb")
+        sock = self._sock
+        reader = SocketReader(sock, self.server.wait_for_data)
+        environ = parse_headers(read_netstring(reader, MAX_HEADER_BYTES))
         try:
-            environ = parse_headers(read_netstring(rfile, MAX_HEADER_BYTES))
-            try:
-                length = int(environ["CONTENT_LENGTH"])
-                if length < 0:
-                    raise ValueError
-            except KeyError:
-                raise ProtocolError("SCGI request without CONTENT_LENGTH") from None
-            except ValueError:
-                raise ProtocolError(
-                    f"invalid CONTENT_LENGTH {environ['CONTENT_LENGTH']!r}") from None
-            environ = self.server.base_environ(environ, LimitedInput(rfile, length))
-            transport = SCGITransport(self._sock)
-            self.server.serve_request(environ, transport)
-            transport.flush()
-        finally:
-            rfile.close()
-        # The end of the response is our EOF; wait for the peer's so unread
-        # body bytes do not reset the connection under the response.
-        self.server.linger_close(self._sock)
+            length = int(environ["CONTENT_LENGTH"])
+            if length < 0:
+                raise ValueError
+        except KeyError:
+            raise ProtocolError("SCGI request without CONTENT_LENGTH") from None
+        except ValueError:
+            raise ProtocolError(
+                f"invalid CONTENT_LENGTH {environ['CONTENT_LENGTH']!r}") from None
+        body = LimitedInput(reader, length)
+        environ = self.server.base_environ(environ, body)
+        transport = SCGITransport(sock)
+        self.server.serve_request(environ, transport)
+        transport.flush()
+        if reader.eof or (body._left == 0 and not reader.buffered()):
+            # The whole request was read (or the peer has closed): nothing
+            # unread can turn close() into a reset under the response.
+            sock.close()
+        else:
+            # The end of the response is our EOF; wait for the peer's so
+            # unread body bytes do not reset the connection under it.
+            self.server.linger_close(sock)
 
 
 class SCGIHandler(ProtocolHandler, scgi_base.BaseSCGIServer):

@@ -19,7 +19,13 @@ connections exhausted 50 threads), and used ``setDaemon``/``notifyAll``/
   thread free.  A FastCGI request whose records stop before the app has
   started is parked the same way.  A parked connection closes after the handler's
   ``idle_timeout``; if descriptors run out, the longest-parked goes first.
-* Between ``minspare`` and ``maxspare`` idle threads are kept.
+* Between ``minspare`` and ``maxspare`` idle threads are kept; a thread
+  beyond ``maxspare`` leaves only after ``spare_linger`` idle seconds, so a
+  burst does not start and end threads over and over.
+* A thread that has finished with a connection tries ``accept()`` itself
+  on the (non-blocking) listening socket before it goes back to wait for
+  work (leader/follower): under load, connections go from the kernel to a
+  thread with no hand-off through the main thread.
 * ``maxrequests`` does not apply (as in Django 1.8's runfcgi): there is no
   process to recycle.
 
@@ -39,6 +45,7 @@ Signals (main thread):
 """
 import collections
 import errno
+import queue
 import selectors
 import signal
 import threading
@@ -85,6 +92,8 @@ class ThreadedPool:
     # of a millisecond and never leaves the thread; a longer wait would let
     # idle connections hold threads again.
     park_after = 0.005
+    # Seconds an idle thread beyond ``maxspare`` waits before it ends.
+    spare_linger = 2.0
 
     def __init__(self, handler, load_app, *, maxspare, minspare, maxchildren,
                  maxrequests=0, on_reopen_logs=None):
@@ -94,8 +103,13 @@ class ThreadedPool:
         self.minspare = min(minspare, maxspare, maxchildren)
         self.maxchildren = maxchildren
         self.on_reopen_logs = on_reopen_logs
-        self._cond = threading.Condition()
-        self._queue = collections.deque()  # (handler method, argument...)
+        self._lock = threading.Lock()
+        self._queue = queue.SimpleQueue()  # (handler method, argument...); None: leave
+        self._queued = 0  # Work items put and not yet taken.
+        self._leaving = 0  # None items put (stopping) and not yet taken.
+        self._listen = None
+        self._accepting = False  # Threads may accept() themselves.
+        self._paused = False  # The main thread stopped watching the listener.
         self._returned = collections.deque()  # Parked, from the threads
         self._parked = {}  # fd -> (Parked, deadline); insertion order = age
         self._threads = set()
@@ -112,6 +126,7 @@ class ThreadedPool:
         self._selector = selectors.DefaultSelector()
         was_blocking = listen_sock.getblocking()
         listen_sock.setblocking(False)
+        self._listen = listen_sock
         self._box.install()
         # The runner holds these until a handler exists (see runner.run).
         signal.pthread_sigmask(signal.SIG_UNBLOCK, POOL_SIGNALS)
@@ -136,6 +151,7 @@ class ThreadedPool:
                 if signum in STOP_SIGNALS:
                     log.info("threaded: %s received; stopping gracefully",
                              signal.Signals(signum).name)
+                    self._accepting = False
                     if listening:
                         self._selector.unregister(listen_sock)
                     return
@@ -145,9 +161,11 @@ class ThreadedPool:
                 elif signum == signal.SIGUSR1:
                     self._reopen_logs()
             self._park_returned()
-            with self._cond:
+            with self._lock:
                 self._keep_spare_threads()
                 can_accept = self._free_slots() > 0
+                self._accepting = True
+                self._paused = not can_accept
             if can_accept != listening:
                 if can_accept:
                     self._selector.register(listen_sock, selectors.EVENT_READ)
@@ -226,14 +244,16 @@ class ThreadedPool:
 
     def _free_slots(self):
         """Connections we can take now: idle threads, or room for new ones."""
-        return self._idle - len(self._queue) + (self.maxchildren - len(self._threads))
+        return self._idle - self._queued + (self.maxchildren - len(self._threads))
 
     def _dispatch(self, *work):
-        with self._cond:
-            self._queue.append(work)
-            if self._idle < len(self._queue) and len(self._threads) < self.maxchildren:
+        with self._lock:
+            self._queued += 1
+            leaving = self._leaving
+            if (self._idle - leaving < self._queued
+                    and len(self._threads) - leaving < self.maxchildren):
                 self._start_thread()
-            self._cond.notify()
+        self._queue.put(work)
 
     def _keep_spare_threads(self):
         while self._idle < self.minspare and len(self._threads) < self.maxchildren:
@@ -242,7 +262,7 @@ class ThreadedPool:
 
     def _start_thread(self):
         """Start one worker thread; return False if the OS refused."""
-        # Called with self._cond held.  Daemon threads: a request still
+        # Called with self._lock held.  Daemon threads: a request still
         # running after the graceful timeout must not keep the process alive.
         thread = threading.Thread(target=self._worker, name="runfcgi-worker", daemon=True)
         self._threads.add(thread)
@@ -263,10 +283,16 @@ class ThreadedPool:
         server that has just connected is about to send a request.
         """
         self._stop.set()
+        self._accepting = False
         deadline = time.monotonic() + self.graceful_timeout
-        with self._cond:
+        with self._lock:
             self._stopping = True
-            self._cond.notify_all()
+            # Wake the idle threads; one None each.  Busy ones leave when
+            # they find nothing queued.
+            count = max(0, self._idle - self._queued - self._leaving)
+            self._leaving += count
+        for _ in range(count):
+            self._queue.put(None)
         for parked, _ in list(self._parked.values()):
             if not parked.first:
                 self._close_parked(parked)
@@ -276,7 +302,7 @@ class ThreadedPool:
         while True:
             self._park_returned()
             self._expire_parked()
-            with self._cond:
+            with self._lock:
                 busy = len(self._threads)
             if not busy and not self._parked:
                 log.info("threaded: all connections closed")
@@ -307,22 +333,57 @@ class ThreadedPool:
 
     def _worker(self):
         me = threading.current_thread()
+        lock, get = self._lock, self._queue.get
+        handle = self.handler.handle_connection
         while True:
-            with self._cond:
-                while not self._queue:
-                    if self._stopping or self._idle > self.maxspare:
-                        self._idle -= 1
-                        self._threads.discard(me)
-                        self._box.wake()  # Capacity or drain state changed.
-                        return
-                    self._cond.wait()
-                serve, *args = self._queue.popleft()
-                self._idle -= 1
+            if self._stopping:
+                with lock:
+                    if self._queued <= 0:
+                        self._leave(me)
+                        break
             try:
-                parked = serve(*args)
-                if parked is not None:
-                    self._returned.append(parked)
+                work = get(timeout=self.spare_linger)
+            except queue.Empty:
+                with lock:
+                    leave = self._stopping or self._idle > self.maxspare
+                    if leave:
+                        self._leave(me)
+                if leave:
+                    break
+                continue
+            with lock:
+                if work is None:
+                    self._leaving -= 1
+                    self._leave(me)
+                    break
+                self._queued -= 1
+                self._idle -= 1
+            wake = False
+            try:
+                while work is not None:
+                    serve, *args = work
+                    work = None
+                    parked = serve(*args)
+                    if parked is not None:
+                        self._returned.append(parked)
+                        wake = True
+                    # Leader/follower: take the next connection ourselves.
+                    if self._accepting:
+                        try:
+                            conn, addr = self._listen.accept()
+                        except OSError:
+                            pass  # None waiting (or an error the main thread handles).
+                        else:
+                            work = (handle, conn, addr)
             finally:
-                with self._cond:
+                with lock:
                     self._idle += 1
-                self._box.wake()
+                    wake = wake or self._paused or self._stopping
+                if wake:
+                    self._box.wake()
+        self._box.wake()  # Capacity or drain state changed.
+
+    def _leave(self, me):
+        # Called with self._lock held.
+        self._idle -= 1
+        self._threads.discard(me)

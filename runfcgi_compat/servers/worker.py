@@ -17,13 +17,12 @@ server opens a new connection for its next request (nginx, Apache and
 lighttpd do so transparently).  A fresh connection gets ``first_byte_grace``
 first, because the web server's request is normally already on its way.
 """
-import collections
 import errno
 import os
 import signal
 import time
 
-from .base import NOTICE, HoldPolicy, Parked, log
+from .base import NOTICE, HoldPolicy, log
 from .scoreboard import BUSY, EXITING, FREE, HOLDING, IDLE, STALLED, STARTING
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
 
@@ -43,18 +42,14 @@ WAKE = b"!"  # look at the scoreboard now
 
 
 class WorkerHold(HoldPolicy):
-    """Hold several connections; serve them and new ones in turn.
+    """Hold a connection, but never while new connections wait for a worker."""
 
-    Between two requests a connection is *held*: the worker watches it
-    together with its other held connections and the listening socket, in
-    one poll.  If only this connection is ready (the common case with one
-    busy kept connection) it is served again at once.  If others are ready
-    too (held connections with a request, or new connections waiting in the
-    backlog) this one is parked at the end of the worker's queue and the
-    others are served first, so no connection waits for another to go
-    quiet.  An idle held connection costs a descriptor, never a worker.
-    """
-
+    # Seconds a fresh connection may stay silent before the worker considers
+    # giving it up; nginx writes its request right after connecting.
+    first_byte_grace = 0.05
+    # Seconds to leave a waiting connection to an idle worker before looking
+    # at the listening socket again (it stays readable until accepted).
+    recheck_delay = 0.01
     # Seconds without the peer's bytes, inside a request, after which the
     # worker counts as stalled on its peer (see PreforkPool._refuse_if_stuck).
     stall_mark = 0.1
@@ -64,51 +59,34 @@ class WorkerHold(HoldPolicy):
 
     def wait_for_request(self, handler, sock, first, notices):
         worker = self.worker
+        worker.mark(HOLDING)
         idle = handler.idle_timeout or None
-        if worker.resumed:
-            # Taken from the queue because the poll saw it readable.
-            worker.resumed = False
-            worker.mark(BUSY)
-            return True
         now = time.monotonic()
         deadline = None if idle is None else now + idle
-        if worker.queue:
-            # Others are ready and waiting for their turn: park this one
-            # (without a look: the worker's next poll will see it).
-            raise worker.park(first, deadline)
-        worker.mark(HOLDING)
-        held = worker.held
-        fds = [sock] + notices + [worker.listen]
-        if held:
-            fds += [entry[0].sock for entry in held.values()]
-        nearest = worker.next_deadline(deadline)
-        limit = None if nearest is None else max(0.0, nearest - now)
-        ready = wait_readable(fds, limit)
-        if len(ready) == 1 and ready[0] is sock:
-            worker.mark(BUSY)
-            return True
-        if not ready:
-            if deadline is not None and time.monotonic() >= deadline:
+        watch_from = now + self.first_byte_grace if first else now
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 log.debug("%s: idle connection timed out after %ss", handler.protocol, idle)
                 return False
-            raise worker.park(first, deadline)
-        queue = worker.queue
-        noticed = False
-        sock_ready = False
-        for item in ready:
-            if item is sock:
-                sock_ready = True
-            elif item is worker.listen:
-                queue.append(item)
-            elif isinstance(item, Notice):
-                noticed = True
-            else:
-                queue.append(item.fileno())
-        if noticed:
-            return NOTICE
-        if sock_ready:
-            queue.append(sock.fileno())
-        raise worker.park(first, deadline)
+            watching = now >= watch_from
+            limit = None if deadline is None else deadline - now
+            if not watching:
+                limit = watch_from - now if limit is None else min(limit, watch_from - now)
+            fds = [sock] + notices + ([worker.listen] if watching else [])
+            ready = wait_readable(fds, limit)
+            if sock in ready:
+                worker.mark(BUSY)
+                return True
+            if not ready:
+                continue
+            if worker.listen not in ready or len(ready) > 1 or worker.leaving():
+                return NOTICE
+            if not worker.help_coming():
+                log.debug("prefork: worker %d gives up an idle connection: "
+                          "new connections wait and no worker is free", os.getpid())
+                return False
+            watch_from = time.monotonic() + self.recheck_delay
 
     def wait_mid_request(self, handler, sock, parkable=False):
         # The hot path is the first poll, as before: the peer's bytes are
@@ -146,50 +124,21 @@ class WorkerProcess:
         # inside the signal handler, because the main thread may be busy
         # serving a kept connection that waits on them.
         self.stop, self.drain = Notice(), Notice()
-        # Connections held between two requests: fd -> (Parked, deadline),
-        # and what is ready to be served next, in turn: held connections'
-        # fds and the listening socket.
-        self.held = {}
-        self.queue = collections.deque()
-        self.resumed = False  # The connection being resumed was seen readable.
 
     # -- the scoreboard and the pipe
 
     def mark(self, state):
         self.board.set(self.slot, state)
 
-    def park(self, first, deadline):
-        parked = Parked(first)
-        parked.deadline = deadline
-        return parked
+    def help_coming(self):
+        """True if an idle or starting worker can take a waiting connection.
 
-    def next_deadline(self, deadline=None):
-        """The earliest idle deadline of ``deadline`` and the held ones."""
-        for _, other in self.held.values():
-            if other is not None and (deadline is None or other < deadline):
-                deadline = other
-        return deadline
-
-    def _hold(self, parked):
-        self.held[parked.sock.fileno()] = (parked, parked.deadline)
-
-    def _close_held(self, fd):
-        entry = self.held.pop(fd, None)
-        if entry is not None:
-            try:
-                entry[0].sock.close()
-            except OSError:
-                pass
-
-    def _expire_held(self):
-        if not self.held:
-            return
-        now = time.monotonic()
-        for fd, (_, deadline) in list(self.held.items()):
-            if deadline is not None and deadline <= now:
-                log.debug("%s: idle connection timed out after %ss",
-                          self.handler.protocol, self.handler.idle_timeout)
-                self._close_held(fd)
+        A starting one is ready within milliseconds (the app's modules are
+        imported already): waiting for it is cheaper than closing a kept
+        connection, and it covers a reload, when only new workers accept.
+        """
+        states = self.board.snapshot()
+        return IDLE in states or STARTING in states
 
     def leaving(self):
         return self.stop.is_set() or self.drain.is_set()
@@ -254,100 +203,28 @@ class WorkerProcess:
         if self.pool.maxrequests and self.served >= self.pool.maxrequests:
             self.begin_drain()  # Finish this connection, then make way.
 
-    def _serve(self, serve, *args):
-        parked = serve(*args)
-        if parked is not None:
-            self._hold(parked)
-        self.mark(IDLE)
-
     def _accept_loop(self, box):
         listen, stop, drain = self.listen, self.stop, self.drain
-        held, queue = self.held, self.queue
-        try:
-            while not (stop.is_set() or drain.is_set()):
-                if not queue:
-                    nearest = self.next_deadline()
-                    limit = 1.0 if nearest is None else min(1.0, max(0.0, nearest - time.monotonic()))
-                    fds = [listen, stop, drain, box]
-                    if held:
-                        fds += [entry[0].sock for entry in held.values()]
-                    ready = wait_readable(fds, limit)
-                    for signum in box.drain():
-                        if signum == signal.SIGUSR1:
-                            self.pool._reopen_logs()
-                    if os.getppid() != self.master:
-                        log.warning("prefork: worker %d lost its master; exiting", os.getpid())
-                        break
-                    if stop.is_set() or drain.is_set():
-                        continue
-                    for item in ready:
-                        if item is listen:
-                            queue.append(item)
-                        elif item is not stop and item is not drain and item is not box:
-                            queue.append(item.fileno())
-                    self._expire_held()
-                    continue
-                item = queue.popleft()
-                if item is not listen:
-                    entry = held.pop(item, None)
-                    if entry is not None:
-                        self.mark(BUSY)
-                        self.resumed = True
-                        try:
-                            self._serve(self.handler.resume_connection, entry[0])
-                        finally:
-                            self.resumed = False
-                    continue
-                try:
-                    conn, addr = listen.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue  # Another worker won this connection.
-                except OSError as exc:
-                    if exc.errno not in TRANSIENT_ACCEPT_ERRORS:
-                        raise
-                    if exc.errno in (errno.EMFILE, errno.ENFILE) and held:
-                        # The longest-held connection gives way.
-                        self._close_held(next(iter(held)))
-                        continue
-                    log.warning("prefork: accept() failed: %s", exc)
-                    wait_readable([stop], 0.5)
-                    continue
-                self._leave_idle()
-                self._serve(self.handler.handle_connection, conn, addr)
-        finally:
-            queue.clear()
-            self._finish_held()
-
-    def _finish_held(self):
-        """Leaving: close idle held connections; serve those in use (drain)."""
-        handler, held, stop = self.handler, self.held, self.stop
-        started = time.monotonic()
-        while held:
-            if stop.is_set():
-                # A fresh connection still gets its first-request grace
-                # (see ProtocolHandler.wait_for_request); idle ones close.
-                for fd, (parked, _) in list(held.items()):
-                    if parked.first:
-                        del held[fd]
-                        self._serve(handler.resume_connection, parked)
-                    else:
-                        self._close_held(fd)
+        while not (stop.is_set() or drain.is_set()):
+            ready = wait_readable([listen, stop, drain, box], 1.0)
+            for signum in box.drain():
+                if signum == signal.SIGUSR1:
+                    self.pool._reopen_logs()
+            if os.getppid() != self.master:
+                log.warning("prefork: worker %d lost its master; exiting", os.getpid())
+                break
+            if stop.is_set() or drain.is_set() or listen not in ready:
                 continue
-            drained_for = time.monotonic() - (handler.drain_started or started)
-            if drained_for > handler.drain_timeout:
-                for fd in list(held):
-                    self._close_held(fd)
-                return
-            socks = [entry[0].sock for entry in held.values()]
-            ready = wait_readable(socks + [stop], handler.drain_quiet)
-            if not ready:
-                for fd in list(held):
-                    self._close_held(fd)
-                return
-            for item in ready:
-                if item is stop:
-                    continue
-                entry = held.pop(item.fileno(), None)
-                if entry is not None:
-                    self.mark(BUSY)
-                    self._serve(handler.resume_connection, entry[0])
+            try:
+                conn, addr = listen.accept()
+            except (BlockingIOError, InterruptedError):
+                continue  # Another worker won this connection.
+            except OSError as exc:
+                if exc.errno not in TRANSIENT_ACCEPT_ERRORS:
+                    raise
+                log.warning("prefork: accept() failed: %s", exc)
+                wait_readable([stop], 0.5)
+                continue
+            self._leave_idle()
+            self.handler.handle_connection(conn, addr)
+            self.mark(IDLE)

@@ -193,8 +193,28 @@ def test_error_page_with_debug_shows_the_traceback(monkeypatch):
 # -- SCGI parsing ------------------------------------------------------------------------
 
 
-def test_netstring_and_headers():
-    rfile = io.BytesIO(b"24:CONTENT_LENGTH\x003\x00SCGI\x001\x00,abc")
+@pytest.fixture
+def socket_reader():
+    """Make a SocketReader over a connection that sends ``data``, then EOF."""
+    from runfcgi_compat.servers.scgi import SocketReader
+
+    opened = []
+
+    def make(data):
+        ours, theirs = socket.socketpair()
+        opened.append(ours)
+        theirs.sendall(data)
+        theirs.close()
+        ours.settimeout(5)
+        return SocketReader(ours, lambda sock: False)
+
+    yield make
+    for sock in opened:
+        sock.close()
+
+
+def test_netstring_and_headers(socket_reader):
+    rfile = socket_reader(b"24:CONTENT_LENGTH\x003\x00SCGI\x001\x00,abc")
     headers = parse_headers(read_netstring(rfile, 1000))
     assert headers == {"CONTENT_LENGTH": "3", "SCGI": "1"}
     assert LimitedInput(rfile, 3).read() == b"abc"
@@ -202,14 +222,14 @@ def test_netstring_and_headers():
 
 @pytest.mark.parametrize("data", [
     b"99999999999999:", b"12x:", b":", b"5:ab", b"2:ab;", b"3:a\x00b,"])
-def test_bad_netstrings_are_protocol_errors(data):
+def test_bad_netstrings_are_protocol_errors(data, socket_reader):
     with pytest.raises(ProtocolError):
-        parse_headers(read_netstring(io.BytesIO(data), 1000))
+        parse_headers(read_netstring(socket_reader(data), 1000))
 
 
-def test_netstring_at_eof_is_eof():
+def test_netstring_at_eof_is_eof(socket_reader):
     with pytest.raises(EOFError):
-        read_netstring(io.BytesIO(b""), 1000)
+        read_netstring(socket_reader(b""), 1000)
 
 
 def test_limited_input_lines():

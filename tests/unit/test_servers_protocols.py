@@ -570,3 +570,47 @@ def test_request_without_request_method_is_a_400_and_one_warning(serve, protocol
     assert "REQUEST_METHOD" in warning.getMessage()
     assert warning.exc_info is None
     assert client.request(address, protocol).status == 200
+
+
+def test_scgi_socket_reader_reads_lines_and_sizes_across_recvs():
+    import select
+
+    from runfcgi_compat.servers.scgi import LimitedInput, SocketReader, read_netstring
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(5)
+        theirs.sendall(b"5:ab\0c\0,line one\nli")
+        reader = SocketReader(ours, lambda sock: bool(select.select([sock], [], [], 5)[0]))
+        assert read_netstring(reader, 100) == b"ab\0c\0"
+        body = LimitedInput(reader, 30)
+
+        def later():
+            time.sleep(0.05)
+            theirs.sendall(b"ne two\n0123456789xyz")
+            theirs.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=later)
+        sender.start()
+        assert body.readline() == b"line one\n"
+        assert body.readline() == b"line two\n"
+        assert body.read(4) == b"0123"
+        assert body.read() == b"456789xy"
+        assert body.read() == b""
+        sender.join()
+        assert reader.read(10) == b"z"
+        assert reader.eof
+
+
+@pytest.mark.parametrize("read_body", [True, False])
+def test_ajp_large_body_with_body_requests_in_flight(serve, read_body):
+    # Several GET_BODY_CHUNK requests are in flight; answers the app did not
+    # wait for are drained before the next request on the connection.
+    address, _ = serve("ajp", echo_app if read_body else hello_app)
+    body = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit: 129 packets.
+    with client.AJPConnection(address) as conn:
+        response = conn.request(method="POST", body=body)
+        assert response.status == 200
+        if read_body:
+            assert response.body == body
+        assert conn.request(path="/").status == 200  # Still the same connection.

@@ -9,8 +9,7 @@ flup's protocol classes with their Python 3 defects fixed in subclasses.
 A pool (``prefork``, ``threaded``) owns processes or threads, signals and
 the listening socket's accept loop; flup's own pools are not used.
 """
-import os
-
+from ..options import peer_allowlist
 from .ajp import AJPHandler
 from .fcgi import FastCGIHandler
 from .prefork import PreforkPool
@@ -44,7 +43,7 @@ def make_server(options, load_app, *, on_reopen_logs=None):
         multithreaded=threaded,
         multiprocess=not threaded,
         max_conns=options.maxchildren,
-        allowed_peers=_allowed_peers(options),
+        allowed_peers=peer_allowlist(options),
     )
     pool = POOLS[options.method](
         handler,
@@ -55,26 +54,10 @@ def make_server(options, load_app, *, on_reopen_logs=None):
         maxrequests=options.maxrequests,
         on_reopen_logs=on_reopen_logs,
     )
-    # Timeouts are class defaults; the options, when present, override them
-    # on the instances.  0 means "no limit" for idletimeout.
-    idle = getattr(options, "idletimeout", None)
-    if idle is not None:
-        handler.idle_timeout = idle or None
-    secret = getattr(options, "ajpsecret", None)
-    if secret is not None:
-        handler.required_secret = secret
-    grace = getattr(options, "gracetimeout", None)
-    if grace is not None:
-        pool.graceful_timeout = grace
-        handler.drain_timeout = grace
+    # Timeouts are class defaults; the options override them on the
+    # instances.  0 means "no limit" for idletimeout.
+    handler.idle_timeout = options.idletimeout or None
+    if options.ajpsecret is not None:
+        handler.required_secret = options.ajpsecret
+    pool.graceful_timeout = handler.drain_timeout = options.gracetimeout
     return pool
-
-
-def _allowed_peers(options):
-    """The ``allow`` option, else FCGI_WEB_SERVER_ADDRS; None: any peer."""
-    from .. import options as options_module
-
-    lookup = getattr(options_module, "peer_allowlist", None)
-    if lookup is not None:
-        return lookup(options)
-    return os.environ.get("FCGI_WEB_SERVER_ADDRS")

@@ -359,8 +359,8 @@ class ProtocolHandler:
         self.wsgi_multithread = multithreaded
         self.wsgi_multiprocess = multiprocess
         self.max_conns = max_conns
-        if allowed_peers is None:
-            allowed_peers = os.environ.get("FCGI_WEB_SERVER_ADDRS")
+        # Resolved once, by the caller (options.peer_allowlist): the allow
+        # option, else FCGI_WEB_SERVER_ADDRS; None lets every peer in.
         self.allowed_peers = parse_allowed_peers(allowed_peers)
         self.stop_notice = None
         self.drain_notice = None

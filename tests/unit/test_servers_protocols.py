@@ -15,6 +15,7 @@ import time
 import pytest
 
 from runfcgi_compat import client
+from runfcgi_compat.options import from_mapping, peer_allowlist
 from runfcgi_compat.servers import PROTOCOLS
 from runfcgi_compat.servers.fcgi import FastCGIHandler
 from runfcgi_compat.servers.signals import Notice, wait_readable
@@ -67,8 +68,10 @@ def serve():
 
     def start(protocol, app, family=socket.AF_INET, debug=False,
               tmp_dir=None, **attrs):
+        # The allow list as make_server resolves it (FCGI_WEB_SERVER_ADDRS here).
         handler = PROTOCOLS[protocol](debug=debug, multithreaded=True,
-                                      multiprocess=False, max_conns=7)
+                                      multiprocess=False, max_conns=7,
+                                      allowed_peers=peer_allowlist(from_mapping({})))
         for name, value in attrs.items():
             setattr(handler, name, value)
         handler.set_app(app)

@@ -82,3 +82,24 @@ def kill_quietly(pid, sig=9):
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def wait_until(condition, timeout, what, interval=0.02):
+    """Return ``condition()``'s first true value; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def kill_group(process):
+    """SIGKILL a process started in its own session, with everything it forked; reap it."""
+    try:
+        os.killpg(process.pid, 9)
+    except ProcessLookupError:
+        pass
+    process.wait()

@@ -7,7 +7,14 @@ import tempfile
 
 import pytest
 
-from tests.helpers import example_env, kill_quietly, manage_command, wait_for_connect, wait_for_exit
+from tests.helpers import (
+    example_env,
+    kill_group,
+    kill_quietly,
+    manage_command,
+    wait_for_connect,
+    wait_for_exit,
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -77,11 +84,7 @@ class Backend:
 
     def kill(self):
         """SIGKILL the whole process group (master and workers); reap the master."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
+        kill_group(self.process)
 
     def close(self):
         self.kill()

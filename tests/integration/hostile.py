@@ -23,6 +23,8 @@ import struct
 import time
 from pathlib import Path
 
+from tests.helpers import wait_until  # noqa: F401  (used here and by the tests)
+
 PROTOCOLS = ("fcgi", "scgi", "ajp")
 
 # How ``send_raw`` saw the connection end.
@@ -34,16 +36,7 @@ OPEN = "open"  # still open when our patience ran out: the server holds it
 # -- waiting ---------------------------------------------------------------------
 
 
-def wait_until(condition, timeout, what, interval=0.02):
-    """Return ``condition()``'s first true value; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+# wait_until lives in tests.helpers (imported above, used from here too).
 
 
 # -- FastCGI -------------------------------------------------------------------------

@@ -31,6 +31,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+if __name__ != "__main__":
+    # Test side only: run as the launcher script, the checkout may not be on
+    # the path (under tox the launcher imports runfcgi_compat from the wheel).
+    from tests.helpers import kill_group, wait_until  # noqa: F401
+
 
 # -- the launched side ----------------------------------------------------------
 
@@ -191,23 +196,10 @@ class Server:
         return int(marker.read_text())
 
     def kill(self):
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
+        kill_group(self.process)
 
 
-def wait_until(condition, timeout, what):
-    """Poll ``condition`` until it is true; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+# wait_until lives in tests.helpers (imported above, used from here too).
 
 
 def server_starter(tmp_path_factory):

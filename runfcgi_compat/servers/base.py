@@ -71,7 +71,7 @@ class Parked(Exception):
         self.first = first
         self.conn = None
         self.sock = None
-        self.peer = None
+        self.addr = None
 
 
 # ``HoldPolicy.wait_for_request``'s answer when a stop or drain notice
@@ -367,11 +367,26 @@ class ProtocolHandler:
         self.drain_started = None
         self.on_request_done = None
         self.hold = HoldPolicy()
+        # False: set TCP_NODELAY on each connection; see prepare_listener.
+        self.nodelay_inherited = False
 
     def set_app(self, app):
         self.app = app
 
     # -- connection level
+
+    def prepare_listener(self, listen_sock):
+        """Set what accepted connections should inherit, once, on the listener.
+
+        Linux copies TCP_NODELAY from a listening socket to the sockets it
+        accepts, which saves a system call per connection.
+        """
+        if listen_sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                listen_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                return
+            self.nodelay_inherited = None  # Checked on the first connection.
 
     def handle_connection(self, sock, addr):
         """Serve one accepted connection until it closes; never raise.
@@ -379,34 +394,45 @@ class ProtocolHandler:
         Return None, or the ``Parked`` exception when the hold policy parked
         the connection: then it is still open, for ``resume_connection``.
         """
-        peer = describe_peer(sock, addr)
 
         def start():
             # Bounds every read and write in the middle of a request: a peer
             # that stops sending or reading would pin this worker forever.
             sock.settimeout(self.idle_timeout or None)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
-                # Nagle + delayed ACK stalled every small write by ~40 ms.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if not peer_allowed(sock.family, addr, self.allowed_peers):
-                log.warning("%s: connection from %s refused (not in "
-                            "FCGI_WEB_SERVER_ADDRS)", self.protocol, peer)
-                return
+                self._set_nodelay(sock)
+                if self.allowed_peers is not None and not peer_allowed(
+                        sock.family, addr, self.allowed_peers):
+                    log.warning("%s: connection from %s refused (not in "
+                                "FCGI_WEB_SERVER_ADDRS)", self.protocol, describe_peer(sock, addr))
+                    return
             self.run_connection(sock, addr)
 
-        return self._drive(sock, peer, start)
+        return self._drive(sock, addr, start)
+
+    def _set_nodelay(self, sock):
+        # Nagle + delayed ACK stalled every small write by ~40 ms.
+        inherited = self.nodelay_inherited
+        if inherited:
+            return
+        if inherited is None:  # The listener has it: see if this kernel copies it.
+            self.nodelay_inherited = inherited = bool(
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            if inherited:
+                return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def resume_connection(self, parked):
         """Go on serving a connection parked earlier; as handle_connection."""
-        return self._drive(parked.sock, parked.peer, parked.conn.run)
+        return self._drive(parked.sock, parked.addr, parked.conn.run)
 
-    def _drive(self, sock, peer, run):
+    def _drive(self, sock, addr, run):
         parked = None
         try:
             run()
         except Parked as exc:
             parked = exc
-            parked.sock, parked.peer = sock, peer
+            parked.sock, parked.addr = sock, addr
             return parked
         except ResponseAbandoned:
             # Already logged.  Reset rather than close: after a FIN, an SCGI
@@ -417,16 +443,17 @@ class ProtocolHandler:
             except OSError:
                 pass
         except ProtocolError as exc:
-            log.warning("%s: closing connection from %s: %s", self.protocol, peer, exc)
+            log.warning("%s: closing connection from %s: %s", self.protocol,
+                        describe_peer(sock, addr), exc)
         except TimeoutError:  # socket.timeout is TimeoutError since 3.10.
             log.info("%s: %s stalled for %ss; connection closed",
-                     self.protocol, peer, self.idle_timeout)
+                     self.protocol, describe_peer(sock, addr), self.idle_timeout)
         except Exception as exc:
             if is_client_gone(exc):
-                log.info("%s: %s went away: %s", self.protocol, peer, exc)
+                log.info("%s: %s went away: %s", self.protocol, describe_peer(sock, addr), exc)
             else:
                 log.exception("%s: unexpected error on connection from %s",
-                              self.protocol, peer)
+                              self.protocol, describe_peer(sock, addr))
         finally:
             if parked is None:
                 try:

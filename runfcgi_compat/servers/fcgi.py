@@ -24,6 +24,8 @@ request bookkeeping.  What we change, each in a subclass:
 * Kept connections (``fastcgi_keep_conn on``) wait for their next request
   with an idle timeout, and close at once when the server stops.
 """
+import io
+import os
 import struct
 
 from flup.server import fcgi_base
@@ -33,6 +35,7 @@ from flup.server.fcgi_base import (
     FCGI_DATA,
     FCGI_GET_VALUES,
     FCGI_HEADER_LEN,
+    FCGI_KEEP_CONN,
     FCGI_NULL_REQUEST_ID,
     FCGI_PARAMS,
     FCGI_REQUEST_COMPLETE,
@@ -56,6 +59,7 @@ from .base import (
     read_some,
     send_all,
 )
+from .fcgi_whole import MAX_CONTENT, PADDING, end_of_request, parse_whole
 from .signals import wait_readable
 
 HEADER = struct.Struct(FCGI_Header)
@@ -84,11 +88,7 @@ class FCGIOutputStream(fcgi_base.OutputStream):
     """FCGI_STDOUT/STDERR in linear time: memoryview slices, queued records."""
 
     def _write(self, data):
-        view = memoryview(data)
-        step = self._req.server.maxwrite - FCGI_HEADER_LEN
-        for start in range(0, len(view), step):
-            self._conn.queue_record(self._type, self._req.requestId,
-                                    view[start:start + step])
+        self._conn.queue_stream(self._type, self._req.requestId, data)
 
 
 class FCGIRequest(fcgi_base.Request):
@@ -138,6 +138,33 @@ class FCGITransport:
         self.req._conn.flush()
 
 
+class WholeTransport:
+    """The ``base.Response`` transport for a request served by ``serve_whole``."""
+
+    def __init__(self, conn, request_id):
+        self.conn = conn
+        self.request_id = request_id
+
+    def send_head_and_body(self, status, headers, body):
+        # No abort check here: the request has just arrived whole, and most
+        # responses are this one write.
+        head = encode_head(status, headers)
+        if body and len(body) < 8192:
+            self.conn.queue_stream(FCGI_STDOUT, self.request_id, head + body)
+            return
+        self.conn.queue_stream(FCGI_STDOUT, self.request_id, head)
+        if body:
+            self.conn.queue_stream(FCGI_STDOUT, self.request_id, body)
+
+    def send_body(self, body):
+        if self.conn.whole_request_aborted(self.request_id):
+            raise RequestAborted("request aborted by the web server")
+        self.conn.queue_stream(FCGI_STDOUT, self.request_id, body)
+
+    def flush(self):
+        self.conn.flush()
+
+
 class FCGIConnection(fcgi_base.Connection):
     """One web-server connection: flup's dispatch, our waiting and writing."""
 
@@ -169,12 +196,17 @@ class FCGIConnection(fcgi_base.Connection):
                     # Between requests: this is where an idle kept connection
                     # times out, and where a stop closes it.  Nothing is
                     # unread, so a plain close cannot reset anything.
-                    # Bytes already buffered are a request arriving (a
-                    # client may pipeline): only an empty buffer waits.
-                    if (self._inpos == len(self._inbuf)
+                    # Bytes already buffered or already arrived are a
+                    # request on its way (a client may pipeline): only an
+                    # empty socket waits.
+                    if (self._inpos == len(self._inbuf) and not self._read_arrived()
                             and not self.server.wait_for_request(self._sock, self._first)):
                         break
                     self._first = False
+                    self._fill(1)
+                    self._check_version()
+                    if self._serve_whole():
+                        continue
                 self.process_input()
         except Parked as exc:
             parked = True
@@ -190,9 +222,6 @@ class FCGIConnection(fcgi_base.Connection):
 
     def process_input(self):
         """Read one record and dispatch it (flup's dispatch, our reading)."""
-        if not self._requests and self._inpos == len(self._inbuf):
-            self._fill(1)
-            self._check_version()
         rec = self._read_record()
         kind = rec.type
         if kind == FCGI_STDIN:
@@ -209,6 +238,80 @@ class FCGIConnection(fcgi_base.Connection):
             self._do_data(rec)
         elif rec.requestId == FCGI_NULL_REQUEST_ID:
             self._do_unknown_type(rec)
+
+    def _read_arrived(self):
+        """Read what has already arrived, without waiting; False if nothing.
+
+        Saves a poll per request: a web server writes its request right
+        after connecting, and on a kept connection right after choosing it.
+        A socket with no timeout blocks, so it always waits in
+        ``wait_for_request`` (which also watches for a stop).
+        """
+        if self._sock.gettimeout() is None:
+            return False
+        try:
+            data = os.read(self._sock.fileno(), READ_SIZE)
+        except BlockingIOError:
+            return False
+        if not data:
+            raise EOFError
+        self._inbuf, self._inpos = data, 0
+        return True
+
+    def _serve_whole(self):
+        """Serve the request at the head of the buffer if it arrived whole.
+
+        Return False, having consumed nothing, when it did not (see
+        ``fcgi_whole``): flup's record-by-record path takes it then.
+        """
+        try:
+            parsed = parse_whole(self._inbuf, self._inpos)
+        except (ValueError, IndexError):
+            return False  # Malformed: flup's path reports it.
+        if parsed is None:
+            return False
+        request_id, flags, params, body, self._inpos = parsed
+        self._stdin_ended = True
+        handler = self.server
+        environ = handler.base_environ(params, io.BytesIO(body))
+        try:
+            handler.serve_request(environ, WholeTransport(self, request_id))
+        except RequestAborted:
+            if self.peer_closed:
+                raise
+            log.info("fcgi: request %s aborted by the web server", request_id)
+        self._outbox.append(end_of_request(request_id))
+        self.flush()
+        if not flags & FCGI_KEEP_CONN:
+            self._keepGoing = False
+            self._cleanupSocket()
+        return True
+
+    def whole_request_aborted(self, request_id):
+        """``poll_for_abort`` for a request served by ``_serve_whole``.
+
+        All of its input has been read; what can still come is its
+        FCGI_ABORT_REQUEST, or the peer hanging up.
+        """
+        if self.peer_closed:
+            return True
+        if wait_readable([self._sock], 0):
+            try:
+                data = os.read(self._sock.fileno(), READ_SIZE)
+            except BlockingIOError:
+                data = None
+            if data == b"":
+                self.peer_closed = True
+                return True
+            if data:
+                self._inbuf = self._inbuf[self._inpos:] + data
+                self._inpos = 0
+        if self._has_record():
+            _, kind, record_id, length, padding = HEADER.unpack_from(self._inbuf, self._inpos)
+            if kind == FCGI_ABORT_REQUEST and record_id == request_id:
+                self._inpos += FCGI_HEADER_LEN + length + padding
+                return True
+        return False
 
     def _fill(self, need):
         """Have at least ``need`` unread bytes in the buffer; EOFError at EOF.
@@ -304,15 +407,24 @@ class FCGIConnection(fcgi_base.Connection):
     def queue_record(self, rec_type, request_id, content=b""):
         length = len(content)
         padding = -length & 7
-        self._outbox.append(struct.pack(FCGI_Header, FCGI_VERSION_1, rec_type,
-                                        request_id, length, padding))
+        self._outbox.append(HEADER.pack(FCGI_VERSION_1, rec_type, request_id, length, padding))
         if length:
             self._outbox.append(content)
         if padding:
-            self._outbox.append(b"\0" * padding)
+            self._outbox.append(PADDING[padding])
         self._outbox_size += FCGI_HEADER_LEN + length + padding
         if self._outbox_size >= FLUSH_THRESHOLD:
             self.flush()
+
+    def queue_stream(self, rec_type, request_id, data):
+        """Queue ``data`` as STDOUT/STDERR records: memoryview slices, no copy."""
+        if len(data) <= MAX_CONTENT:
+            if data:
+                self.queue_record(rec_type, request_id, data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), MAX_CONTENT):
+            self.queue_record(rec_type, request_id, view[start:start + MAX_CONTENT])
 
     def writeRecord(self, rec):
         # flup calls this for END_REQUEST, GET_VALUES_RESULT, UNKNOWN_TYPE

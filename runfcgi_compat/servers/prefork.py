@@ -152,6 +152,7 @@ class PreforkPool:
         # Workers poll, then accept; only one wins each connection, the
         # others must get EAGAIN instead of blocking.
         listen_sock.setblocking(False)
+        self.handler.prepare_listener(listen_sock)
         self._box.install()
         # After a reload the previous image blocked these across exec so
         # that none was lost; pending ones arrive now, handled.

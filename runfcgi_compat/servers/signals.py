@@ -98,6 +98,10 @@ class SignalBox:
     def fileno(self):
         return self._read_fd
 
+    def has_pending(self):
+        """True if signals arrived since the last ``drain`` (no system call)."""
+        return bool(self._pending)
+
     def wake(self):
         """Make the box readable from another thread (no signal implied)."""
         try:

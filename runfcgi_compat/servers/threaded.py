@@ -126,6 +126,7 @@ class ThreadedPool:
         self._selector = selectors.DefaultSelector()
         was_blocking = listen_sock.getblocking()
         listen_sock.setblocking(False)
+        self.handler.prepare_listener(listen_sock)
         self._listen = listen_sock
         self._box.install()
         # The runner holds these until a handler exists (see runner.run).

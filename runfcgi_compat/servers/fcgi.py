@@ -266,8 +266,8 @@ class FCGIConnection(fcgi_base.Connection):
         """
         try:
             parsed = parse_whole(self._inbuf, self._inpos)
-        except (ValueError, IndexError):
-            return False  # Malformed: flup's path reports it.
+        except MALFORMED:
+            return False  # flup's path reports it.
         if parsed is None:
             return False
         request_id, flags, params, body, self._inpos = parsed

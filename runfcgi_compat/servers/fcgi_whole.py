@@ -45,8 +45,8 @@ def parse_whole(buf, pos):
     Return ``(request_id, flags, params, body, next_pos)``, ``params`` a
     dict of latin-1 str as flup makes it, ``body`` bytes; or None when the
     request is not simple and whole (see the module's docstring).  Raise
-    ValueError or IndexError for a name-value pair that runs past the end
-    of the parameters.
+    ValueError, IndexError or struct.error for a name-value pair that runs
+    past the end of the parameters.
     """
     end = len(buf)
     if end - pos < 2 * FCGI_HEADER_LEN:
@@ -84,8 +84,8 @@ def decode_params(data):
 
     Lengths are read from the bytes; names and values are sliced from the
     whole block decoded once as latin-1 (one character per byte), which is
-    what flup does pair by pair.  Raise ValueError or IndexError when a
-    pair runs past the end.
+    what flup does pair by pair.  Raise ValueError, IndexError or
+    struct.error when a pair runs past the end.
     """
     text = data.decode("latin-1")
     unpack_long = LONG_LENGTH.unpack_from

@@ -1,6 +1,12 @@
 """Fixtures shared by the unit tests."""
+import socket
+import threading
+
 import pytest
 
+from runfcgi_compat.options import from_mapping, peer_allowlist
+from runfcgi_compat.servers import PROTOCOLS
+from runfcgi_compat.servers.signals import wait_readable
 from tests.unit.peers import start_peer, stop_peer
 
 
@@ -23,3 +29,48 @@ def ajp_peer(tmp_path_factory):
     proc, address = start_peer("ajp", str(tmp_path_factory.mktemp("ajp")))
     yield address
     stop_peer(proc)
+
+
+@pytest.fixture
+def serve():
+    """Start in-process servers: ``serve(protocol, app, ...) -> (address, handler)``."""
+    running = []
+
+    def start(protocol, app, family=socket.AF_INET, debug=False,
+              tmp_dir=None, **attrs):
+        # The allow list as make_server resolves it (FCGI_WEB_SERVER_ADDRS here).
+        handler = PROTOCOLS[protocol](debug=debug, multithreaded=True,
+                                      multiprocess=False, max_conns=7,
+                                      allowed_peers=peer_allowlist(from_mapping({})))
+        for name, value in attrs.items():
+            setattr(handler, name, value)
+        handler.set_app(app)
+        listen = socket.socket(family, socket.SOCK_STREAM)
+        if family == socket.AF_UNIX:
+            address = str(tmp_dir / "s.sock")
+            listen.bind(address)
+        else:
+            listen.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+            address = listen.getsockname()[:2]
+        listen.listen(16)
+        handler.prepare_listener(listen)  # As the pools do.
+        stop = threading.Event()
+
+        def accept_loop():
+            while not stop.is_set():
+                if not wait_readable([listen], 0.05):
+                    continue
+                conn, addr = listen.accept()
+                threading.Thread(target=handler.handle_connection, args=(conn, addr),
+                                 daemon=True).start()
+
+        thread = threading.Thread(target=accept_loop, daemon=True)
+        thread.start()
+        running.append((stop, thread, listen))
+        return address, handler
+
+    yield start
+    for stop, thread, listen in running:
+        stop.set()
+        thread.join(5)
+        listen.close()

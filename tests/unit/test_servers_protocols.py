@@ -15,10 +15,8 @@ import time
 import pytest
 
 from runfcgi_compat import client
-from runfcgi_compat.options import from_mapping, peer_allowlist
-from runfcgi_compat.servers import PROTOCOLS
 from runfcgi_compat.servers.fcgi import FastCGIHandler
-from runfcgi_compat.servers.signals import Notice, wait_readable
+from runfcgi_compat.servers.signals import Notice
 
 LOGGER = "runfcgi_compat"
 
@@ -59,50 +57,6 @@ def writes(monkeypatch):
 
     monkeypatch.setattr(fcgi, "send_all", counting)
     return calls
-
-
-@pytest.fixture
-def serve():
-    """Start in-process servers: ``serve(protocol, app, ...) -> (address, handler)``."""
-    running = []
-
-    def start(protocol, app, family=socket.AF_INET, debug=False,
-              tmp_dir=None, **attrs):
-        # The allow list as make_server resolves it (FCGI_WEB_SERVER_ADDRS here).
-        handler = PROTOCOLS[protocol](debug=debug, multithreaded=True,
-                                      multiprocess=False, max_conns=7,
-                                      allowed_peers=peer_allowlist(from_mapping({})))
-        for name, value in attrs.items():
-            setattr(handler, name, value)
-        handler.set_app(app)
-        listen = socket.socket(family, socket.SOCK_STREAM)
-        if family == socket.AF_UNIX:
-            address = str(tmp_dir / "s.sock")
-            listen.bind(address)
-        else:
-            listen.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
-            address = listen.getsockname()[:2]
-        listen.listen(16)
-        stop = threading.Event()
-
-        def accept_loop():
-            while not stop.is_set():
-                if not wait_readable([listen], 0.05):
-                    continue
-                conn, addr = listen.accept()
-                threading.Thread(target=handler.handle_connection, args=(conn, addr),
-                                 daemon=True).start()
-
-        thread = threading.Thread(target=accept_loop, daemon=True)
-        thread.start()
-        running.append((stop, thread, listen))
-        return address, handler
-
-    yield start
-    for stop, thread, listen in running:
-        stop.set()
-        thread.join(5)
-        listen.close()
 
 
 def fcgi_record(rec_type, content=b"", request_id=1):
@@ -191,7 +145,10 @@ def test_tcp_nodelay_on_accepted_sockets(serve, protocol):
 
     handler.run_connection = spy
     client.request(address, protocol)
-    assert seen == [1]
+    client.request(address, protocol)
+    assert seen == [1, 1]
+    # Copied from the listener (Linux): no setsockopt per connection.
+    assert handler.nodelay_inherited is True
 
 
 @pytest.mark.parametrize("allowed, expect_served", [

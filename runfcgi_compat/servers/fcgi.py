@@ -242,12 +242,13 @@ class FCGIConnection(fcgi_base.Connection):
     def _read_arrived(self):
         """Read what has already arrived, without waiting; False if nothing.
 
-        Saves a poll per request: a web server writes its request right
-        after connecting, and on a kept connection right after choosing it.
-        A socket with no timeout blocks, so it always waits in
-        ``wait_for_request`` (which also watches for a stop).
+        Only on a fresh connection, where it saves a poll: a web server
+        writes its request right after connecting.  On a kept connection the
+        next request is normally a round trip away, so the read would only
+        add a system call.  A socket with no timeout blocks, so it always
+        waits in ``wait_for_request`` (which also watches for a stop).
         """
-        if self._sock.gettimeout() is None:
+        if not self._first or self._sock.gettimeout() is None:
             return False
         try:
             data = os.read(self._sock.fileno(), READ_SIZE)

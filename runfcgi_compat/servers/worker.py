@@ -57,10 +57,42 @@ class WorkerHold(HoldPolicy):
 
     def __init__(self, worker):
         self.worker = worker
+        self._poller = None
+        self._sock_fd = -1
+        self._listen_watched = False
+
+    def _poller_for(self, sock, notices):
+        """One poll object for the worker's life.
+
+        The notices and the listening socket never change, only the held
+        connection does: re-registering one descriptor is cheaper than
+        building a poller per wait, which happens once per request on a
+        kept connection.
+        """
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            for notice in notices:
+                poller.register(notice.fileno(), select.POLLIN)
+            poller.register(self.worker.listen.fileno(), 0)  # See _watch_listen.
+        fd = sock.fileno()
+        if fd != self._sock_fd:
+            if self._sock_fd >= 0:
+                poller.unregister(self._sock_fd)
+            poller.register(fd, select.POLLIN | select.POLLPRI)
+            self._sock_fd = fd
+        return poller
+
+    def _watch_listen(self, poller, watch):
+        if watch != self._listen_watched:
+            poller.modify(self.worker.listen.fileno(), select.POLLIN if watch else 0)
+            self._listen_watched = watch
 
     def wait_for_request(self, handler, sock, first, notices):
         worker = self.worker
         worker.mark(HOLDING)
+        poller = self._poller_for(sock, notices)
+        sock_fd, listen_fd = sock.fileno(), worker.listen.fileno()
         idle = handler.idle_timeout or None
         now = time.monotonic()
         deadline = None if idle is None else now + idle
@@ -74,14 +106,15 @@ class WorkerHold(HoldPolicy):
             limit = None if deadline is None else deadline - now
             if not watching:
                 limit = watch_from - now if limit is None else min(limit, watch_from - now)
-            fds = [sock] + notices + ([worker.listen] if watching else [])
-            ready = wait_readable(fds, limit)
-            if sock in ready:
+            self._watch_listen(poller, watching)
+            ms = None if limit is None else int(limit * 1000 + 0.999)
+            ready = [fd for fd, _ in poller.poll(ms)]
+            if sock_fd in ready:
                 worker.mark(BUSY)
                 return True
             if not ready:
                 continue
-            if worker.listen not in ready or len(ready) > 1 or worker.leaving():
+            if ready != [listen_fd] or worker.leaving():
                 return NOTICE
             if not worker.help_coming():
                 log.debug("prefork: worker %d gives up an idle connection: "

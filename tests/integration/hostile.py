@@ -360,7 +360,7 @@ def alive(pid):
     """True while ``pid`` runs (a zombie counts as dead)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # Gone between open and read.
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
@@ -389,7 +389,7 @@ def rss_kib(pid):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         pass
     return 0
 

@@ -4,6 +4,11 @@ What we keep from flup: record parsing and dispatch (``Connection``'s
 ``process_input`` and ``_do_*`` methods), the input streams, and the
 request bookkeeping.  What we change, each in a subclass:
 
+* The common case skips flup's per-record objects: a request whose records
+  (down to the empty FCGI_STDIN) are all in the read buffer -- nginx's GET,
+  a small POST -- is cut in one pass and served at once (``fcgi_whole``).
+  Everything else goes record by record through flup's dispatch.
+
 * Writing: flup sends every record with three ``send()`` calls and slices
   the remaining body (``data[n:]``) after each record, which is quadratic.
   ``FCGIConnection`` queues encoded records (memoryview slices, no copies)

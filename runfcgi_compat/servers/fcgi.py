@@ -144,7 +144,7 @@ class FCGITransport:
 
 
 class WholeTransport:
-    """The ``base.Response`` transport for a request served by ``serve_whole``."""
+    """The ``base.Response`` transport for a request served by ``_serve_whole``."""
 
     def __init__(self, conn, request_id):
         self.conn = conn

@@ -310,8 +310,7 @@ class FCGIConnection(fcgi_base.Connection):
                 self.peer_closed = True
                 return True
             if data:
-                self._inbuf = self._inbuf[self._inpos:] + data
-                self._inpos = 0
+                self._buffer(data)
         if self._has_record():
             _, kind, record_id, length, padding = HEADER.unpack_from(self._inbuf, self._inpos)
             if kind == FCGI_ABORT_REQUEST and record_id == request_id:
@@ -329,9 +328,12 @@ class FCGIConnection(fcgi_base.Connection):
             data = read_some(self._sock, max(READ_SIZE, need), self._wait_for_data)
             if not data:
                 raise EOFError
-            self._inbuf = self._inbuf[self._inpos:] + data if self._inpos else (
-                self._inbuf + data)
-            self._inpos = 0
+            self._buffer(data)
+
+    def _buffer(self, data):
+        """Append freshly read bytes to the unread part of the buffer."""
+        self._inbuf = self._inbuf[self._inpos:] + data if self._inpos else self._inbuf + data
+        self._inpos = 0
 
     def _wait_for_data(self, sock):
         return self.server.wait_for_data(sock, parkable=not self.in_app)

@@ -22,9 +22,10 @@ The pools (prefork, threaded) set two attributes on a handler:
   ``maxrequests``).
 * ``hold``: a ``HoldPolicy``, how a connection with no request in progress
   waits for one.  The default holds it (up to ``idle_timeout``); prefork
-  lets a worker give up an idle connection when new ones wait and no worker
-  is free, threaded parks it with the main thread (``Parked``) so that idle
-  connections never occupy threads.
+  parks it with the worker's own loop, which watches all its idle
+  connections and the listening socket at once, and threaded parks it with
+  the main thread (``Parked``), so that idle connections never occupy a
+  worker or a thread.
 """
 import errno
 import ipaddress
@@ -196,6 +197,22 @@ def describe_peer(sock, addr):
     except (TypeError, IndexError):
         return str(addr)
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def close_expired(parked_table, now, close, handler):
+    """Close the idle connections whose deadline has passed.
+
+    ``parked_table`` maps fd -> (Parked, deadline), oldest first: every
+    connection gets the same idle timeout, so the first one expires first.
+    ``close(parked)`` closes one and removes it from the table.
+    """
+    while parked_table:
+        parked, deadline = next(iter(parked_table.values()))
+        if deadline is None or deadline > now:
+            return
+        log.debug("%s: idle connection timed out after %ss",
+                  handler.protocol, handler.idle_timeout)
+        close(parked)
 
 
 # -- the WSGI side --------------------------------------------------------------
@@ -431,7 +448,10 @@ class ProtocolHandler:
         try:
             run()
         except Parked as exc:
-            parked = exc
+            # Its traceback holds the frames it left, and this frame holds
+            # it: a reference cycle that only the cyclic collector frees,
+            # once per parked request.
+            parked = exc.with_traceback(None)
             parked.sock, parked.addr = sock, addr
             return parked
         except ResponseAbandoned:

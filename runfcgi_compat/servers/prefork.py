@@ -15,9 +15,10 @@ How it works:
   holding a connection with no request in it, stalled on its peer.  It
   writes to its pipe to the master only when the master must act, so a
   request costs the master nothing.
-* A worker holding an idle connection (kept, or fresh and silent) gives it
-  up when connections wait and no worker is idle, so kept connections
-  never starve new ones (``worker.WorkerHold``).
+* A worker holds any number of idle connections (kept, or fresh and
+  silent) and watches them together with the listening socket, serving
+  whatever is ready in turn, so kept connections never starve new ones and
+  never pin a worker each (``worker.WorkerHold``).
 * The master keeps between ``minspare`` and ``maxspare`` idle workers and
   never more than ``maxchildren`` in all.  While demand outruns the spares
   it starts workers in doubling bursts (1, 2, 4, ...); surplus workers are

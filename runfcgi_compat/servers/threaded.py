@@ -51,7 +51,7 @@ import signal
 import threading
 import time
 
-from .base import NOTICE, HoldPolicy, Parked, log
+from .base import NOTICE, HoldPolicy, Parked, close_expired, log
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
 
 POOL_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1)
@@ -224,15 +224,7 @@ class ThreadedPool:
         return None
 
     def _expire_parked(self):
-        now = time.monotonic()
-        while self._parked:
-            fd = next(iter(self._parked))
-            parked, deadline = self._parked[fd]
-            if deadline is None or deadline > now:
-                return
-            log.debug("%s: idle connection timed out after %ss",
-                      self.handler.protocol, self.handler.idle_timeout)
-            self._close_parked(parked)
+        close_expired(self._parked, time.monotonic(), self._close_parked, self.handler)
 
     def _close_parked(self, parked):
         fd = parked.sock.fileno()

@@ -1,30 +1,39 @@
-"""The body of one prefork worker process, and how it holds a connection.
+"""The body of one prefork worker process, and how it holds connections.
 
-A worker accepts on the shared listening socket and serves one connection
-at a time.  It keeps its state in the pool's ``Scoreboard`` (a plain memory
+A worker accepts on the shared listening socket and serves one request at
+a time.  It keeps its state in the pool's ``Scoreboard`` (a plain memory
 write, no system call) and writes to its pipe to the master only when the
 master must act: once when the app has loaded, when it leaves the accept
 loop while the pool is short of spare workers and may grow, and when every
 worker is stuck waiting on a peer that stopped sending.
 
-Holding a connection with no request in it (a fresh one whose first bytes
-have not arrived, or a kept one between two requests) is where flup's
-children starved the pool: 60 idle kept connections pinned 60 workers.  A
-holding worker here also watches the listening socket.  When a connection
-is waiting there and no worker is idle to take it, the holding worker
-closes its idle connection and goes to accept the waiting one: the web
-server opens a new connection for its next request (nginx, Apache and
-lighttpd do so transparently).  A fresh connection gets ``first_byte_grace``
-first, because the web server's request is normally already on its way.
+Holding a connection with no request in it (a kept one between two
+requests, or a fresh one whose first bytes have not arrived) is where
+flup's children starved the pool: 60 idle kept connections pinned 60
+workers.  Here a worker *holds* any number of such connections, a
+descriptor each, and watches them in one poll together with the listening
+socket; whatever is ready (a held connection with a request, a new
+connection in the backlog) is served in turn.  An idle kept connection
+costs a descriptor, never a worker, and the web server can keep as many
+connections as it runs requests at once: with nginx's ``fastcgi_keep_conn``
+and more concurrent requests than workers, a worker that could keep only
+one connection had to close it whenever new ones waited, and half of the
+requests paid for a new connection.
+
+The price: a request that arrives on a held connection waits while its
+worker runs another request to its end (no other process can read that
+connection).  With views that take seconds, run more workers than the web
+server keeps connections, or the threaded method, or no kept connections.
 """
+import collections
 import errno
 import os
 import select
 import signal
 import time
 
-from .base import NOTICE, HoldPolicy, log
-from .scoreboard import BUSY, EXITING, FREE, HOLDING, IDLE, STALLED, STARTING
+from .base import NOTICE, HoldPolicy, Parked, close_expired, log
+from .scoreboard import BUSY, EXITING, FREE, HOLDING, IDLE, STALLED
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
 
 WORKER_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1)
@@ -41,86 +50,66 @@ TRANSIENT_ACCEPT_ERRORS = (errno.ECONNABORTED, errno.EMFILE, errno.ENFILE,
 READY = b"R"  # the app has loaded
 WAKE = b"!"  # look at the scoreboard now
 
+LISTEN = -1  # In the ready queue: accept a connection.
+WATCH = select.POLLIN | select.POLLPRI
+
 
 class WorkerHold(HoldPolicy):
-    """Hold a connection, but never while new connections wait for a worker."""
+    """Serve a ready connection at once, else hand it to the worker's loop.
 
-    # Seconds a fresh connection may stay silent before the worker considers
-    # giving it up; nginx writes its request right after connecting.
+    After a request (or on a fresh connection whose request has not
+    arrived) the connection looks at everything the worker watches, in one
+    poll.  If only this connection is ready -- the common case with one
+    busy kept connection -- its next request is served at once, with no
+    extra work.  If others are ready too, they are queued and this one is
+    parked (``Parked``) at the end of the queue, so no connection waits for
+    another to go quiet.  If nothing is ready, it is parked and the loop
+    waits for all of them.
+
+    A fresh connection whose request has not arrived yet makes the worker
+    stop accepting for up to ``first_byte_grace`` seconds.  The request is
+    normally on its way; accepting meanwhile would let one worker collect a
+    burst of new connections that other workers could serve (twenty slow
+    requests arriving at once all queued behind the first).
+    """
+
+    # Seconds a fresh, silent connection keeps its worker from accepting.
     first_byte_grace = 0.05
-    # Seconds to leave a waiting connection to an idle worker before looking
-    # at the listening socket again (it stays readable until accepted).
-    recheck_delay = 0.01
-    # Seconds without the peer's bytes, inside a request, after which the
-    # worker counts as stalled on its peer (see PreforkPool._refuse_if_stuck).
+    # Seconds a stalled request waits for its peer before the worker counts
+    # as stalled (see PreforkPool._refuse_if_stuck).
     stall_mark = 0.1
 
     def __init__(self, worker):
         self.worker = worker
-        self._poller = None
-        self._sock_fd = -1
-        self._listen_watched = False
-
-    def _poller_for(self, sock, notices):
-        """One poll object for the worker's life.
-
-        The notices and the listening socket never change, only the held
-        connection does: re-registering one descriptor is cheaper than
-        building a poller per wait, which happens once per request on a
-        kept connection.
-        """
-        poller = self._poller
-        if poller is None:
-            poller = self._poller = select.poll()
-            for notice in notices:
-                poller.register(notice.fileno(), select.POLLIN)
-            poller.register(self.worker.listen.fileno(), 0)  # See _watch_listen.
-        fd = sock.fileno()
-        if fd != self._sock_fd:
-            if self._sock_fd >= 0:
-                poller.unregister(self._sock_fd)
-            poller.register(fd, select.POLLIN | select.POLLPRI)
-            self._sock_fd = fd
-        return poller
-
-    def _watch_listen(self, poller, watch):
-        if watch != self._listen_watched:
-            poller.modify(self.worker.listen.fileno(), select.POLLIN if watch else 0)
-            self._listen_watched = watch
 
     def wait_for_request(self, handler, sock, first, notices):
         worker = self.worker
-        worker.mark(HOLDING)
-        poller = self._poller_for(sock, notices)
-        sock_fd, listen_fd = sock.fileno(), worker.listen.fileno()
-        idle = handler.idle_timeout or None
-        now = time.monotonic()
-        deadline = None if idle is None else now + idle
-        watch_from = now + self.first_byte_grace if first else now
-        while True:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                log.debug("%s: idle connection timed out after %ss", handler.protocol, idle)
-                return False
-            watching = now >= watch_from
-            limit = None if deadline is None else deadline - now
-            if not watching:
-                limit = watch_from - now if limit is None else min(limit, watch_from - now)
-            self._watch_listen(poller, watching)
-            ms = None if limit is None else int(limit * 1000 + 0.999)
-            ready = [fd for fd, _ in poller.poll(ms)]
-            if sock_fd in ready:
-                worker.mark(BUSY)
-                return True
-            if not ready:
-                continue
-            if ready != [listen_fd] or worker.leaving():
-                return NOTICE
-            if not worker.help_coming():
-                log.debug("prefork: worker %d gives up an idle connection: "
-                          "new connections wait and no worker is free", os.getpid())
-                return False
-            watch_from = time.monotonic() + self.recheck_delay
+        resumed, worker.resumed = worker.resumed, None
+        if resumed is not None and resumed == worker.served:
+            # Taken from the ready queue (the poll saw it readable), and no
+            # request has been served on it since: its bytes are waiting.
+            worker.mark(BUSY)
+            return True
+        if first:
+            worker.deafen(self.first_byte_grace)
+        if worker.queue:
+            raise Parked(first)  # Others are ready: their turn first.
+        worker.mark(HOLDING if first else IDLE)
+        sock_ready, others, noticed = worker.look(sock)
+        if noticed:
+            return NOTICE
+        if sock_ready and (first or not others):
+            # A fresh connection's request goes first: the ones queued
+            # behind it can only be served here, while the new one could
+            # have gone to another worker.
+            if first:
+                worker.hear()
+            worker.mark(BUSY)
+            return True
+        worker.queue.extend(others)
+        if sock_ready:
+            worker.queue.append(sock.fileno())
+        raise Parked(first)
 
     def wait_mid_request(self, handler, sock, parkable=False):
         # The hot path is the first poll, as before: the peer's bytes are
@@ -158,21 +147,25 @@ class WorkerProcess:
         # inside the signal handler, because the main thread may be busy
         # serving a kept connection that waits on them.
         self.stop, self.drain = Notice(), Notice()
+        # Connections held between two requests, oldest first (they share
+        # one idle timeout, so the first one expires first):
+        # fd -> (Parked, deadline).  ``queue``: what the polls found ready,
+        # to serve in turn (held connections' fds, LISTEN).  ``resumed``:
+        # the count of requests served when the connection being resumed
+        # was taken from the queue (see WorkerHold.wait_for_request).
+        self.held = {}
+        self.queue = collections.deque()
+        self.resumed = None
+        self.poller = None
+        self.box = None
+        # While a fresh connection's request is awaited (see WorkerHold),
+        # the listening socket is not watched, until this monotonic time.
+        self.deaf_until = 0.0
 
     # -- the scoreboard and the pipe
 
     def mark(self, state):
         self.board.set(self.slot, state)
-
-    def help_coming(self):
-        """True if an idle or starting worker can take a waiting connection.
-
-        A starting one is ready within milliseconds (the app's modules are
-        imported already): waiting for it is cheaper than closing a kept
-        connection, and it covers a reload, when only new workers accept.
-        """
-        states = self.board.snapshot()
-        return IDLE in states or STARTING in states
 
     def leaving(self):
         return self.stop.is_set() or self.drain.is_set()
@@ -243,40 +236,207 @@ class WorkerProcess:
             if signum == signal.SIGUSR1:
                 self.pool._reopen_logs()
 
+    # -- held connections
+
+    def _hold(self, parked):
+        idle = self.handler.idle_timeout
+        fd = parked.sock.fileno()
+        self.held[fd] = (parked, time.monotonic() + idle if idle else None)
+        self.poller.register(fd, WATCH)
+
+    def _unhold(self, fd):
+        entry = self.held.pop(fd, None)
+        if entry is not None:
+            self.poller.unregister(fd)
+        return entry
+
+    def _close_parked(self, parked):
+        fd = parked.sock.fileno()
+        self._unhold(fd)
+        _close_quietly(parked.sock)
+        try:
+            self.queue.remove(fd)  # Its number may soon be a new connection's.
+        except ValueError:
+            pass
+
+
+    def _poll_ms(self, now):
+        """Milliseconds the loop may sleep: at most a second (the check for a
+        lost master), not past the oldest held connection's deadline nor
+        the end of a deaf spell."""
+        limit = 1.0
+        if self.held:
+            deadline = next(iter(self.held.values()))[1]
+            if deadline is not None:
+                limit = min(limit, deadline - now)
+        if self.deaf_until:
+            limit = min(limit, self.deaf_until - now)
+        return int(max(0.0, limit) * 1000 + 0.999)
+
+    def deafen(self, seconds):
+        if not self.deaf_until:
+            self.poller.modify(self.listen.fileno(), 0)
+        self.deaf_until = time.monotonic() + seconds
+
+    def hear(self):
+        if self.deaf_until:
+            self.deaf_until = 0.0
+            self.poller.modify(self.listen.fileno(), select.POLLIN)
+
+    def look(self, sock):
+        """One poll of ``sock`` and everything the worker watches.
+
+        Return ``(sock_ready, others, noticed)``: ``others`` are the held
+        connections and LISTEN found ready, ``noticed`` a stop or drain.
+        """
+        poller = self.poller
+        fd = sock.fileno()
+        poller.register(fd, WATCH)
+        try:
+            events = poller.poll(self._poll_ms(time.monotonic()))
+        finally:
+            poller.unregister(fd)
+        sock_ready = noticed = False
+        others = []
+        held, listen_fd, box_fd = self.held, self.listen.fileno(), self.box.fileno()
+        for ready_fd, _ in events:
+            if ready_fd == fd:
+                sock_ready = True
+            elif ready_fd in held:
+                others.append(ready_fd)
+            elif ready_fd == listen_fd:
+                others.append(LISTEN)
+            elif ready_fd == box_fd:
+                self._handle_signals(self.box)
+            else:
+                noticed = True  # stop or drain
+        return sock_ready, others, noticed
+
+    # -- the loop
+
+    def _serve(self, run, *args):
+        try:
+            parked = run(*args)
+        finally:
+            self.resumed = None
+        if parked is not None:
+            self._hold(parked)
+        self.mark(HOLDING if self.deaf_until else IDLE)
+
+    def _accept_one(self):
+        """Accept and serve one connection; False if none was waiting."""
+        try:
+            conn, addr = self.listen.accept()
+        except (BlockingIOError, InterruptedError):
+            return False  # Nothing waiting, or another worker won it.
+        except OSError as exc:
+            if exc.errno not in TRANSIENT_ACCEPT_ERRORS:
+                raise
+            if exc.errno in (errno.EMFILE, errno.ENFILE) and self.held:
+                self._close_parked(next(iter(self.held.values()))[0])  # The oldest gives way.
+                return True
+            log.warning("prefork: accept() failed: %s", exc)
+            wait_readable([self.stop], 0.5)
+            return True
+        self._leave_idle()
+        self._serve(self.handler.handle_connection, conn, addr)
+        return True
+
     def _accept_loop(self, box):
         listen, stop, drain = self.listen, self.stop, self.drain
-        # Accept first, poll only when the backlog is empty: under load the
-        # next connection is usually waiting, and the poll (with its
-        # Python-level set-up) was a fifth of the cost of a request.  The
-        # descriptors never change, so one poller serves the whole loop.
-        poller = select.poll()
+        # The descriptors of the listening socket and the notices never
+        # change: one poller serves the whole loop, and held connections
+        # are added to it and removed as they come and go.
+        poller = self.poller = select.poll()
         for item in (listen, stop, drain, box):
             poller.register(item.fileno(), select.POLLIN)
-        box_fd = box.fileno()
+        self.box = box
+        listen_fd, box_fd = listen.fileno(), box.fileno()
+        held, queue = self.held, self.queue
         check_master_at = 0.0
-        while not (stop.is_set() or drain.is_set()):
-            if box.has_pending():
-                self._handle_signals(box)
-            now = time.monotonic()
-            if now >= check_master_at:  # At most once a second, busy or not.
-                check_master_at = now + 1.0
-                if os.getppid() != self.master:
-                    log.warning("prefork: worker %d lost its master; exiting", os.getpid())
-                    break
-            try:
-                conn, addr = listen.accept()
-            except (BlockingIOError, InterruptedError):
-                # Nothing waiting, or another worker won this connection.
-                for fd, _ in poller.poll(1000):
-                    if fd == box_fd:
+        try:
+            while not (stop.is_set() or drain.is_set()):
+                if box.has_pending():
+                    self._handle_signals(box)
+                now = time.monotonic()
+                if now >= check_master_at:  # At most once a second, busy or not.
+                    check_master_at = now + 1.0
+                    if os.getppid() != self.master:
+                        log.warning("prefork: worker %d lost its master; exiting", os.getpid())
+                        break
+                if self.deaf_until and now >= self.deaf_until:
+                    self.hear()  # That fresh connection is still silent.
+                    self.mark(IDLE)
+                if queue:
+                    item = queue.popleft()
+                    if item == LISTEN:
+                        if not self.deaf_until:
+                            self._accept_one()
+                        continue
+                    entry = self._unhold(item)
+                    if entry is not None:
+                        if entry[0].first:
+                            self.hear()  # Its request has arrived.
+                        self.mark(BUSY)
+                        self.resumed = self.served
+                        self._serve(self.handler.resume_connection, entry[0])
+                    continue
+                # Accept before polling: under load the next connection is
+                # usually waiting, and the poll was a fifth of the cost of a
+                # request.  Not while connections are held: they would wait
+                # behind the backlog.
+                if not held and not self.deaf_until and self._accept_one():
+                    continue
+                if held:
+                    close_expired(held, now, self._close_parked, self.handler)
+                for fd, _ in poller.poll(self._poll_ms(now)):
+                    if fd == listen_fd:
+                        queue.append(LISTEN)
+                    elif fd == box_fd:
                         self._handle_signals(box)
+                    elif fd in held:
+                        queue.append(fd)
+        finally:
+            queue.clear()
+            self._finish_held()
+
+    def _finish_held(self):
+        """Leaving: idle held connections close; in use ones are drained.
+
+        On a stop, a fresh connection still gets its first request's grace
+        (see ProtocolHandler.wait_for_request) and kept ones close at once.
+        On a drain, held connections are served while the web server keeps
+        using them, until all were quiet for ``drain_quiet`` seconds or
+        ``drain_timeout`` has passed.
+        """
+        handler, held, stop = self.handler, self.held, self.stop
+        started = time.monotonic()
+        while held:
+            if stop.is_set():
+                for fd in list(held):
+                    parked = self._unhold(fd)[0]
+                    if parked.first:
+                        self._serve(handler.resume_connection, parked)
+                    else:
+                        _close_quietly(parked.sock)
                 continue
-            except OSError as exc:
-                if exc.errno not in TRANSIENT_ACCEPT_ERRORS:
-                    raise
-                log.warning("prefork: accept() failed: %s", exc)
-                wait_readable([stop], 0.5)
-                continue
-            self._leave_idle()
-            self.handler.handle_connection(conn, addr)
-            self.mark(IDLE)
+            if time.monotonic() - (handler.drain_started or started) > handler.drain_timeout:
+                break
+            socks = [parked.sock for parked, _ in held.values()]
+            ready = wait_readable(socks + [stop], handler.drain_quiet)
+            if not ready:
+                break
+            for sock in ready:
+                entry = None if sock is stop else self._unhold(sock.fileno())
+                if entry is not None:
+                    self.mark(BUSY)
+                    self._serve(handler.resume_connection, entry[0])
+        for fd in list(held):
+            _close_quietly(self._unhold(fd)[0].sock)
+
+
+def _close_quietly(sock):
+    try:
+        sock.close()
+    except OSError:
+        pass

@@ -12,6 +12,7 @@ from runfcgi_compat.options import from_mapping
 from runfcgi_compat.servers import POOLS, PROTOCOLS, make_server
 from runfcgi_compat.servers.ajp import AJPHandler, AJPRequest, parse_forward_request
 from runfcgi_compat.servers.base import (
+    Parked,
     ProtocolError,
     Response,
     error_page,
@@ -314,3 +315,28 @@ def test_signal_box_records_and_wakes_then_restores():
         box.restore()
         box.close()
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+# -- parking ------------------------------------------------------------------------
+
+
+class _ParkAlways:
+    def wait_for_request(self, handler, sock, first, notices):
+        raise Parked(first)
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_a_parked_connection_keeps_no_frames_alive(protocol):
+    # The frames it left would form a cycle with the handler's frame: each
+    # parked request would then wait for the cyclic collector.
+    handler = PROTOCOLS[protocol]()
+    handler.hold = _ParkAlways()
+    ours, theirs = socket.socketpair()
+    try:
+        parked = handler.handle_connection(ours, "")
+        assert isinstance(parked, Parked)
+        assert parked.__traceback__ is None
+        assert (parked.sock, parked.first, parked.conn is not None) == (ours, True, True)
+    finally:
+        ours.close()
+        theirs.close()

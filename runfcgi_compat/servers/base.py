@@ -416,7 +416,9 @@ class ProtocolHandler:
             # Bounds every read and write in the middle of a request: a peer
             # that stops sending or reading would pin this worker forever.
             sock.settimeout(self.idle_timeout or None)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # An IP peer's address is a tuple, a UNIX socket peer's a str:
+            # cheaper than sock.family, an enum built on every access.
+            if type(addr) is tuple:
                 self._set_nodelay(sock)
                 if self.allowed_peers is not None and not peer_allowed(
                         sock.family, addr, self.allowed_peers):

@@ -30,6 +30,7 @@ import errno
 import os
 import select
 import signal
+import socket
 import time
 
 from .base import NOTICE, HoldPolicy, Parked, close_expired, log
@@ -183,7 +184,7 @@ class WorkerProcess:
         out and there is room (the master sleeps otherwise)."""
         self.mark(HOLDING)
         states = self.board.snapshot()
-        if states.count(IDLE) < self.pool.minspare and FREE in states:
+        if FREE in states and states.count(IDLE) < self.pool.minspare:
             self._tell_master(WAKE)
 
     def wake_if_all_stalled(self):
@@ -326,7 +327,7 @@ class WorkerProcess:
     def _accept_one(self):
         """Accept and serve one connection; False if none was waiting."""
         try:
-            conn, addr = self.listen.accept()
+            conn, addr = self._accept()
         except (BlockingIOError, InterruptedError):
             return False  # Nothing waiting, or another worker won it.
         except OSError as exc:
@@ -342,11 +343,24 @@ class WorkerProcess:
         self._serve(self.handler.handle_connection, conn, addr)
         return True
 
+    def _accept(self):
+        """``listen.accept()`` without its per-call cost.
+
+        socket.accept() converts the listening socket's family and type to
+        enums, twice per connection, to build the new socket object; the
+        descriptor-level ``_accept`` (what accept() itself calls) and the
+        numbers, read once, make the same socket.
+        """
+        fd, addr = self._raw_accept()
+        return socket.socket(self._family, self._type, self._proto, fd), addr
+
     def _accept_loop(self, box):
         listen, stop, drain = self.listen, self.stop, self.drain
         # The descriptors of the listening socket and the notices never
         # change: one poller serves the whole loop, and held connections
         # are added to it and removed as they come and go.
+        self._raw_accept = listen._accept
+        self._family, self._type, self._proto = int(listen.family), int(listen.type), listen.proto
         poller = self.poller = select.poll()
         for item in (listen, stop, drain, box):
             poller.register(item.fileno(), select.POLLIN)

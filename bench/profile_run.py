@@ -29,6 +29,7 @@ PROFILED = {
     "runfcgi-prefork-fcgi": ("fcgi", lambda t: bench.runfcgi_argv("fcgi", "prefork", t)),
     "runfcgi-threaded-fcgi": ("fcgi", lambda t: bench.runfcgi_argv("fcgi", "threaded", t)),
     "runfcgi-prefork-fcgi-keep": ("fcgi", lambda t: bench.runfcgi_argv("fcgi", "prefork", t)),
+    "runfcgi-threaded-fcgi-keep": ("fcgi", lambda t: bench.runfcgi_argv("fcgi", "threaded", t)),
     "runfcgi-prefork-scgi": ("scgi", lambda t: bench.runfcgi_argv("scgi", "prefork", t)),
     "uwsgi-fcgi": ("fcgi", lambda t: bench.uwsgi_argv),
     "flup-prefork-fcgi": ("fcgi", lambda t: bench.flup_argv("fcgi", "prefork", t)),

@@ -208,9 +208,9 @@ class FCGIConnection(fcgi_base.Connection):
                             and not self.server.wait_for_request(self._sock, self._first)):
                         break
                     self._first = False
+                    self._fill(1)
                     if self._serve_whole():
                         continue
-                    self._fill(1)
                     self._check_version()
                 self.process_input()
         except Parked as exc:

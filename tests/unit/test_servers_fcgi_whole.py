@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from runfcgi_compat import client
-from runfcgi_compat.servers.fcgi import MALFORMED
+from runfcgi_compat.servers.fcgi import MALFORMED, FCGIConnection
 from runfcgi_compat.servers.fcgi_whole import decode_params, end_of_request, parse_whole
 
 from .test_servers_protocols import echo_app, environ_app, fcgi_record
@@ -185,3 +185,19 @@ def test_a_small_post_body_arrives_whole(serve):
                                   CONTENT_LENGTH=str(len(body))), body=body))
         stdout, _ = read_response(sock)
     assert stdout.split(b"\r\n\r\n", 1)[1] == body
+
+
+def test_every_request_on_a_kept_connection_takes_the_whole_path(serve, monkeypatch):
+    # A kept connection waits for its next request with an empty buffer:
+    # the request must be read before the whole path looks at it.
+    record_path = []
+    original = FCGIConnection.process_input
+    monkeypatch.setattr(FCGIConnection, "process_input",
+                        lambda self: record_path.append(1) or original(self))
+    address, _ = serve("fcgi", environ_app)
+    with socket.create_connection(address, timeout=10) as sock:
+        for n in range(3):
+            sock.sendall(request(dict(NGINX_PARAMS, PATH_INFO=f"/k{n}"), flags=1))
+            stdout, rest = read_response(sock)
+            assert (environ_of(stdout)["PATH_INFO"], rest) == (f"/k{n}", b"")
+    assert record_path == []

@@ -1,6 +1,7 @@
 """The server's own cost per request, without nginx, wrk or the kernel's network.
 
     python hotpath.py [SECONDS] [--profile]
+    python hotpath.py --instructions
 
 Feeds nginx's request for ``GET /`` (the bytes its stock fastcgi_params
 produce, as four records in one segment) to runfcgi's FastCGI handler over
@@ -9,6 +10,10 @@ response back.  The same loop also calls the view with no server (as
 ``inprocess.py``) so the difference -- what the server adds around Django --
 is measured in one run, with one process and no scheduler noise.  Prints one
 JSON line; ``--profile`` prints cProfile's top functions instead.
+``--instructions`` counts instructions per request with valgrind's
+callgrind (1000 requests each way, fixed hash seed): slow (about a
+minute) but the same on every run of the same code, so it can tell a
+change of 1 % that timings on this machine cannot.
 
 This is the number to watch while changing ``runfcgi_compat/servers/``: the
 full benchmark moves with the machine's load, this one hardly does.
@@ -52,9 +57,32 @@ def read_response(sock):
         chunks.append(data)
 
 
+def count_instructions(requests=1000):
+    """Instructions per request under callgrind: the same count on every run
+    of the same code, whatever else the machine is doing."""
+    import re
+    import subprocess
+
+    def collected(mode, count):
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             sys.executable, os.path.abspath(__file__), "--loop", mode, str(count)],
+            env=env, capture_output=True, text=True, check=True).stderr
+        return int(re.search(r"Collected : (\d+)", out).group(1))
+
+    start = collected("served", 0)
+    server = (collected("served", requests) - start) / requests
+    view = (collected("bare", requests) - start) / requests
+    print(json.dumps({"server_instructions": round(server), "view_instructions": round(view),
+                      "overhead_instructions": round(server - view)}))
+
+
 def main():
+    if "--instructions" in sys.argv:
+        return count_instructions()
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    seconds = float(args[0]) if args else 3.0
+    seconds = float(args[0]) if args and "--loop" not in sys.argv else 3.0
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchsite.settings")
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:0] = [here, os.path.join(os.path.dirname(here), "example")]
@@ -94,6 +122,13 @@ def main():
         for _chunk in result:
             pass
         result.close()
+
+    if "--loop" in sys.argv:  # One side of --instructions, run under valgrind.
+        mode, count = sys.argv[sys.argv.index("--loop") + 1:][:2]
+        call = {"served": served, "bare": bare}[mode]
+        for _ in range(int(count)):
+            call()
+        return
 
     if "--profile" in sys.argv:
         import cProfile

@@ -427,13 +427,8 @@ class WorkerProcess:
         started = time.monotonic()
         while held:
             if stop.is_set():
-                for fd in list(held):
-                    parked = self._unhold(fd)[0]
-                    if parked.first:
-                        self._serve(handler.resume_connection, parked)
-                    else:
-                        _close_quietly(parked.sock)
-                continue
+                self._finish_fresh()
+                return
             if time.monotonic() - (handler.drain_started or started) > handler.drain_timeout:
                 break
             socks = [parked.sock for parked, _ in held.values()]
@@ -447,6 +442,26 @@ class WorkerProcess:
                     self._serve(handler.resume_connection, entry[0])
         for fd in list(held):
             _close_quietly(self._unhold(fd)[0].sock)
+
+    def _finish_fresh(self):
+        """Stopping: kept connections close; fresh ones whose request is
+        still on its way get ``first_request_grace`` seconds, all together."""
+        handler, fresh = self.handler, {}
+        for fd in list(self.held):
+            parked = self._unhold(fd)[0]
+            if parked.first:
+                fresh[parked.sock] = parked
+            else:
+                _close_quietly(parked.sock)
+        deadline = time.monotonic() + handler.first_request_grace
+        while fresh:
+            ready = wait_readable(list(fresh), max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            for sock in ready:
+                self._serve(handler.resume_connection, fresh.pop(sock))
+        for sock in fresh:
+            _close_quietly(sock)
 
 
 def _close_quietly(sock):

@@ -350,6 +350,32 @@ def test_silent_new_connections_do_not_stop_a_worker_accepting(start_server):
             sock.close()
 
 
+def test_a_stop_waits_for_held_new_connections_together(start_server):
+    # Three silent new connections held by one worker, then a stop: each
+    # still gets its first request's grace, all at the same time, so the
+    # last one's request is answered without waiting for the first one's.
+    from .hostile import CLOSED, fcgi_request, read_until_end
+
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1, maxchildren=1,
+                           handler_attrs={"first_request_grace": 30.0})
+    silent = [socket.create_connection(server.address) for _ in range(3)]
+    try:
+        assert get(server, timeout=30).status == 200  # The three are held now.
+        server.signal(signal.SIGTERM)
+        wait_until(lambda: "stopping 1 workers" in server.stderr(), 20, "the stop to begin")
+        for sock in (silent[2], silent[0]):
+            sock.sendall(fcgi_request("/pid"))
+            outcome = read_until_end(sock, 10)
+            assert outcome.end == CLOSED and b"Status: 200" in outcome.answer, str(outcome)
+        silent[1].close()
+        code, waited = server.wait()
+    finally:
+        for sock in silent:
+            sock.close()
+    print(f"stop with three held new connections: {waited:.3f}s")
+    assert code == 0
+
+
 def half_request(protocol):
     from .hostile import valid_request
 

@@ -1,4 +1,4 @@
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 with open("README.rst", encoding="utf-8") as readme:
     long_description = readme.read()
@@ -13,6 +13,10 @@ setup(
     packages=find_packages(include=["runfcgi_compat", "runfcgi_compat.*"]),
     package_data={"runfcgi_compat": ["frontends/templates/*", "frontends/templates/**/*"]},
     include_package_data=True,
+    # FastCGI parameters decoded in C; optional: without a compiler the
+    # install goes on and the Python version is used (fcgi_whole).
+    ext_modules=[Extension("runfcgi_compat.servers._params",
+                           ["runfcgi_compat/servers/_params.c"], optional=True)],
     python_requires=">=3.10",
     install_requires=["Django>=4.2", "flup>=1.0.3,<1.1"],
     classifiers=[

@@ -6,14 +6,22 @@ request that arrived whole, and one that arrived record by record through
 flup's dispatch -- are checked to give the app the same environ.
 """
 import json
+import os
 import socket
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runfcgi_compat import client
 from runfcgi_compat.servers.fcgi import MALFORMED, FCGIConnection
-from runfcgi_compat.servers.fcgi_whole import decode_params, end_of_request, parse_whole
+from runfcgi_compat.servers.fcgi_whole import (
+    decode_params,
+    decode_params_py,
+    end_of_request,
+    parse_whole,
+)
 
 from .test_servers_protocols import echo_app, environ_app, fcgi_record
 
@@ -83,20 +91,56 @@ def test_a_pair_may_span_two_params_records():
     assert parse_whole(data, 0)[2] == {"HTTP_HOST": "example.org", "REQUEST_METHOD": "GET"}
 
 
-def test_long_names_and_values_use_four_byte_lengths():
+# Both decoders: the C one (when it was built) and the Python one.
+DECODERS = [pytest.param(decode_params_py, id="python")]
+if decode_params is not decode_params_py:
+    DECODERS.append(pytest.param(decode_params, id="c"))
+
+
+@pytest.mark.parametrize("decode", DECODERS)
+def test_long_names_and_values_use_four_byte_lengths(decode):
     params = {"X" * 200: "y" * 70000, "SHORT": "", "Z" * 127: "w" * 128}
-    assert decode_params(client.encode_pairs(params)) == params
+    assert decode(client.encode_pairs(params)) == params
 
 
-def test_values_are_latin1_text_of_the_raw_bytes_as_flup_gives_them():
-    params = decode_params(client.encode_pairs({b"HTTP_X": "café".encode()}))
-    assert params == {"HTTP_X": "caf\xc3\xa9"}
+@pytest.mark.parametrize("decode", DECODERS)
+def test_values_are_latin1_text_of_the_raw_bytes_as_flup_gives_them(decode):
+    params = decode(client.encode_pairs({b"HTTP_X": "café".encode(), b"B": b"\xff\x00"}))
+    assert params == {"HTTP_X": "caf\xc3\xa9", "B": "\xff\x00"}
 
 
-@pytest.mark.parametrize("data", [b"\x05", b"\x05\x01ab", b"\x85\x00\x00", b"\x01\x90abc"])
-def test_a_truncated_pair_is_an_error(data):
+@pytest.mark.parametrize("decode", DECODERS)
+@pytest.mark.parametrize("data", [b"\x05", b"\x05\x01ab", b"\x85\x00\x00", b"\x01\x90abc",
+                                  b"\x01\x80\x00\x00\x05ab"])
+def test_a_truncated_pair_is_an_error(decode, data):
     with pytest.raises(MALFORMED):
-        decode_params(data)
+        decode(data)
+
+
+@pytest.mark.parametrize("decode", DECODERS)
+def test_a_later_pair_replaces_an_earlier_one(decode):
+    data = client.encode_pairs({"A": "1"}) + client.encode_pairs({"A": "2", "": ""})
+    assert decode(data) == {"A": "2", "": ""}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_the_c_decoder_agrees_with_the_python_one(data):
+    if decode_params is decode_params_py:
+        pytest.skip("the C decoder was not built")
+
+    def outcome(decode):
+        try:
+            return decode(data)
+        except MALFORMED:
+            return "error"
+
+    assert outcome(decode_params) == outcome(decode_params_py)
+
+
+@pytest.mark.skipif(not os.environ.get("RUNFCGI_TEST_WHEEL"), reason="only under tox")
+def test_the_installed_wheel_has_the_c_decoder():
+    assert decode_params is not decode_params_py
 
 
 def test_end_of_request_is_an_empty_stdout_then_end_request():

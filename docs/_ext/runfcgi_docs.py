@@ -607,6 +607,8 @@ def bench_results_rst(results=BENCH_RESULTS):
     for name, shown in (("python", "{}"), ("Django", "Django {}"), ("nginx", "{}")):
         if versions.get(name):
             about.append(shown.format(versions[name]).replace("nginx version: ", ""))
+    if versions.get("params_decoder"):
+        about.append(f"FastCGI parameters decoded in {versions['params_decoder']}")
     if versions.get("git"):
         dirty = " with uncommitted changes" if versions.get("git_dirty") else ""
         about.append(f"commit {versions['git']}{dirty}")

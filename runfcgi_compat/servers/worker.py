@@ -168,9 +168,6 @@ class WorkerProcess:
     def mark(self, state):
         self.board.set(self.slot, state)
 
-    def leaving(self):
-        return self.stop.is_set() or self.drain.is_set()
-
     def _tell_master(self, what):
         try:
             os.write(self.status_fd, what)
@@ -259,7 +256,6 @@ class WorkerProcess:
             self.queue.remove(fd)  # Its number may soon be a new connection's.
         except ValueError:
             pass
-
 
     def _poll_ms(self, now):
         """Milliseconds the loop may sleep: at most a second (the check for a

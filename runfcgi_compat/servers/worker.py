@@ -136,7 +136,10 @@ class WorkerProcess:
     def __init__(self, pool, slot, status_fd):
         self.pool = pool
         self.handler = pool.handler
-        self.listen = pool.listen_sock
+        self.listen = listen = pool.listen_sock
+        # What accept() would read from the listener on every connection.
+        self._raw_accept = listen._accept
+        self._family, self._type, self._proto = int(listen.family), int(listen.type), listen.proto
         self.board = pool.board
         self.slot = slot
         self.status_fd = status_fd
@@ -355,8 +358,6 @@ class WorkerProcess:
         # The descriptors of the listening socket and the notices never
         # change: one poller serves the whole loop, and held connections
         # are added to it and removed as they come and go.
-        self._raw_accept = listen._accept
-        self._family, self._type, self._proto = int(listen.family), int(listen.type), listen.proto
         poller = self.poller = select.poll()
         for item in (listen, stop, drain, box):
             poller.register(item.fileno(), select.POLLIN)

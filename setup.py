@@ -13,10 +13,10 @@ setup(
     packages=find_packages(include=["runfcgi_compat", "runfcgi_compat.*"]),
     package_data={"runfcgi_compat": ["frontends/templates/*", "frontends/templates/**/*"]},
     include_package_data=True,
-    # FastCGI parameters decoded in C; optional: without a compiler the
-    # install goes on and the Python version is used (fcgi_whole).
-    ext_modules=[Extension("runfcgi_compat.servers._params",
-                           ["runfcgi_compat/servers/_params.c"], optional=True)],
+    # The FastCGI fast path's byte work in C; optional: without a compiler
+    # the install goes on and the Python versions are used (fcgi_whole, base).
+    ext_modules=[Extension("runfcgi_compat.servers._wire",
+                           ["runfcgi_compat/servers/_wire.c"], optional=True)],
     python_requires=">=3.10",
     install_requires=["Django>=4.2", "flup>=1.0.3,<1.1"],
     classifiers=[

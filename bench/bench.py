@@ -1007,9 +1007,8 @@ def versions():
         "apache": out(["apache2", "-v"]),
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
-        "params_decoder": out([PY, "-c", "from runfcgi_compat.servers import fcgi_whole as f; "
-                               "print('C' if f.decode_params is not f.decode_params_py "
-                               "else 'Python')"]),
+        "wire": out([PY, "-c", "from runfcgi_compat.servers import fcgi_whole as f; "
+                     "print('C' if f.parse_whole is not f.parse_whole_py else 'Python')"]),
         "git": out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
         "git_dirty": bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
                                           "runfcgi_compat"], capture_output=True,

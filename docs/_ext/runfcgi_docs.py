@@ -607,7 +607,9 @@ def bench_results_rst(results=BENCH_RESULTS):
     for name, shown in (("python", "{}"), ("Django", "Django {}"), ("nginx", "{}")):
         if versions.get(name):
             about.append(shown.format(versions[name]).replace("nginx version: ", ""))
-    if versions.get("params_decoder"):
+    if versions.get("wire"):
+        about.append(f"FastCGI fast path's byte work in {versions['wire']}")
+    elif versions.get("params_decoder"):
         about.append(f"FastCGI parameters decoded in {versions['params_decoder']}")
     if versions.get("git"):
         dirty = " with uncommitted changes" if versions.get("git_dirty") else ""

@@ -338,12 +338,21 @@ def send_error(transport, status, body, headers=None):
     response.finish()
 
 
-def encode_head(status, headers):
-    """CGI-style response head shared by FastCGI and SCGI."""
+def encode_head_py(status, headers):
+    """CGI-style response head shared by FastCGI and SCGI: bytes, latin-1.
+
+    ``headers`` is a list of (name, value) str tuples.
+    """
     lines = [f"Status: {status}\r\n"]
     lines.extend(f"{name}: {value}\r\n" for name, value in headers)
     lines.append("\r\n")
     return "".join(lines).encode("latin-1")
+
+
+try:
+    from ._wire import encode_head  # The same in C (see fcgi_whole).
+except ImportError:
+    encode_head = encode_head_py
 
 
 # -- the handler base -------------------------------------------------------------

@@ -13,6 +13,10 @@ Everything else -- a request still arriving, a body larger than one read,
 another role, a second request id, management records -- returns None and
 takes flup's record-by-record path (``fcgi.FCGIConnection.process_input``),
 which handles every case.  The two paths give the app the same environ.
+
+``parse_whole`` and ``decode_params`` are C (``_wire.c``) when the optional
+module was built, and their Python twins (``*_py``) otherwise; the tests
+hold the twins to the same results.
 """
 import struct
 
@@ -39,7 +43,7 @@ MAX_CONTENT = 65528
 PADDING = [b"\0" * n for n in range(8)]
 
 
-def parse_whole(buf, pos):
+def parse_whole_py(buf, pos):
     """Cut a whole responder request from ``buf`` at ``pos``.
 
     Return ``(request_id, flags, params, body, next_pos)``, ``params`` a
@@ -76,7 +80,7 @@ def parse_whole(buf, pos):
             stream, chunks = FCGI_STDIN, body
         else:
             break
-    return request_id, flags, decode_params(b"".join(params)), b"".join(body), pos
+    return request_id, flags, decode_params_py(b"".join(params)), b"".join(body), pos
 
 
 def decode_params_py(data):
@@ -117,11 +121,12 @@ def decode_params_py(data):
 
 
 try:
-    # The same in C, built when a compiler was at hand: this loop was half
-    # of the server's own instructions per request (bench/PROFILE.rst).
-    from ._params import decode_params
+    # The same in C, built when a compiler was at hand (``_wire.c``): these
+    # loops were most of the server's own instructions per request
+    # (bench/PROFILE.rst).
+    from ._wire import decode_params, parse_whole
 except ImportError:
-    decode_params = decode_params_py
+    decode_params, parse_whole = decode_params_py, parse_whole_py
 
 
 _END_CACHE = {}

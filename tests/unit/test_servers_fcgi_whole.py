@@ -9,18 +9,21 @@ import json
 import os
 import socket
 import struct
+import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runfcgi_compat import client
+from runfcgi_compat.servers.base import encode_head, encode_head_py
 from runfcgi_compat.servers.fcgi import MALFORMED, FCGIConnection
 from runfcgi_compat.servers.fcgi_whole import (
     decode_params,
     decode_params_py,
     end_of_request,
     parse_whole,
+    parse_whole_py,
 )
 
 from .test_servers_protocols import echo_app, environ_app, fcgi_record
@@ -47,29 +50,39 @@ def request(params=NGINX_PARAMS, body=b"", request_id=1, flags=0):
             + client._fcgi_stream(STDIN, body, request_id))
 
 
-def test_an_nginx_get_is_cut_whole():
+# Both parsers: the C one (when it was built) and the Python one.
+PARSERS = [pytest.param(parse_whole_py, id="python")]
+if parse_whole is not parse_whole_py:
+    PARSERS.append(pytest.param(parse_whole, id="c"))
+
+
+@pytest.mark.parametrize("parse", PARSERS)
+def test_an_nginx_get_is_cut_whole(parse):
     data = request(flags=1) + b"next request"
-    request_id, flags, params, body, end = parse_whole(data, 0)
+    request_id, flags, params, body, end = parse(data, 0)
     assert (request_id, flags, body) == (1, 1, b"")
     assert params == EXPECTED
     assert data[end:] == b"next request"
 
 
-def test_a_body_that_arrived_with_the_request():
+@pytest.mark.parametrize("parse", PARSERS)
+def test_a_body_that_arrived_with_the_request(parse):
     payload = bytes(range(256)) * 300  # two STDIN records
-    _, _, params, body, end = parse_whole(request(body=payload), 0)
+    _, _, params, body, end = parse(request(body=payload), 0)
     assert body == payload and params["REQUEST_METHOD"] == "GET"
 
 
-def test_parsing_starts_at_the_given_position():
+@pytest.mark.parametrize("parse", PARSERS)
+def test_parsing_starts_at_the_given_position(parse):
     data = b"12345" + request(request_id=7)
-    request_id, _, params, _, end = parse_whole(data, 5)
+    request_id, _, params, _, end = parse(data, 5)
     assert request_id == 7 and params == EXPECTED and end == len(data)
 
 
-def test_every_incomplete_prefix_is_left_to_the_record_path():
+@pytest.mark.parametrize("parse", PARSERS)
+def test_every_incomplete_prefix_is_left_to_the_record_path(parse):
     data = request(body=b"abc")
-    assert [n for n in range(len(data)) if parse_whole(data[:n], 0) is not None] == []
+    assert [n for n in range(len(data)) if parse(data[:n], 0) is not None] == []
 
 
 @pytest.mark.parametrize("data", [
@@ -80,15 +93,24 @@ def test_every_incomplete_prefix_is_left_to_the_record_path():
     fcgi_record(9, b"GET_VALUES?") + request(),                        # not a BEGIN first
     b"\x02" + request()[1:],                                           # version 2
 ])
-def test_anything_unusual_is_left_to_the_record_path(data):
-    assert parse_whole(data, 0) is None
+@pytest.mark.parametrize("parse", PARSERS)
+def test_anything_unusual_is_left_to_the_record_path(parse, data):
+    assert parse(data, 0) is None
 
 
-def test_a_pair_may_span_two_params_records():
+@pytest.mark.parametrize("parse", PARSERS)
+def test_a_pair_may_span_two_params_records(parse):
     pairs = client.encode_pairs({"HTTP_HOST": "example.org", "REQUEST_METHOD": "GET"})
     data = (begin() + fcgi_record(PARAMS, pairs[:7]) + fcgi_record(PARAMS, pairs[7:])
             + fcgi_record(PARAMS) + fcgi_record(STDIN))
-    assert parse_whole(data, 0)[2] == {"HTTP_HOST": "example.org", "REQUEST_METHOD": "GET"}
+    assert parse(data, 0)[2] == {"HTTP_HOST": "example.org", "REQUEST_METHOD": "GET"}
+
+
+def outcome(call, *args):
+    try:
+        return call(*args)
+    except MALFORMED:
+        return "error"
 
 
 # Both decoders: the C one (when it was built) and the Python one.
@@ -127,20 +149,87 @@ def test_a_later_pair_replaces_an_earlier_one(decode):
 @given(st.binary(max_size=300))
 def test_the_c_decoder_agrees_with_the_python_one(data):
     if decode_params is decode_params_py:
-        pytest.skip("the C decoder was not built")
+        pytest.skip("the C module was not built")
+    assert outcome(decode_params, data) == outcome(decode_params_py, data)
 
-    def outcome(decode):
+
+NAMES = st.sampled_from(["REQUEST_METHOD", "PATH_INFO", "HTTP_HOST", "HTTP_COOKIE", "X", ""])
+PAIRS = st.dictionaries(st.one_of(NAMES, st.binary(max_size=140)),
+                        st.one_of(st.binary(max_size=10), st.binary(min_size=120, max_size=300)),
+                        max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(PAIRS, st.binary(max_size=200), st.integers(1, 3), st.integers(0, 1),
+       st.integers(0, 2**16 - 1), st.one_of(st.none(), st.integers(0, 2000)),
+       st.binary(max_size=20))
+def test_the_c_parser_agrees_with_the_python_one(pairs, body, split, flags, request_id, cut,
+                                                 tail):
+    if parse_whole is parse_whole_py:
+        pytest.skip("the C module was not built")
+    encoded = client.encode_pairs(pairs)
+    size = max(1, len(encoded) // split)
+    data = begin(request_id, flags=flags)
+    for start in range(0, len(encoded), size):
+        data += fcgi_record(PARAMS, encoded[start:start + size], request_id)
+    data += fcgi_record(PARAMS, b"", request_id) + client._fcgi_stream(STDIN, body, request_id)
+    data = (data + tail)[:cut]
+    assert outcome(parse_whole, data, 0) == outcome(parse_whole_py, data, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 20))
+def test_the_c_parser_agrees_on_random_bytes(data, pos):
+    if parse_whole is parse_whole_py:
+        pytest.skip("the C module was not built")
+    data = begin() + data
+    assert outcome(parse_whole, data, pos) == outcome(parse_whole_py, data, pos)
+
+
+TEXT = st.text(st.characters(max_codepoint=300), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT, st.lists(st.tuples(TEXT, TEXT), max_size=6))
+def test_the_c_head_encoder_agrees_with_the_python_one(status, headers):
+    if encode_head is encode_head_py:
+        pytest.skip("the C module was not built")
+
+    def encoded(encode):
         try:
-            return decode(data)
-        except MALFORMED:
+            return encode(status, headers)
+        except UnicodeEncodeError:
             return "error"
 
-    assert outcome(decode_params) == outcome(decode_params_py)
+    assert encoded(encode_head) == encoded(encode_head_py)
+
+
+@pytest.mark.parametrize("decode", DECODERS)
+def test_a_repeated_name_gets_each_requests_own_value(decode):
+    # The C decoder remembers the last value sent with a usual name.
+    first = decode(client.encode_pairs({"REMOTE_PORT": "50000", "HTTP_HOST": "a"}))
+    second = decode(client.encode_pairs({"REMOTE_PORT": "50001", "HTTP_HOST": "a"}))
+    third = decode(client.encode_pairs({"REMOTE_PORT": "5000", "HTTP_HOST": "ab"}))
+    assert (first, second, third) == (
+        {"REMOTE_PORT": "50000", "HTTP_HOST": "a"},
+        {"REMOTE_PORT": "50001", "HTTP_HOST": "a"},
+        {"REMOTE_PORT": "5000", "HTTP_HOST": "ab"})
+
+
+def test_usual_names_are_the_interned_strings_django_looks_up():
+    if decode_params is decode_params_py:
+        pytest.skip("the C module was not built")
+    params = decode_params(client.encode_pairs({"PATH_INFO": "/", "HTTP_X_MADE_UP": "1"}))
+    names = {name: name for name in params}
+    assert names["PATH_INFO"] is "PATH_INFO"  # noqa: F632 - identity is the point
+    assert names["HTTP_X_MADE_UP"] is not sys.intern("HTTP_X_MADE_UP")
 
 
 @pytest.mark.skipif(not os.environ.get("RUNFCGI_TEST_WHEEL"), reason="only under tox")
-def test_the_installed_wheel_has_the_c_decoder():
+def test_the_installed_wheel_has_the_c_module():
     assert decode_params is not decode_params_py
+    assert parse_whole is not parse_whole_py
+    assert encode_head is not encode_head_py
 
 
 def test_end_of_request_is_an_empty_stdout_then_end_request():

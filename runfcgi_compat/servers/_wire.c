@@ -1,0 +1,441 @@
+/* The FastCGI fast path's byte work, in C: cutting a whole request from the
+ * read buffer, decoding its name-value pairs, encoding a response head.
+ *
+ * Each function here has a Python twin (fcgi_whole.parse_whole_py,
+ * fcgi_whole.decode_params_py, base.encode_head_py) that the tests hold to
+ * the same results and errors; the module is built when a compiler is at
+ * hand (setup.py marks it optional) and the twins run without it.  In
+ * Python these loops were most of the server's own instructions per request
+ * (bench/PROFILE.rst).
+ *
+ * Names and values: nginx sends about twenty pairs per request, nearly the
+ * same ones every time.  The usual CGI names are made once, interned (the
+ * very objects Django's own string constants are, so its lookups match on
+ * identity), and each remembers the last value it was sent, which the next
+ * request usually repeats.  Only this fixed list is interned or cached, so
+ * a client sending made-up headers cannot grow the process.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+static const char OVERRUN[] = "a name-value pair runs past the end of the parameters";
+
+/* -- known names ---------------------------------------------------------------- */
+
+static const char *const KNOWN[] = {
+    "REQUEST_METHOD", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH", "SCRIPT_NAME",
+    "SCRIPT_FILENAME", "PATH_INFO", "PATH_TRANSLATED", "REQUEST_URI", "DOCUMENT_URI",
+    "DOCUMENT_ROOT", "SERVER_PROTOCOL", "REQUEST_SCHEME", "HTTPS", "GATEWAY_INTERFACE",
+    "SERVER_SOFTWARE", "REMOTE_ADDR", "REMOTE_PORT", "REMOTE_USER", "REMOTE_HOST",
+    "AUTH_TYPE", "SERVER_ADDR", "SERVER_PORT", "SERVER_NAME", "REDIRECT_STATUS",
+    "REDIRECT_URL", "SCRIPT_URL", "SCRIPT_URI", "HTTP_HOST", "HTTP_USER_AGENT",
+    "HTTP_ACCEPT", "HTTP_ACCEPT_ENCODING", "HTTP_ACCEPT_LANGUAGE", "HTTP_CONNECTION",
+    "HTTP_COOKIE", "HTTP_REFERER", "HTTP_ORIGIN", "HTTP_AUTHORIZATION",
+    "HTTP_CACHE_CONTROL", "HTTP_PRAGMA", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_REAL_IP", "HTTP_X_REQUESTED_WITH", "HTTP_UPGRADE_INSECURE_REQUESTS",
+    "HTTP_SEC_FETCH_SITE", "HTTP_SEC_FETCH_MODE", "HTTP_SEC_FETCH_DEST",
+    "HTTP_SEC_FETCH_USER", "HTTP_DNT", "HTTP_TE", "HTTP_CONTENT_TYPE",
+    "HTTP_CONTENT_LENGTH",
+};
+#define N_KNOWN (sizeof(KNOWN) / sizeof(KNOWN[0]))
+#define SLOTS 256 /* a power of two, well above N_KNOWN */
+#define MAX_CACHED_VALUE 4096
+
+typedef struct {
+    PyObject *name;  /* interned str; NULL: an empty slot */
+    PyObject *value; /* the last value sent with it, or NULL */
+} Known;
+
+static Known slots[SLOTS];
+static int known_ready;
+
+static size_t
+slot_of(const unsigned char *data, Py_ssize_t len)
+{
+    return ((size_t)len * 33 + data[0] * 7 + data[len - 1] * 13 + data[len / 2]) & (SLOTS - 1);
+}
+
+static Known *
+find_known(const unsigned char *data, Py_ssize_t len)
+{
+    if (len == 0)
+        return NULL;
+    for (size_t i = slot_of(data, len);; i = (i + 1) & (SLOTS - 1)) {
+        Known *k = &slots[i];
+        if (k->name == NULL)
+            return NULL;
+        if (PyUnicode_GET_LENGTH(k->name) == len
+            && memcmp(PyUnicode_1BYTE_DATA(k->name), data, len) == 0)
+            return k;
+    }
+}
+
+static int
+init_known(void)
+{
+    for (size_t n = 0; n < N_KNOWN; n++) {
+        PyObject *name = PyUnicode_InternFromString(KNOWN[n]);
+        if (name == NULL)
+            return -1;
+        const unsigned char *data = PyUnicode_1BYTE_DATA(name);
+        size_t i = slot_of(data, PyUnicode_GET_LENGTH(name));
+        while (slots[i].name != NULL)
+            i = (i + 1) & (SLOTS - 1);
+        slots[i].name = name;
+    }
+    known_ready = 1;
+    return 0;
+}
+
+static PyObject *
+latin1(const unsigned char *data, Py_ssize_t len)
+{
+    return PyUnicode_DecodeLatin1((const char *)data, len, NULL);
+}
+
+/* A new reference to the value, from the name's cache when it repeats. */
+static PyObject *
+value_for(Known *known, const unsigned char *data, Py_ssize_t len)
+{
+    if (known == NULL || len > MAX_CACHED_VALUE)
+        return latin1(data, len);
+    PyObject *last = known->value;
+    if (last != NULL && PyUnicode_GET_LENGTH(last) == len
+        && memcmp(PyUnicode_1BYTE_DATA(last), data, len) == 0) {
+        Py_INCREF(last);
+        return last;
+    }
+    PyObject *value = latin1(data, len);
+    if (value != NULL && PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND) {
+        Py_INCREF(value);
+        Py_XSETREF(known->value, value);
+    }
+    return value;
+}
+
+/* -- name-value pairs ------------------------------------------------------------- */
+
+/* Read one length at *pos; return -1 when it runs past end. */
+static Py_ssize_t
+read_length(const unsigned char *data, Py_ssize_t end, Py_ssize_t *pos)
+{
+    Py_ssize_t at = *pos;
+    if (at >= end)
+        return -1;
+    if (!(data[at] & 0x80)) {
+        *pos = at + 1;
+        return data[at];
+    }
+    if (end - at < 4)
+        return -1;
+    *pos = at + 4;
+    return ((Py_ssize_t)(data[at] & 0x7F) << 24) | ((Py_ssize_t)data[at + 1] << 16)
+           | ((Py_ssize_t)data[at + 2] << 8) | (Py_ssize_t)data[at + 3];
+}
+
+/* Decode pairs into a new dict; NULL with ValueError when one runs past end.
+ * Each length is one byte, or four with the high bit set; names and values
+ * become latin-1 str (one character per byte, as flup gives them); a later
+ * pair with the same name replaces an earlier one. */
+static PyObject *
+decode(const unsigned char *data, Py_ssize_t end)
+{
+    PyObject *params = PyDict_New();
+    if (params == NULL)
+        return NULL;
+    Py_ssize_t pos = 0;
+    while (pos < end) {
+        Py_ssize_t name_len = read_length(data, end, &pos);
+        Py_ssize_t value_len = name_len < 0 ? -1 : read_length(data, end, &pos);
+        if (value_len < 0 || name_len > end - pos || value_len > end - pos - name_len) {
+            PyErr_SetString(PyExc_ValueError, OVERRUN);
+            goto fail;
+        }
+        Known *known = find_known(data + pos, name_len);
+        PyObject *name;
+        if (known != NULL) {
+            name = known->name;
+            Py_INCREF(name);
+        }
+        else if ((name = latin1(data + pos, name_len)) == NULL)
+            goto fail;
+        PyObject *value = value_for(known, data + pos + name_len, value_len);
+        if (value == NULL) {
+            Py_DECREF(name);
+            goto fail;
+        }
+        int failed = PyDict_SetItem(params, name, value) < 0;
+        Py_DECREF(name);
+        Py_DECREF(value);
+        if (failed)
+            goto fail;
+        pos += name_len + value_len;
+    }
+    return params;
+
+fail:
+    Py_DECREF(params);
+    return NULL;
+}
+
+static PyObject *
+decode_params(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *params = decode(view.buf, view.len);
+    PyBuffer_Release(&view);
+    return params;
+}
+
+/* -- a whole request ------------------------------------------------------------- */
+
+enum { HEADER_LEN = 8, BEGIN_REQUEST = 1, PARAMS = 4, STDIN = 5, RESPONDER = 1 };
+
+typedef struct {
+    unsigned char kind;
+    unsigned int request_id, length, padding;
+} Header;
+
+static void
+read_header(const unsigned char *at, Header *h)
+{
+    h->kind = at[1];
+    h->request_id = (at[2] << 8) | at[3];
+    h->length = (at[4] << 8) | at[5];
+    h->padding = at[6];
+}
+
+/* The content of the records of one stream, from first, as one block: a
+ * pointer into the buffer when there is one record, else copied into
+ * *copy (PyMem_Malloc'd, for the caller to free). */
+typedef struct {
+    Py_ssize_t first, records, total;
+} Stream;
+
+static const unsigned char *
+join_stream(const unsigned char *buf, const Stream *s, unsigned char **copy)
+{
+    *copy = NULL;
+    if (s->records <= 1)
+        return buf + s->first + HEADER_LEN;
+    unsigned char *out = PyMem_Malloc(s->total ? s->total : 1);
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t at = s->first, filled = 0;
+    for (Py_ssize_t n = 0; n < s->records; n++) {
+        Header h;
+        read_header(buf + at, &h);
+        memcpy(out + filled, buf + at + HEADER_LEN, h.length);
+        filled += h.length;
+        at += HEADER_LEN + h.length + h.padding;
+    }
+    *copy = out;
+    return out;
+}
+
+/* Walk one stream's records from *pos to its empty record; 0: not all here
+ * or not this stream (then the request is not simple and whole). */
+static int
+scan_stream(const unsigned char *buf, Py_ssize_t end, Py_ssize_t *pos, unsigned char kind,
+            unsigned int request_id, Stream *s)
+{
+    s->first = *pos;
+    s->records = s->total = 0;
+    for (;;) {
+        if (end - *pos < HEADER_LEN)
+            return 0;
+        Header h;
+        read_header(buf + *pos, &h);
+        if (h.kind != kind || h.request_id != request_id)
+            return 0;
+        Py_ssize_t next = *pos + HEADER_LEN + h.length + h.padding;
+        if (next > end)
+            return 0;
+        *pos = next;
+        if (h.length == 0)
+            return 1;
+        s->records++;
+        s->total += h.length;
+    }
+}
+
+static PyObject *
+parse_whole(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "parse_whole(buf, pos)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *buf = view.buf;
+    const Py_ssize_t end = view.len;
+    PyObject *result = NULL;
+    unsigned char *params_copy = NULL, *body_copy = NULL;
+
+    if (pos < 0 || end - pos < 2 * HEADER_LEN)
+        goto none;
+    Header begin;
+    read_header(buf + pos, &begin);
+    if (buf[pos] != 1 || begin.kind != BEGIN_REQUEST || begin.length != 8)
+        goto none;
+    const unsigned char *body_of_begin = buf + pos + HEADER_LEN;
+    if (((body_of_begin[0] << 8) | body_of_begin[1]) != RESPONDER)
+        goto none;
+    int flags = body_of_begin[2];
+    pos += 2 * HEADER_LEN + begin.padding;
+
+    Stream params, body;
+    if (!scan_stream(buf, end, &pos, PARAMS, begin.request_id, &params)
+        || !scan_stream(buf, end, &pos, STDIN, begin.request_id, &body))
+        goto none;
+    const unsigned char *pairs = join_stream(buf, &params, &params_copy);
+    if (pairs == NULL)
+        goto done;
+    const unsigned char *body_data = join_stream(buf, &body, &body_copy);
+    if (body_data == NULL)
+        goto done;
+    PyObject *decoded = decode(pairs, params.total);
+    if (decoded == NULL)
+        goto done;
+    PyObject *body_bytes = PyBytes_FromStringAndSize((const char *)body_data, body.total);
+    if (body_bytes == NULL) {
+        Py_DECREF(decoded);
+        goto done;
+    }
+    result = Py_BuildValue("(IiNNn)", begin.request_id, flags, decoded, body_bytes, pos);
+    goto done;
+
+none:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyMem_Free(params_copy);
+    PyMem_Free(body_copy);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* -- a response head --------------------------------------------------------------- */
+
+/* Append str piece's latin-1 bytes at *out (NULL: only count them in *size). */
+static int
+put(PyObject *piece, char **out, Py_ssize_t *size)
+{
+    if (!PyUnicode_Check(piece)) {
+        PyErr_Format(PyExc_TypeError, "response head: expected str, got %.100s",
+                     Py_TYPE(piece)->tp_name);
+        return -1;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(piece) < 0)
+        return -1;
+#endif
+    if (PyUnicode_KIND(piece) != PyUnicode_1BYTE_KIND) {
+        /* Beyond latin-1: the codec's own error, as in Python. */
+        PyObject *encoded = PyUnicode_AsLatin1String(piece);
+        Py_XDECREF(encoded);
+        return -1;
+    }
+    Py_ssize_t len = PyUnicode_GET_LENGTH(piece);
+    if (*out != NULL) {
+        memcpy(*out, PyUnicode_1BYTE_DATA(piece), len);
+        *out += len;
+    }
+    *size += len;
+    return 0;
+}
+
+static void
+put_literal(const char *text, Py_ssize_t len, char **out, Py_ssize_t *size)
+{
+    if (*out != NULL) {
+        memcpy(*out, text, len);
+        *out += len;
+    }
+    *size += len;
+}
+
+/* Two passes over the same pieces: the first counts, the second copies. */
+static int
+write_head(PyObject *status, PyObject *headers, char **out, Py_ssize_t *size)
+{
+    put_literal("Status: ", 8, out, size);
+    if (put(status, out, size) < 0)
+        return -1;
+    put_literal("\r\n", 2, out, size);
+    Py_ssize_t count = PyList_GET_SIZE(headers);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *header = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_Check(header) || PyTuple_GET_SIZE(header) != 2) {
+            PyErr_SetString(PyExc_TypeError, "response head: headers are (name, value) tuples");
+            return -1;
+        }
+        if (put(PyTuple_GET_ITEM(header, 0), out, size) < 0)
+            return -1;
+        put_literal(": ", 2, out, size);
+        if (put(PyTuple_GET_ITEM(header, 1), out, size) < 0)
+            return -1;
+        put_literal("\r\n", 2, out, size);
+    }
+    put_literal("\r\n", 2, out, size);
+    return 0;
+}
+
+static PyObject *
+encode_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "encode_head(status, headers: list)");
+        return NULL;
+    }
+    char *out = NULL;
+    Py_ssize_t size = 0;
+    if (write_head(args[0], args[1], &out, &size) < 0)
+        return NULL;
+    PyObject *head = PyBytes_FromStringAndSize(NULL, size);
+    if (head == NULL)
+        return NULL;
+    out = PyBytes_AS_STRING(head);
+    size = 0;
+    if (write_head(args[0], args[1], &out, &size) < 0) {
+        Py_DECREF(head);
+        return NULL;
+    }
+    return head;
+}
+
+/* -- the module ----------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"decode_params", decode_params, METH_O,
+     "decode_params(data) -> dict: FastCGI name-value pairs as latin-1 str."},
+    {"parse_whole", (PyCFunction)(void (*)(void))parse_whole, METH_FASTCALL,
+     "parse_whole(buf, pos) -> (request_id, flags, params, body, next_pos) or None."},
+    {"encode_head", (PyCFunction)(void (*)(void))encode_head, METH_FASTCALL,
+     "encode_head(status, headers) -> bytes: a CGI response head, latin-1."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "runfcgi_compat.servers._wire",
+    "The FastCGI fast path's byte work in C (see fcgi_whole).", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__wire(void)
+{
+    if (!known_ready && init_known() < 0)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -332,7 +332,11 @@ class FCGIConnection(fcgi_base.Connection):
 
     def _buffer(self, data):
         """Append freshly read bytes to the unread part of the buffer."""
-        self._inbuf = self._inbuf[self._inpos:] + data if self._inpos else self._inbuf + data
+        inpos = self._inpos
+        if inpos == len(self._inbuf):  # All read: the usual case, no copy.
+            self._inbuf = data
+        else:
+            self._inbuf = self._inbuf[inpos:] + data if inpos else self._inbuf + data
         self._inpos = 0
 
     def _wait_for_data(self, sock):

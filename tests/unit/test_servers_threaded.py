@@ -1,0 +1,88 @@
+"""threaded.ThreadHold: how a thread waits for the next request on a connection.
+
+Each thread keeps one poller from one wait to the next; these tests hold it
+to the same answers as a fresh poll: the connection's own readiness, a
+notice, or ``Parked`` once ``park_after`` passes quietly.
+"""
+import socket
+import threading
+
+import pytest
+
+from runfcgi_compat.servers.base import NOTICE, Parked
+from runfcgi_compat.servers.signals import Notice
+from runfcgi_compat.servers.threaded import ThreadHold
+
+
+@pytest.fixture
+def pairs():
+    made = []
+
+    def make():
+        pair = socket.socketpair()
+        made.extend(pair)
+        return pair
+
+    yield make
+    for sock in made:
+        sock.close()
+
+
+def test_a_thread_waits_on_one_connection_after_another(pairs):
+    hold, stop = ThreadHold(0.01), Notice()
+    (first, first_peer), (second, second_peer) = pairs(), pairs()
+    second_peer.send(b"x")
+    assert hold.wait_for_request(None, second, False, [stop]) is True
+    with pytest.raises(Parked) as parked:
+        hold.wait_for_request(None, first, True, [stop])
+    assert parked.value.first is True
+    first_peer.send(b"x")
+    assert hold.wait_for_request(None, first, False, [stop]) is True
+    # The first connection's readiness does not leak into a wait on the second.
+    second.recv(1)
+    with pytest.raises(Parked):
+        hold.wait_for_request(None, second, False, [stop])
+
+
+def test_a_notice_is_told_apart_from_the_connection(pairs):
+    hold, stop = ThreadHold(5.0), Notice()
+    sock, _ = pairs()
+    stop.set()
+    assert hold.wait_for_request(None, sock, False, [stop]) == NOTICE
+
+
+def test_a_reused_descriptor_number_is_watched_again(pairs):
+    hold = ThreadHold(0.01)
+    sock, peer = pairs()
+    number = sock.fileno()
+    with pytest.raises(Parked):
+        hold.wait_for_request(None, sock, False, [])
+    sock.close()
+    peer.close()
+    again, again_peer = pairs()
+    if again.fileno() != number:
+        again, again_peer = again_peer, again  # socketpair may hand them out either way
+    assert again.fileno() == number
+    again_peer.send(b"x")
+    assert hold.wait_for_request(None, again, False, []) is True
+
+
+def test_each_thread_waits_on_its_own_connection(pairs):
+    hold, stop = ThreadHold(0.2), Notice()
+    (quiet, _), (busy, busy_peer) = pairs(), pairs()
+    busy_peer.send(b"x")
+    answers = {}
+
+    def wait(name, sock):
+        try:
+            answers[name] = hold.wait_for_request(None, sock, False, [stop])
+        except Parked:
+            answers[name] = "parked"
+
+    threads = [threading.Thread(target=wait, args=("quiet", quiet)),
+               threading.Thread(target=wait, args=("busy", busy))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == {"quiet": "parked", "busy": True}

@@ -116,6 +116,16 @@ def is_client_gone(exc):
 # bounds reads and writes for code that uses the socket object), but the
 # protocols' own reads and writes go through the descriptor: one call, and
 # a poll only when the kernel says the call would block.
+#
+# With the optional C module (``_wire.c``) those calls never block and keep
+# the interpreter lock: os.read and os.write release it around every call,
+# and in the threaded server each release handed the lock to another thread
+# and cost a wait to get it back, three times per kept request.
+
+try:
+    from ._wire import recv_now, send_now
+except ImportError:
+    recv_now, send_now = os.read, os.write
 
 
 def read_some(sock, size, wait):
@@ -123,7 +133,7 @@ def read_some(sock, size, wait):
     fd = sock.fileno()
     while True:
         try:
-            return os.read(fd, size)
+            return recv_now(fd, size)
         except BlockingIOError:
             if not wait(sock):
                 raise TimeoutError("the peer sent nothing in time") from None
@@ -135,7 +145,7 @@ def send_all(sock, data):
     fd = sock.fileno()
     while view:
         try:
-            sent = os.write(fd, view)
+            sent = send_now(fd, view)
         except BlockingIOError:
             if not wait_writable(sock, sock.gettimeout()):
                 raise TimeoutError("the peer stopped reading the response") from None

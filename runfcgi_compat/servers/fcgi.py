@@ -30,7 +30,6 @@ request bookkeeping.  What we change, each in a subclass:
   with an idle timeout, and close at once when the server stops.
 """
 import io
-import os
 import struct
 
 from flup.server import fcgi_base
@@ -62,6 +61,7 @@ from .base import (
     encode_head,
     log,
     read_some,
+    recv_now,
     send_all,
 )
 from .fcgi_whole import MAX_CONTENT, PADDING, end_of_request, parse_whole
@@ -256,7 +256,7 @@ class FCGIConnection(fcgi_base.Connection):
         if not self._first or self._sock.gettimeout() is None:
             return False
         try:
-            data = os.read(self._sock.fileno(), READ_SIZE)
+            data = recv_now(self._sock.fileno(), READ_SIZE)
         except BlockingIOError:
             return False
         if not data:
@@ -303,7 +303,7 @@ class FCGIConnection(fcgi_base.Connection):
             return True
         if wait_readable([self._sock], 0):
             try:
-                data = os.read(self._sock.fileno(), READ_SIZE)
+                data = recv_now(self._sock.fileno(), READ_SIZE)
             except BlockingIOError:
                 data = None
             if data == b"":

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from runfcgi_compat.options import from_mapping
-from runfcgi_compat.servers import POOLS, PROTOCOLS, make_server
+from runfcgi_compat.servers import POOLS, PROTOCOLS, base, make_server
 from runfcgi_compat.servers.ajp import AJPHandler, AJPRequest, parse_forward_request
 from runfcgi_compat.servers.base import (
     Parked,
@@ -340,3 +340,58 @@ def test_a_parked_connection_keeps_no_frames_alive(protocol):
     finally:
         ours.close()
         theirs.close()
+
+
+# -- raw reads and writes ----------------------------------------------------------
+
+# Both versions: the C ones (never wait, keep the interpreter lock) when the
+# module was built, and os.read/os.write otherwise.
+RAW = [pytest.param((os.read, os.write), id="os")]
+if base.recv_now is not os.read:
+    RAW.append(pytest.param((base.recv_now, base.send_now), id="c"))
+
+
+@pytest.mark.parametrize("raw", RAW)
+def test_raw_reads_and_writes_on_a_non_blocking_socket(raw):
+    recv_now, send_now = raw
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        ours.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            recv_now(ours.fileno(), 100)
+        peer.sendall(b"request")
+        assert recv_now(ours.fileno(), 100) == b"request"
+        assert send_now(ours.fileno(), memoryview(b"response")) == 8
+        assert peer.recv(100) == b"response"
+        peer.close()
+        assert recv_now(ours.fileno(), 100) == b""
+        with pytest.raises(BrokenPipeError):
+            send_now(ours.fileno(), b"late")
+
+
+def test_the_c_read_never_waits_even_on_a_blocking_socket():
+    if base.recv_now is os.read:
+        pytest.skip("the C module was not built")
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        assert ours.getblocking()
+        with pytest.raises(BlockingIOError):
+            base.recv_now(ours.fileno(), 100)  # os.read would hang here
+
+
+def test_read_some_waits_only_when_nothing_has_arrived():
+    ours, peer = socket.socketpair()
+    waits = []
+
+    def wait(sock):
+        waits.append(sock)
+        peer.sendall(b"late")
+        return True
+
+    with ours, peer:
+        ours.settimeout(5)
+        peer.sendall(b"early")
+        assert base.read_some(ours, 100, wait) == b"early"
+        assert waits == []
+        assert base.read_some(ours, 100, wait) == b"late"
+        assert waits == [ours]

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runfcgi_compat import client
-from runfcgi_compat.servers.base import encode_head, encode_head_py
+from runfcgi_compat.servers.base import encode_head, encode_head_py, recv_now
 from runfcgi_compat.servers.fcgi import MALFORMED, FCGIConnection
 from runfcgi_compat.servers.fcgi_whole import (
     decode_params,
@@ -227,6 +227,7 @@ def test_usual_names_are_the_interned_strings_django_looks_up():
 
 @pytest.mark.skipif(not os.environ.get("RUNFCGI_TEST_WHEEL"), reason="only under tox")
 def test_the_installed_wheel_has_the_c_module():
+    assert recv_now is not os.read
     assert decode_params is not decode_params_py
     assert parse_whole is not parse_whole_py
     assert encode_head is not encode_head_py

@@ -65,14 +65,20 @@ class Parked(Exception):
     The protocol's connection object fills in ``conn`` on the way out, so the
     pool can resume it later (``ProtocolHandler.resume_connection``), in any
     thread, once the peer has sent something.
+
+    Between two requests it may be returned instead of raised (see
+    ``ProtocolHandler.wait_for_request``): a prefork worker with several
+    kept connections parks one after almost every request, and the raise,
+    with its traceback through the connection's frames, was a large part
+    of what a kept request cost.
     """
 
+    # Filled in on the way out; class defaults keep __init__ short, as it
+    # runs for nearly every request on a busy kept connection.
+    conn = sock = addr = None
+
     def __init__(self, first):
-        super().__init__("connection parked")
         self.first = first
-        self.conn = None
-        self.sock = None
-        self.addr = None
 
 
 # ``HoldPolicy.wait_for_request``'s answer when a stop or drain notice
@@ -84,7 +90,8 @@ class HoldPolicy:
     """Hold the connection: the worker or thread waits with it.
 
     ``wait_for_request`` returns True (a request is arriving), False (close
-    the connection) or ``NOTICE``, or raises ``Parked``.
+    the connection), ``NOTICE`` or a ``Parked`` (park the connection), or
+    raises ``Parked``.
     ``wait_mid_request`` waits for the peer's next bytes inside a request.
     """
 
@@ -443,8 +450,8 @@ class ProtocolHandler:
                         sock.family, addr, self.allowed_peers):
                     log.warning("%s: connection from %s refused (not in "
                                 "FCGI_WEB_SERVER_ADDRS)", self.protocol, describe_peer(sock, addr))
-                    return
-            self.run_connection(sock, addr)
+                    return None
+            return self.run_connection(sock, addr)
 
         return self._drive(sock, addr, start)
 
@@ -467,7 +474,12 @@ class ProtocolHandler:
     def _drive(self, sock, addr, run):
         parked = None
         try:
-            run()
+            # A connection's run() returns a Parked between requests, or
+            # raises one from deeper inside a request (see Parked).
+            parked = run()
+            if parked is not None:
+                parked.sock, parked.addr = sock, addr
+                return parked
         except Parked as exc:
             # Its traceback holds the frames it left, and this frame holds
             # it: a reference cycle that only the cyclic collector frees,
@@ -504,10 +516,15 @@ class ProtocolHandler:
         return None
 
     def run_connection(self, sock, addr):
+        """Serve the connection; return None, or a ``Parked`` (see Parked)."""
         raise NotImplementedError
 
-    def wait_for_request(self, sock, first):
+    def wait_for_request(self, sock, first, returns_parked=False):
         """Wait until ``sock`` has a request for us; False: close instead.
+
+        When the hold policy parks the connection, return the ``Parked`` if
+        ``returns_parked`` (the caller passes it on as the return value of
+        its ``run``, up to ``_drive``), else raise it.
 
         Once a stop is requested an idle connection closes at once.  A fresh
         connection is different: the web server has just connected to send
@@ -525,11 +542,18 @@ class ProtocolHandler:
                 return False
             waiting_on = [sock] if stop is None else [sock, stop]
             return sock in wait_readable(waiting_on, self.drain_quiet)
-        notices = [n for n in (stop, drain) if n is not None]
+        if drain is None:
+            notices = [] if stop is None else [stop]
+        else:
+            notices = [drain] if stop is None else [stop, drain]
         verdict = self.hold.wait_for_request(self, sock, first, notices)
+        if verdict is True or verdict is False:
+            return verdict
         if verdict is NOTICE:  # A notice arrived while we waited: decide as above.
-            return self.wait_for_request(sock, first)
-        return verdict
+            return self.wait_for_request(sock, first, returns_parked)
+        if returns_parked:
+            return verdict
+        raise verdict
 
     def wait_for_data(self, sock, parkable=False):
         """Inside a request: wait (bounded) for the peer's next bytes."""

@@ -188,7 +188,8 @@ class FCGIConnection(fcgi_base.Connection):
     # -- reading
 
     def run(self):
-        """Serve requests until the connection ends, or raise ``Parked``.
+        """Serve requests until the connection ends (return None), or park
+        it: return or raise ``Parked``.
 
         Called again after a park: the state between two requests is only
         the socket and ``_first``.
@@ -204,9 +205,15 @@ class FCGIConnection(fcgi_base.Connection):
                     # Bytes already buffered or already arrived are a
                     # request on its way (a client may pipeline): only an
                     # empty socket waits.
-                    if (self._inpos == len(self._inbuf) and not self._read_arrived()
-                            and not self.server.wait_for_request(self._sock, self._first)):
-                        break
+                    if self._inpos == len(self._inbuf) and not (
+                            self._first and self._read_arrived()):
+                        verdict = self.server.wait_for_request(self._sock, self._first, True)
+                        if verdict is not True:
+                            if not verdict:
+                                break
+                            parked = True
+                            verdict.conn = self
+                            return verdict
                     self._first = False
                     self._fill(1)
                     if self._serve_whole():
@@ -503,7 +510,7 @@ class FastCGIHandler(ProtocolHandler, fcgi_base.BaseFCGIServer):
         }
 
     def run_connection(self, sock, addr):
-        FCGIConnection(sock, addr, self, None).run()
+        return FCGIConnection(sock, addr, self, None).run()
 
     def handler(self, req):
         """flup's per-request hook: build the environ and run the app."""

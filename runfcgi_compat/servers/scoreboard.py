@@ -11,6 +11,7 @@ refuse connections that no worker can take.
 
 One byte per slot; slot numbers are handed out by the master at fork.
 """
+import functools
 import mmap
 
 FREE = b"\0"  # no worker in this slot
@@ -31,6 +32,11 @@ class Scoreboard:
 
     def set(self, slot, state):
         self._map[slot] = state[0]
+
+    def setter(self, slot):
+        """``set`` for one slot, taking the state's byte as an int (a worker
+        marks its state several times per request)."""
+        return functools.partial(self._map.__setitem__, slot)
 
     def get(self, slot):
         return self._map[slot:slot + 1]

@@ -91,7 +91,7 @@ class ThreadHold(HoldPolicy):
                 return True
         if events:
             return NOTICE
-        raise Parked(first)
+        return Parked(first)
 
     def wait_mid_request(self, handler, sock, parkable=False):
         # A request whose parameters stop half-way has not reached the app

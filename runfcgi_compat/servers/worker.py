@@ -63,9 +63,9 @@ class WorkerHold(HoldPolicy):
     poll.  If only this connection is ready -- the common case with one
     busy kept connection -- its next request is served at once, with no
     extra work.  If others are ready too, they are queued and this one is
-    parked (``Parked``) at the end of the queue, so no connection waits for
-    another to go quiet.  If nothing is ready, it is parked and the loop
-    waits for all of them.
+    parked (a ``Parked`` returned) at the end of the queue, so no connection
+    waits for another to go quiet.  If nothing is ready, it is parked and
+    the loop waits for all of them.
 
     A fresh connection whose request has not arrived yet makes the worker
     stop accepting for up to ``first_byte_grace`` seconds.  The request is
@@ -94,7 +94,7 @@ class WorkerHold(HoldPolicy):
         if first:
             worker.deafen(self.first_byte_grace)
         if worker.queue:
-            raise Parked(first)  # Others are ready: their turn first.
+            return Parked(first)  # Others are ready: their turn first.
         worker.mark(HOLDING if first else IDLE)
         sock_ready, others, noticed = worker.look(sock)
         if noticed:
@@ -110,7 +110,7 @@ class WorkerHold(HoldPolicy):
         worker.queue.extend(others)
         if sock_ready:
             worker.queue.append(sock.fileno())
-        raise Parked(first)
+        return Parked(first)
 
     def wait_mid_request(self, handler, sock, parkable=False):
         # The hot path is the first poll, as before: the peer's bytes are
@@ -142,6 +142,7 @@ class WorkerProcess:
         self._family, self._type, self._proto = int(listen.family), int(listen.type), listen.proto
         self.board = pool.board
         self.slot = slot
+        self._set_state = pool.board.setter(slot)
         self.status_fd = status_fd
         self.master = os.getpid() if pool.master_pid is None else pool.master_pid
         self.served = 0
@@ -169,7 +170,7 @@ class WorkerProcess:
     # -- the scoreboard and the pipe
 
     def mark(self, state):
-        self.board.set(self.slot, state)
+        self._set_state(state[0])
 
     def _tell_master(self, what):
         try:

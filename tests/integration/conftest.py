@@ -4,6 +4,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -53,11 +54,36 @@ class Backend:
             # Its own process group, so workers can be stopped with it by pid.
             start_new_session=True)
         try:
+            self._wait_for_banner()
             wait_for_connect(address, process=self.process)
         except (RuntimeError, TimeoutError) as exc:
             self.kill()
             out, err = self.output()
             raise AssertionError(f"{exc}\nstdout: {out}\nstderr: {err}") from None
+
+    def _wait_for_banner(self, timeout=30.0):
+        # Its own banner before any connect: a port from free_port() can be
+        # taken by another test run (tox runs its cells side by side) before
+        # this server binds it, and then the other server would answer.
+        outlog = [word.partition("=")[2] for word in self.words if word.startswith("outlog=")]
+        deadline = time.monotonic() + timeout
+        while True:
+            if outlog:  # The banner goes where standard output was sent.
+                try:
+                    with open(outlog[-1], encoding="utf-8", errors="replace") as f:
+                        text = f.read()
+                except FileNotFoundError:
+                    text = ""
+            else:
+                self._out.seek(0)
+                text = self._out.read()
+            if "runfcgi: serving" in text:
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"runfcgi exited with status {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("runfcgi printed no banner")
+            time.sleep(0.05)
 
     @property
     def pid(self):

@@ -160,7 +160,15 @@ def start_backend(tmp, protocol, method, *, host=None, port=None, socket_path=No
     argv = runfcgi_argv(protocol, method, host=host, port=port, socket_path=socket_path,
                         extra=extra)
     address = socket_path if socket_path else (host, port)
-    return start(f"runfcgi {protocol} {method}", argv, log, ready=accepts(address),
+    accepting = accepts(address)
+
+    def ready():
+        # Its own banner first: a free port can be taken by another test
+        # run (tox runs its cells side by side) between free_port() and the
+        # bind, and then the other server would answer the connect.
+        return log.exists() and b"runfcgi: serving" in log.read_bytes() and accepting()
+
+    return start(f"runfcgi {protocol} {method}", argv, log, ready=ready,
                  env=django_env(**(env or {})), cwd=str(PROJECT))
 
 
@@ -350,10 +358,17 @@ def _backend(tmp, processes, protocol, method, *, unix=False, host="127.0.0.1", 
         processes.append(start_backend(tmp, protocol, method, socket_path=path,
                                        extra=["umask=000", *extra], env=env))
         return None, None, path
-    port = free_port(host)
-    processes.append(start_backend(tmp, protocol, method, host=host, port=port, env=env,
-                                   extra=extra))
-    return host, port, None
+    for attempt in range(5):
+        port = free_port(host)
+        try:
+            processes.append(start_backend(tmp, protocol, method, host=host, port=port,
+                                           env=env, extra=extra))
+        except RuntimeError as exc:
+            # Taken between free_port() and the bind: try another port.
+            if "already in use" not in str(exc) or attempt == 4:
+                raise
+            continue
+        return host, port, None
 
 
 def _nginx(protocol="fcgi", *, unix=False, host="127.0.0.1", env=None, **options):

@@ -19,6 +19,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -430,16 +431,39 @@ encode_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * whatever the socket's blocking mode, and the caller waits (in poll, lock
  * released) only when there was nothing to do. */
 
+/* The descriptor, the first of two arguments; -1 with an exception set. */
+static int
+fd_argument(PyObject *const *args, Py_ssize_t nargs, const char *usage)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: bad descriptor %ld", usage, fd);
+        return -1;
+    }
+    return (int)fd;
+}
+
+/* After a failed recv/send: a signal handler's exception, or errno's. */
+static PyObject *
+call_failed(void)
+{
+    return PyErr_Occurred() ? NULL : PyErr_SetFromErrno(PyExc_OSError);
+}
+
 static PyObject *
 recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "recv_now(fd, size)");
+    int fd = fd_argument(args, nargs, "recv_now(fd, size)");
+    if (fd < 0)
         return NULL;
-    }
-    int fd = (int)PyLong_AsLong(args[0]);
     Py_ssize_t size = PyLong_AsSsize_t(args[1]);
-    if ((fd == -1 || size == -1) && PyErr_Occurred())
+    if (size == -1 && PyErr_Occurred())
         return NULL;
     if (size < 0) {
         PyErr_SetString(PyExc_ValueError, "recv_now: negative size");
@@ -454,7 +478,7 @@ recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     } while (got < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
     if (got < 0) {
         Py_DECREF(data);
-        return PyErr_Occurred() ? NULL : PyErr_SetFromErrno(PyExc_OSError);
+        return call_failed();
     }
     if (got != size && _PyBytes_Resize(&data, got) < 0)
         return NULL;
@@ -464,12 +488,8 @@ recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 send_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "send_now(fd, data)");
-        return NULL;
-    }
-    int fd = (int)PyLong_AsLong(args[0]);
-    if (fd == -1 && PyErr_Occurred())
+    int fd = fd_argument(args, nargs, "send_now(fd, data)");
+    if (fd < 0)
         return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
@@ -480,7 +500,7 @@ send_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     } while (sent < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
     PyBuffer_Release(&view);
     if (sent < 0)
-        return PyErr_Occurred() ? NULL : PyErr_SetFromErrno(PyExc_OSError);
+        return call_failed();
     return PyLong_FromSsize_t(sent);
 }
 

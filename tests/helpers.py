@@ -10,6 +10,11 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example"
 
 
+# What runfcgi prints once it listens (runner._banner): the readiness sign
+# that no other process on the same port can give.
+BANNER = "runfcgi: serving"
+
+
 def free_port(host="127.0.0.1"):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:

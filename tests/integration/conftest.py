@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.helpers import (
+    BANNER,
     example_env,
     kill_group,
     kill_quietly,
@@ -77,7 +78,7 @@ class Backend:
             else:
                 self._out.seek(0)
                 text = self._out.read()
-            if "runfcgi: serving" in text:
+            if BANNER in text:
                 return
             if self.process.poll() is not None:
                 raise RuntimeError(f"runfcgi exited with status {self.process.returncode}")

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from runfcgi_compat import frontends as conf
-from tests.helpers import free_port
+from tests.helpers import BANNER, free_port
 from tests.integration.conftest import require_binary
 
 HERE = Path(__file__).resolve().parent
@@ -166,7 +166,7 @@ def start_backend(tmp, protocol, method, *, host=None, port=None, socket_path=No
         # Its own banner first: a free port can be taken by another test
         # run (tox runs its cells side by side) between free_port() and the
         # bind, and then the other server would answer the connect.
-        return log.exists() and b"runfcgi: serving" in log.read_bytes() and accepting()
+        return log.exists() and BANNER.encode() in log.read_bytes() and accepting()
 
     return start(f"runfcgi {protocol} {method}", argv, log, ready=ready,
                  env=django_env(**(env or {})), cwd=str(PROJECT))

@@ -93,6 +93,8 @@ def main():
     app = get_wsgi_application()
     handler = FastCGIHandler()
     handler.set_app(app)
+    # What prepare_listener would read from the worker's listening socket.
+    handler.socket_args = (socket.AF_UNIX, socket.SOCK_STREAM, 0)
     request = nginx_request()
     expected = None
 
@@ -100,7 +102,8 @@ def main():
         nonlocal expected
         ours, theirs = socket.socketpair()
         theirs.sendall(request)
-        handler.handle_connection(ours, "")
+        # As a prefork worker hands over a connection it accepted.
+        handler.handle_accepted(ours.detach(), "")
         response = read_response(theirs)
         theirs.close()
         if expected is None:

@@ -419,6 +419,116 @@ encode_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return head;
 }
 
+/* A whole FastCGI STDOUT record: its header, the response head, the first
+ * body chunk and the padding, in one allocation.  None when they do not fit
+ * in one record that needs no padding beyond 7 bytes (the caller frames
+ * them in Python then). */
+#define FCGI_STDOUT 6
+#define MAX_CONTENT 65528
+
+static PyObject *
+stdout_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "stdout_record(request_id, status, headers: list, body)");
+        return NULL;
+    }
+    long request_id = PyLong_AsLong(args[0]);
+    if (request_id == -1 && PyErr_Occurred())
+        return NULL;
+    if (request_id < 0 || request_id > 0xFFFF) {
+        PyErr_Format(PyExc_ValueError, "stdout_record: bad request id %ld", request_id);
+        return NULL;
+    }
+    Py_buffer body;
+    if (PyObject_GetBuffer(args[3], &body, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *record = NULL;
+    char *out = NULL;
+    Py_ssize_t head = 0;
+    if (write_head(args[1], args[2], &out, &head) < 0)
+        goto done;
+    Py_ssize_t length = head + body.len;
+    if (length > MAX_CONTENT) {
+        record = Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_ssize_t padding = -length & 7;
+    record = PyBytes_FromStringAndSize(NULL, 8 + length + padding);
+    if (record == NULL)
+        goto done;
+    unsigned char *at = (unsigned char *)PyBytes_AS_STRING(record);
+    at[0] = 1;
+    at[1] = FCGI_STDOUT;
+    at[2] = (unsigned char)(request_id >> 8);
+    at[3] = (unsigned char)request_id;
+    at[4] = (unsigned char)(length >> 8);
+    at[5] = (unsigned char)length;
+    at[6] = (unsigned char)padding;
+    at[7] = 0;
+    out = (char *)at + 8;
+    head = 0;
+    if (write_head(args[1], args[2], &out, &head) < 0) {
+        Py_CLEAR(record);
+        goto done;
+    }
+    memcpy(out, body.buf, body.len);
+    memset(out + body.len, 0, padding);
+done:
+    PyBuffer_Release(&body);
+    return record;
+}
+
+/* -- start_response's checks ---------------------------------------------------- */
+
+/* The first three characters of a str are digits (str.isdigit's sense). */
+static int
+three_digits(PyObject *text)
+{
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    for (Py_ssize_t i = 0; i < 3; i++) {
+        if (!Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, i)))
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+check_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "check_start(status, headers)");
+        return NULL;
+    }
+    PyObject *status = args[0], *headers = args[1];
+    if (PyUnicode_Check(status)) {
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(status) < 0)
+            return NULL;
+#endif
+    }
+    if (!PyUnicode_Check(status) || PyUnicode_GET_LENGTH(status) < 4 || !three_digits(status)) {
+        PyErr_Format(PyExc_AssertionError, "invalid WSGI status %R", status);
+        return NULL;
+    }
+    if (!PyList_Check(headers)) {
+        PyErr_SetString(PyExc_AssertionError, "WSGI response headers must be a list");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *header = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_Check(header) || PyTuple_GET_SIZE(header) != 2
+                || !PyUnicode_Check(PyTuple_GET_ITEM(header, 0))
+                || !PyUnicode_Check(PyTuple_GET_ITEM(header, 1))) {
+            PyErr_Format(PyExc_AssertionError, "invalid WSGI header %R", header);
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 /* -- reads and writes that never wait ------------------------------------------------
  *
  * os.read and os.write release the interpreter lock around the system call,
@@ -513,6 +623,11 @@ static PyMethodDef methods[] = {
      "parse_whole(buf, pos) -> (request_id, flags, params, body, next_pos) or None."},
     {"encode_head", (PyCFunction)(void (*)(void))encode_head, METH_FASTCALL,
      "encode_head(status, headers) -> bytes: a CGI response head, latin-1."},
+    {"stdout_record", (PyCFunction)(void (*)(void))stdout_record, METH_FASTCALL,
+     "stdout_record(request_id, status, headers, body) -> bytes: one FCGI_STDOUT record "
+     "with the response head and body, or None when they need more than one."},
+    {"check_start", (PyCFunction)(void (*)(void))check_start, METH_FASTCALL,
+     "check_start(status, headers): AssertionError unless they are what WSGI allows."},
     {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL,
      "recv_now(fd, size) -> bytes: what a socket has, at once; BlockingIOError if nothing."},
     {"send_now", (PyCFunction)(void (*)(void))send_now, METH_FASTCALL,

@@ -148,8 +148,16 @@ def read_some(sock, size, wait):
 
 def send_all(sock, data):
     """Send all of ``data``, bounded by the socket's timeout per stall."""
-    view = memoryview(data)
+    if not data:
+        return
     fd = sock.fileno()
+    try:
+        sent = send_now(fd, data)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(data):
+        return  # Nearly always: a response fits in the socket's buffer.
+    view = memoryview(data)[sent:]
     while view:
         try:
             sent = send_now(fd, view)
@@ -235,6 +243,26 @@ def close_expired(parked_table, now, close, handler):
 # -- the WSGI side --------------------------------------------------------------
 
 
+def check_start_py(status, headers):
+    """Raise AssertionError unless ``start_response``'s arguments are WSGI's."""
+    if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
+        raise AssertionError(f"invalid WSGI status {status!r}")
+    if not isinstance(headers, list):
+        raise AssertionError("WSGI response headers must be a list")
+    for header in headers:
+        if not (isinstance(header, tuple) and len(header) == 2
+                and isinstance(header[0], str) and isinstance(header[1], str)):
+            raise AssertionError(f"invalid WSGI header {header!r}")
+
+
+try:
+    # The same in C: with six headers, the checks were the costliest part
+    # of the WSGI glue (bench/PROFILE.rst).
+    from ._wire import check_start
+except ImportError:
+    check_start = check_start_py
+
+
 class Response:
     """One WSGI response, written through a protocol-specific ``transport``.
 
@@ -243,12 +271,14 @@ class Response:
     first non-empty body chunk (PEP 3333) so that they travel with it.
     """
 
+    # Class defaults: one response per request, so __init__ sets one thing.
+    status = None
+    headers = None
+    headers_sent = False
+    buffered = False  # True: flush once at the end, not per chunk.
+
     def __init__(self, transport):
         self.transport = transport
-        self.status = None
-        self.headers = None
-        self.headers_sent = False
-        self.buffered = False  # True: flush once at the end, not per chunk.
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info:
@@ -259,14 +289,7 @@ class Response:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info")
-        if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
-            raise AssertionError(f"invalid WSGI status {status!r}")
-        if not isinstance(headers, list):
-            raise AssertionError("WSGI response headers must be a list")
-        for header in headers:
-            if not (isinstance(header, tuple) and len(header) == 2
-                    and isinstance(header[0], str) and isinstance(header[1], str)):
-                raise AssertionError(f"invalid WSGI header {header!r}")
+        check_start(status, headers)
         self.status, self.headers = status, headers
         return self.write
 
@@ -375,6 +398,11 @@ except ImportError:
 # -- the handler base -------------------------------------------------------------
 
 
+# Connections that must show TCP_NODELAY missing before the handler decides
+# the kernel does not copy it from the listener (see _set_nodelay).
+NODELAY_SAMPLES = 16
+
+
 class ProtocolHandler:
     """Mixin for the protocol handlers: peers, waiting, WSGI calls, errors."""
 
@@ -401,6 +429,10 @@ class ProtocolHandler:
         self.debug = debug
         self.wsgi_multithread = multithreaded
         self.wsgi_multiprocess = multiprocess
+        # The environ's entries that are the same on every request, added
+        # with one update.
+        self.wsgi_constants = {"wsgi.version": (1, 0), "wsgi.multithread": multithreaded,
+                               "wsgi.multiprocess": multiprocess, "wsgi.run_once": False}
         self.max_conns = max_conns
         # Resolved once, by the caller (options.peer_allowlist): the allow
         # option, else FCGI_WEB_SERVER_ADDRS; None lets every peer in.
@@ -412,6 +444,7 @@ class ProtocolHandler:
         self.hold = HoldPolicy()
         # False: set TCP_NODELAY on each connection; see prepare_listener.
         self.nodelay_inherited = False
+        self.nodelay_misses = 0
 
     def set_app(self, app):
         self.app = app
@@ -424,12 +457,27 @@ class ProtocolHandler:
         Linux copies TCP_NODELAY from a listening socket to the sockets it
         accepts, which saves a system call per connection.
         """
+        # What a connection's socket object is built from (make_socket):
+        # read once; socket.accept() converts them to enums twice per call.
+        self.socket_args = (int(listen_sock.family), int(listen_sock.type), listen_sock.proto)
         if listen_sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 listen_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 return
             self.nodelay_inherited = None  # Checked on the first connection.
+
+    def make_socket(self, fd):
+        """The socket object of a connection accepted as a bare descriptor,
+        with the timeout that bounds its reads and writes."""
+        sock = socket.socket(*self.socket_args, fd)
+        sock.settimeout(self.idle_timeout or None)
+        return sock
+
+    def handle_accepted(self, fd, addr):
+        """Serve a connection accepted as a bare descriptor (from the
+        listener's ``_accept``); as handle_connection."""
+        return self.handle_connection(socket.socket(*self.socket_args, fd), addr)
 
     def handle_connection(self, sock, addr):
         """Serve one accepted connection until it closes; never raise.
@@ -461,10 +509,16 @@ class ProtocolHandler:
         if inherited:
             return
         if inherited is None:  # The listener has it: see if this kernel copies it.
-            self.nodelay_inherited = inherited = bool(
-                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-            if inherited:
+            if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+                self.nodelay_inherited = True
                 return
+            # Not copied: the kernel does not, or this connection was in
+            # the backlog before the listener had the option (a client
+            # that connected while the server started).  Look again on the
+            # next few connections before deciding.
+            self.nodelay_misses += 1
+            if self.nodelay_misses >= NODELAY_SAMPLES:
+                self.nodelay_inherited = False
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def resume_connection(self, parked):
@@ -487,26 +541,8 @@ class ProtocolHandler:
             parked = exc.with_traceback(None)
             parked.sock, parked.addr = sock, addr
             return parked
-        except ResponseAbandoned:
-            # Already logged.  Reset rather than close: after a FIN, an SCGI
-            # response without Content-Length would look complete to the web
-            # server and to its client.
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        except ProtocolError as exc:
-            log.warning("%s: closing connection from %s: %s", self.protocol,
-                        describe_peer(sock, addr), exc)
-        except TimeoutError:  # socket.timeout is TimeoutError since 3.10.
-            log.info("%s: %s stalled for %ss; connection closed",
-                     self.protocol, describe_peer(sock, addr), self.idle_timeout)
         except Exception as exc:
-            if is_client_gone(exc):
-                log.info("%s: %s went away: %s", self.protocol, describe_peer(sock, addr), exc)
-            else:
-                log.exception("%s: unexpected error on connection from %s",
-                              self.protocol, describe_peer(sock, addr))
+            self.connection_failed(sock, addr, exc)
         finally:
             if parked is None:
                 try:
@@ -514,6 +550,28 @@ class ProtocolHandler:
                 except OSError:
                     pass
         return None
+
+    def connection_failed(self, sock, addr, exc):
+        """Log why a connection ended early, as much as it deserves."""
+        if isinstance(exc, ResponseAbandoned):
+            # Already logged.  Reset rather than close: after a FIN, an SCGI
+            # response without Content-Length would look complete to the web
+            # server and to its client.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        elif isinstance(exc, ProtocolError):
+            log.warning("%s: closing connection from %s: %s", self.protocol,
+                        describe_peer(sock, addr), exc)
+        elif isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since 3.10.
+            log.info("%s: %s stalled for %ss; connection closed",
+                     self.protocol, describe_peer(sock, addr), self.idle_timeout)
+        elif is_client_gone(exc):
+            log.info("%s: %s went away: %s", self.protocol, describe_peer(sock, addr), exc)
+        else:
+            log.error("%s: unexpected error on connection from %s",
+                      self.protocol, describe_peer(sock, addr), exc_info=exc)
 
     def run_connection(self, sock, addr):
         """Serve the connection; return None, or a ``Parked`` (see Parked)."""
@@ -575,13 +633,10 @@ class ProtocolHandler:
     # -- request level
 
     def base_environ(self, environ, wsgi_input, errors=None):
-        environ["wsgi.version"] = (1, 0)
+        # wsgi.url_scheme is set by fix_environ.
+        environ.update(self.wsgi_constants)
         environ["wsgi.input"] = wsgi_input
         environ["wsgi.errors"] = errors if errors is not None else sys.stderr
-        environ["wsgi.multithread"] = self.wsgi_multithread
-        environ["wsgi.multiprocess"] = self.wsgi_multiprocess
-        environ["wsgi.run_once"] = False
-        environ.setdefault("wsgi.url_scheme", "http")
         fix_environ(environ, self.protocol)
         return environ
 

@@ -57,14 +57,16 @@ def fix_environ(environ, protocol):
     ``protocol`` is ``"fcgi"``, ``"scgi"`` or ``"ajp"``.  Safe to call on
     params exactly as the server sent them, or after flup's own guesses.
     """
-    https = environ.get("HTTPS")
+    get = environ.get
+    https = get("HTTPS")
     if https is not None:
         secure = https.lower() in ("on", "1")
     else:
-        secure = environ.get("REQUEST_SCHEME", "").lower() == "https"
+        scheme = get("REQUEST_SCHEME")
+        secure = scheme is not None and scheme != "http" and scheme.lower() == "https"
     environ["wsgi.url_scheme"] = "https" if secure else "http"
 
-    request_uri = environ.get("REQUEST_URI")
+    request_uri = get("REQUEST_URI")
     if request_uri is not None:
         raw, _, query = request_uri.partition("?")
         if "QUERY_STRING" not in environ:
@@ -73,18 +75,24 @@ def fix_environ(environ, protocol):
         raw = None
         environ.setdefault("QUERY_STRING", "")
 
-    script, path_info = _split(environ, protocol, raw)
-    force = _forced_script_name()
+    script = get("SCRIPT_NAME") or ""
+    path_info = get("PATH_INFO") or ""
+    # Step 2 below, checked first: nothing to decode, the pair adds up.
+    if not (path_info and raw is not None and "%" not in raw and script + path_info == raw
+            and protocol != "ajp"):
+        script, path_info = _split(environ, protocol, raw, script, path_info)
+    force = _force_script_name
+    if force is _UNREAD:
+        force = _forced_script_name()
     if force is not None:
         script, path_info = _apply_forced(force, script, path_info)
     environ["SCRIPT_NAME"] = script
     environ["PATH_INFO"] = path_info
 
 
-def _split(environ, protocol, raw):
-    """Return (SCRIPT_NAME, PATH_INFO), decoded, from what the server sent."""
-    script = environ.get("SCRIPT_NAME") or ""
-    path_info = environ.get("PATH_INFO") or ""
+def _split(environ, protocol, raw, script, path_info):
+    """Return (SCRIPT_NAME, PATH_INFO), decoded, from what the server sent
+    (``script`` and ``path_info``, "" when missing)."""
     if raw is not None and not raw.startswith("/"):
         raw = _path_of_absolute_uri(raw)
     if raw is None:

@@ -64,14 +64,19 @@ from .base import (
     recv_now,
     send_all,
 )
-from .fcgi_whole import MAX_CONTENT, PADDING, end_of_request, parse_whole
+from .fcgi_lane import lane_open, serve_fresh
+from .fcgi_whole import (
+    MALFORMED,
+    MAX_CONTENT,
+    PADDING,
+    READ_SIZE,
+    end_of_request,
+    parse_whole,
+    stdout_record,
+)
 from .signals import wait_readable
 
 HEADER = struct.Struct(FCGI_Header)
-# One read takes all nginx sends for a typical request (a few KiB of
-# parameters and the body records) and at most one 64 KiB record more.
-READ_SIZE = 65536 + 256 + FCGI_HEADER_LEN
-
 # Flush queued records once this many bytes are waiting: big enough to make
 # syscalls rare, small enough that a huge body is never copied whole.
 FLUSH_THRESHOLD = 256 * 1024
@@ -80,9 +85,6 @@ FLUSH_THRESHOLD = 256 * 1024
 # attack, and flup would keep all of it in memory (as SCGI's limit).
 MAX_PARAMS_BYTES = 1024 * 1024
 
-# Errors flup's parsing raises on garbage (short BEGIN_REQUEST bodies,
-# truncated name/value pairs).
-MALFORMED = (struct.error, IndexError, ValueError, UnicodeDecodeError)
 
 
 class RequestAborted(ClientGone):
@@ -153,6 +155,10 @@ class WholeTransport:
     def send_head_and_body(self, status, headers, body):
         # No abort check here: the request has just arrived whole, and most
         # responses are this one write.
+        record = stdout_record(self.request_id, status, headers, body)
+        if record is not None:
+            self.conn.queue_encoded(record)
+            return
         head = encode_head(status, headers)
         if body and len(body) < 8192:
             self.conn.queue_stream(FCGI_STDOUT, self.request_id, head + body)
@@ -287,18 +293,26 @@ class FCGIConnection(fcgi_base.Connection):
         self._stdin_ended = True
         handler = self.server
         environ = handler.base_environ(params, io.BytesIO(body))
-        try:
-            handler.serve_request(environ, WholeTransport(self, request_id))
-        except RequestAborted:
-            if self.peer_closed:
-                raise
-            log.info("fcgi: request %s aborted by the web server", request_id)
+        handler.serve_whole(environ, WholeTransport(self, request_id))
+        self.end_whole(request_id, keep=flags & FCGI_KEEP_CONN)
+        return True
+
+    def end_whole(self, request_id, keep):
+        """End a request served whole: its FCGI_END_REQUEST, and the close
+        unless the web server keeps the connection."""
         self._outbox.append(end_of_request(request_id))
         self.flush()
-        if not flags & FCGI_KEEP_CONN:
+        if not keep:
             self._keepGoing = False
             self._cleanupSocket()
-        return True
+
+    def adopt_whole(self, data):
+        """Take over a connection whose one request, ``data`` (all of it,
+        down to its empty FCGI_STDIN), was read and is being served on the
+        bare descriptor (``fcgi_lane``)."""
+        self._first = False
+        self._stdin_ended = True
+        self._inbuf, self._inpos = data, len(data)
 
     def whole_request_aborted(self, request_id):
         """``poll_for_abort`` for a request served by ``_serve_whole``.
@@ -435,6 +449,13 @@ class FCGIConnection(fcgi_base.Connection):
         if self._outbox_size >= FLUSH_THRESHOLD:
             self.flush()
 
+    def queue_encoded(self, records):
+        """Queue records encoded already (``stdout_record``)."""
+        self._outbox.append(records)
+        self._outbox_size += len(records)
+        if self._outbox_size >= FLUSH_THRESHOLD:
+            self.flush()
+
     def queue_stream(self, rec_type, request_id, data):
         """Queue ``data`` as STDOUT/STDERR records: memoryview slices, no copy."""
         if len(data) <= MAX_CONTENT:
@@ -508,6 +529,45 @@ class FastCGIHandler(ProtocolHandler, fcgi_base.BaseFCGIServer):
             b"FCGI_MAX_REQS": max_conns,
             b"FCGI_MPXS_CONNS": 0,
         }
+
+    def handle_accepted(self, fd, addr):
+        # The lane needs nothing the general path does first: no allowed
+        # peers to check, and TCP_NODELAY inherited (or a UNIX socket).
+        if lane_open and self.allowed_peers is None and (
+                type(addr) is not tuple or self.nodelay_inherited):
+            return serve_fresh(self, fd, addr)
+        return super().handle_accepted(fd, addr)
+
+    def serve_whole(self, environ, transport):
+        """serve_request for a request read whole (``transport``: a
+        WholeTransport or a lane); the web server's FCGI_ABORT_REQUEST ends
+        it quietly, its hanging up is passed on."""
+        try:
+            self.serve_request(environ, transport)
+        except RequestAborted:
+            if transport.conn.peer_closed:
+                raise
+            log.info("fcgi: request %s aborted by the web server", transport.request_id)
+
+    def adopt(self, sock, addr, data, request_id):
+        """The transport for a request the lane began, on a connection of
+        ours from now on (see fcgi_lane)."""
+        conn = FCGIConnection(sock, addr, self, None)
+        conn.adopt_whole(data)
+        return WholeTransport(conn, request_id)
+
+    def serve_read(self, fd, addr, data):
+        """The general path for a connection the lane read ``data`` from
+        (not one whole request; possibly nothing yet)."""
+        sock = self.make_socket(fd)
+
+        def start():
+            conn = FCGIConnection(sock, addr, self, None)
+            if data:
+                conn._inbuf = data
+            return conn.run()
+
+        return self._drive(sock, addr, start)
 
     def run_connection(self, sock, addr):
         return FCGIConnection(sock, addr, self, None).run()

@@ -34,7 +34,15 @@ from flup.server.fcgi_base import (
     FCGI_Header,
 )
 
+from .base import encode_head_py
+
 HEADER = struct.Struct(FCGI_Header)
+# One read takes all nginx sends for a typical request (a few KiB of
+# parameters and the body records) and at most one 64 KiB record more.
+READ_SIZE = 65536 + 256 + FCGI_HEADER_LEN
+# Errors flup's parsing (and parse_whole) raise on garbage: short
+# BEGIN_REQUEST bodies, truncated name/value pairs.
+MALFORMED = (struct.error, IndexError, ValueError, UnicodeDecodeError)
 BEGIN_BODY = struct.Struct("!HB5x")
 LONG_LENGTH = struct.Struct("!L")
 
@@ -120,13 +128,29 @@ def decode_params_py(data):
     return params
 
 
+def stdout_record_py(request_id, status, headers, body):
+    """One FCGI_STDOUT record holding the response head and ``body``.
+
+    Return None when they do not fit in one record (MAX_CONTENT): the
+    caller frames them separately then.
+    """
+    content = encode_head_py(status, headers) + body
+    length = len(content)
+    if length > MAX_CONTENT:
+        return None
+    padding = -length & 7
+    return (HEADER.pack(FCGI_VERSION_1, FCGI_STDOUT, request_id, length, padding)
+            + content + PADDING[padding])
+
+
 try:
     # The same in C, built when a compiler was at hand (``_wire.c``): these
     # loops were most of the server's own instructions per request
     # (bench/PROFILE.rst).
-    from ._wire import decode_params, parse_whole
+    from ._wire import decode_params, parse_whole, stdout_record
 except ImportError:
     decode_params, parse_whole = decode_params_py, parse_whole_py
+    stdout_record = stdout_record_py
 
 
 _END_CACHE = {}

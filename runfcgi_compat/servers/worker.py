@@ -30,7 +30,6 @@ import errno
 import os
 import select
 import signal
-import socket
 import time
 
 from .base import NOTICE, HoldPolicy, Parked, close_expired, log
@@ -137,9 +136,10 @@ class WorkerProcess:
         self.pool = pool
         self.handler = pool.handler
         self.listen = listen = pool.listen_sock
-        # What accept() would read from the listener on every connection.
-        self._raw_accept = listen._accept
-        self._family, self._type, self._proto = int(listen.family), int(listen.type), listen.proto
+        # The descriptor-level accept that socket.accept() calls: the handler
+        # builds the socket object (or serves the bare descriptor; see
+        # ProtocolHandler.handle_accepted).
+        self._accept = listen._accept
         self.board = pool.board
         self.slot = slot
         self._set_state = pool.board.setter(slot)
@@ -327,7 +327,7 @@ class WorkerProcess:
     def _accept_one(self):
         """Accept and serve one connection; False if none was waiting."""
         try:
-            conn, addr = self._accept()
+            fd, addr = self._accept()
         except (BlockingIOError, InterruptedError):
             return False  # Nothing waiting, or another worker won it.
         except OSError as exc:
@@ -340,19 +340,8 @@ class WorkerProcess:
             wait_readable([self.stop], 0.5)
             return True
         self._leave_idle()
-        self._serve(self.handler.handle_connection, conn, addr)
+        self._serve(self.handler.handle_accepted, fd, addr)
         return True
-
-    def _accept(self):
-        """``listen.accept()`` without its per-call cost.
-
-        socket.accept() converts the listening socket's family and type to
-        enums, twice per connection, to build the new socket object; the
-        descriptor-level ``_accept`` (what accept() itself calls) and the
-        numbers, read once, make the same socket.
-        """
-        fd, addr = self._raw_accept()
-        return socket.socket(self._family, self._type, self._proto, fd), addr
 
     def _accept_loop(self, box):
         listen, stop, drain = self.listen, self.stop, self.drain

@@ -37,7 +37,9 @@ def serve():
     running = []
 
     def start(protocol, app, family=socket.AF_INET, debug=False,
-              tmp_dir=None, **attrs):
+              tmp_dir=None, accepted=False, **attrs):
+        # accepted: hand over bare descriptors (handle_accepted), as a
+        # prefork worker does; else socket objects, as the threaded pool.
         # The allow list as make_server resolves it (FCGI_WEB_SERVER_ADDRS here).
         handler = PROTOCOLS[protocol](debug=debug, multithreaded=True,
                                       multiprocess=False, max_conns=7,
@@ -60,9 +62,11 @@ def serve():
             while not stop.is_set():
                 if not wait_readable([listen], 0.05):
                     continue
-                conn, addr = listen.accept()
-                threading.Thread(target=handler.handle_connection, args=(conn, addr),
-                                 daemon=True).start()
+                if accepted:
+                    target, args = handler.handle_accepted, listen._accept()
+                else:
+                    target, args = handler.handle_connection, listen.accept()
+                threading.Thread(target=target, args=args, daemon=True).start()
 
         thread = threading.Thread(target=accept_loop, daemon=True)
         thread.start()

@@ -16,7 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runfcgi_compat import client
-from runfcgi_compat.servers.base import encode_head, encode_head_py, recv_now
+from runfcgi_compat.servers.base import (
+    check_start,
+    check_start_py,
+    encode_head,
+    encode_head_py,
+    recv_now,
+)
 from runfcgi_compat.servers.fcgi import MALFORMED, FCGIConnection
 from runfcgi_compat.servers.fcgi_whole import (
     decode_params,
@@ -24,6 +30,8 @@ from runfcgi_compat.servers.fcgi_whole import (
     end_of_request,
     parse_whole,
     parse_whole_py,
+    stdout_record,
+    stdout_record_py,
 )
 
 from .test_servers_protocols import echo_app, environ_app, fcgi_record
@@ -204,6 +212,54 @@ def test_the_c_head_encoder_agrees_with_the_python_one(status, headers):
     assert encoded(encode_head) == encoded(encode_head_py)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 0xFFFF), TEXT, st.lists(st.tuples(TEXT, TEXT), max_size=6),
+       st.binary(max_size=100) | st.sampled_from([b"x" * 65500, b"y" * 65600]))
+def test_the_c_stdout_record_agrees_with_the_python_one(request_id, status, headers, body):
+    if stdout_record is stdout_record_py:
+        pytest.skip("the C module was not built")
+
+    def encoded(encode):
+        try:
+            return encode(request_id, status, headers, body)
+        except UnicodeEncodeError:
+            return "error"
+
+    assert encoded(stdout_record) == encoded(stdout_record_py)
+
+
+@pytest.mark.parametrize("encode", [stdout_record_py, stdout_record])
+def test_a_stdout_record_frames_head_and_body(encode):
+    record = encode(7, "200 OK", [("A", "b")], b"body")
+    content = b"Status: 200 OK\r\nA: b\r\n\r\nbody"
+    assert record == (struct.pack("!BBHHBx", 1, STDOUT, 7, len(content), -len(content) & 7)
+                      + content + b"\0" * (-len(content) & 7))
+    assert encode(7, "200 OK", [], b"x" * 65528) is None  # Needs a second record.
+
+
+WSGI_STARTS = st.one_of(
+    st.tuples(st.one_of(TEXT, st.binary(max_size=5), st.none()),
+              st.one_of(st.lists(st.one_of(st.tuples(TEXT, TEXT), st.tuples(TEXT), st.integers(),
+                                           st.tuples(TEXT, st.integers())), max_size=3),
+                        st.tuples(st.tuples(TEXT, TEXT)))),
+    st.tuples(st.from_regex(r"\A[0-9]{3} [A-Za-z ]{0,10}\Z"), st.lists(st.tuples(TEXT, TEXT))))
+
+
+@settings(max_examples=300, deadline=None)
+@given(WSGI_STARTS)
+def test_the_c_start_checks_agree_with_the_python_ones(start):
+    if check_start is check_start_py:
+        pytest.skip("the C module was not built")
+
+    def checked(check):
+        try:
+            return check(*start)
+        except AssertionError as exc:
+            return str(exc)
+
+    assert checked(check_start) == checked(check_start_py)
+
+
 @pytest.mark.parametrize("decode", DECODERS)
 def test_a_repeated_name_gets_each_requests_own_value(decode):
     # The C decoder remembers the last value sent with a usual name.
@@ -231,6 +287,8 @@ def test_the_installed_wheel_has_the_c_module():
     assert decode_params is not decode_params_py
     assert parse_whole is not parse_whole_py
     assert encode_head is not encode_head_py
+    assert stdout_record is not stdout_record_py
+    assert check_start is not check_start_py
 
 
 def test_end_of_request_is_an_empty_stdout_then_end_request():

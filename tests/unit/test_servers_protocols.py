@@ -15,6 +15,7 @@ import time
 import pytest
 
 from runfcgi_compat import client
+from runfcgi_compat.servers.base import NODELAY_SAMPLES
 from runfcgi_compat.servers.fcgi import FastCGIHandler
 from runfcgi_compat.servers.signals import Notice
 
@@ -574,3 +575,38 @@ def test_ajp_large_body_with_body_requests_in_flight(serve, read_body):
         if read_body:
             assert response.body == body
         assert conn.request(path="/").status == 200  # Still the same connection.
+
+
+def test_nodelay_missing_on_early_connections_is_looked_at_again():
+    # A connection already in the backlog when the listener got TCP_NODELAY
+    # does not have it; that must not decide for every later connection.
+    handler = FastCGIHandler()
+    plain = socket.create_server(("127.0.0.1", 0))  # Without TCP_NODELAY.
+    with plain, socket.create_server(("127.0.0.1", 0)) as listener:
+        handler.prepare_listener(listener)
+        assert handler.nodelay_inherited is None
+        with socket.create_connection(plain.getsockname()):
+            early, _ = plain.accept()
+            with early:
+                handler._set_nodelay(early)
+                assert early.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert handler.nodelay_inherited is None  # Not decided yet.
+        plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with socket.create_connection(plain.getsockname()):
+            later, _ = plain.accept()
+            with later:
+                handler._set_nodelay(later)
+        assert handler.nodelay_inherited is True
+
+
+def test_nodelay_never_copied_is_set_on_every_connection():
+    handler = FastCGIHandler()
+    handler.nodelay_inherited = None
+    with socket.create_server(("127.0.0.1", 0)) as plain:
+        for _ in range(NODELAY_SAMPLES):
+            with socket.create_connection(plain.getsockname()):
+                conn, _ = plain.accept()
+                with conn:
+                    handler._set_nodelay(conn)
+                    assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert handler.nodelay_inherited is False

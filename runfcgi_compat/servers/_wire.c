@@ -89,7 +89,6 @@ init_known(void)
             i = (i + 1) & (SLOTS - 1);
         slots[i].name = name;
     }
-    known_ready = 1;
     return 0;
 }
 
@@ -480,6 +479,124 @@ done:
     return record;
 }
 
+/* -- the environ's usual case ---------------------------------------------------
+ *
+ * environ.fix_environ's commonest outcome, without its Python steps: the
+ * web server sent REQUEST_URI, a PATH_INFO, and a SCRIPT_NAME that with it
+ * adds up to the URI's path, with nothing percent-encoded (nginx with
+ * fastcgi_split_path_info or a PATH_INFO param, lighttpd, most set-ups).
+ * Then the pair is kept, QUERY_STRING comes from the URI when missing, and
+ * wsgi.url_scheme from HTTPS or REQUEST_SCHEME.  Anything else returns
+ * False with the environ untouched, and the Python code decides. */
+
+static PyObject *s_https, *s_request_scheme, *s_request_uri, *s_query_string, *s_script_name,
+    *s_path_info, *s_url_scheme, *v_http, *v_https, *v_empty;
+
+static int
+init_environ_names(void)
+{
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&s_https, "HTTPS"}, {&s_request_scheme, "REQUEST_SCHEME"},
+        {&s_request_uri, "REQUEST_URI"}, {&s_query_string, "QUERY_STRING"},
+        {&s_script_name, "SCRIPT_NAME"}, {&s_path_info, "PATH_INFO"},
+        {&s_url_scheme, "wsgi.url_scheme"}, {&v_http, "http"}, {&v_https, "https"},
+        {&v_empty, ""},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+/* A str of one byte per character (what the decoder makes), else NULL. */
+static const char *
+narrow(PyObject *text, Py_ssize_t *len)
+{
+    if (!PyUnicode_CheckExact(text))
+        return NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+#endif
+    if (PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND)
+        return NULL;
+    *len = PyUnicode_GET_LENGTH(text);
+    return (const char *)PyUnicode_1BYTE_DATA(text);
+}
+
+/* text.lower() == word, for a lower-case ASCII word. */
+static int
+lower_is(const char *text, Py_ssize_t len, const char *word)
+{
+    Py_ssize_t n = (Py_ssize_t)strlen(word);
+    if (len != n)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != word[i])
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+fix_usual(PyObject *module, PyObject *environ)
+{
+    if (!PyDict_CheckExact(environ))
+        Py_RETURN_FALSE;
+    PyObject *uri = PyDict_GetItemWithError(environ, s_request_uri);
+    PyObject *script = PyDict_GetItemWithError(environ, s_script_name);
+    PyObject *path = PyDict_GetItemWithError(environ, s_path_info);
+    PyObject *https = PyDict_GetItemWithError(environ, s_https);
+    PyObject *scheme = https ? NULL : PyDict_GetItemWithError(environ, s_request_scheme);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t uri_len, script_len = 0, path_len, flag_len = 0;
+    const char *uri_at, *script_at = "", *path_at, *flag_at = NULL;
+    if (uri == NULL || path == NULL || (uri_at = narrow(uri, &uri_len)) == NULL
+        || (path_at = narrow(path, &path_len)) == NULL || path_len == 0)
+        Py_RETURN_FALSE;
+    if (script != NULL && (script_at = narrow(script, &script_len)) == NULL)
+        Py_RETURN_FALSE;
+    PyObject *flag = https ? https : scheme;
+    if (flag != NULL && (flag_at = narrow(flag, &flag_len)) == NULL)
+        Py_RETURN_FALSE;
+    const char *mark = memchr(uri_at, '?', uri_len);
+    Py_ssize_t raw_len = mark ? mark - uri_at : uri_len;
+    if (memchr(uri_at, '%', raw_len) != NULL || script_len + path_len != raw_len
+        || memcmp(script_at, uri_at, script_len) != 0
+        || memcmp(path_at, uri_at + script_len, path_len) != 0)
+        Py_RETURN_FALSE;
+
+    int secure = 0;
+    if (https != NULL)
+        secure = lower_is(flag_at, flag_len, "on") || lower_is(flag_at, flag_len, "1");
+    else if (scheme != NULL)
+        secure = lower_is(flag_at, flag_len, "https");
+    if (PyDict_SetItem(environ, s_url_scheme, secure ? v_https : v_http) < 0)
+        return NULL;
+    int has_query = PyDict_Contains(environ, s_query_string);
+    if (has_query < 0)
+        return NULL;
+    if (!has_query) {
+        PyObject *query = mark ? PyUnicode_Substring(uri, raw_len + 1, uri_len) : Py_NewRef(v_empty);
+        if (query == NULL)
+            return NULL;
+        int failed = PyDict_SetItem(environ, s_query_string, query) < 0;
+        Py_DECREF(query);
+        if (failed)
+            return NULL;
+    }
+    if (script_len == 0 && PyDict_SetItem(environ, s_script_name, v_empty) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
 /* -- start_response's checks ---------------------------------------------------- */
 
 /* The first three characters of a str are digits (str.isdigit's sense). */
@@ -628,6 +745,8 @@ static PyMethodDef methods[] = {
      "with the response head and body, or None when they need more than one."},
     {"check_start", (PyCFunction)(void (*)(void))check_start, METH_FASTCALL,
      "check_start(status, headers): AssertionError unless they are what WSGI allows."},
+    {"fix_usual", fix_usual, METH_O,
+     "fix_usual(environ) -> bool: environ.fix_environ's usual case done; False: not that case."},
     {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL,
      "recv_now(fd, size) -> bytes: what a socket has, at once; BlockingIOError if nothing."},
     {"send_now", (PyCFunction)(void (*)(void))send_now, METH_FASTCALL,
@@ -643,7 +762,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__wire(void)
 {
-    if (!known_ready && init_known() < 0)
-        return NULL;
+    if (!known_ready) {
+        if (init_known() < 0 || init_environ_names() < 0)
+            return NULL;
+        known_ready = 1;
+    }
     return PyModule_Create(&module);
 }

@@ -47,6 +47,11 @@ first request (and again after ``override_settings`` changes it).
 """
 from urllib.parse import unquote
 
+try:
+    from ._wire import fix_usual
+except ImportError:
+    fix_usual = None
+
 _UNREAD = object()
 _force_script_name = _UNREAD
 
@@ -57,6 +62,9 @@ def fix_environ(environ, protocol):
     ``protocol`` is ``"fcgi"``, ``"scgi"`` or ``"ajp"``.  Safe to call on
     params exactly as the server sent them, or after flup's own guesses.
     """
+    if (fix_usual is not None and protocol != "ajp" and _force_script_name is None
+            and fix_usual(environ)):
+        return  # Step 2, done in C (see _wire.c).
     get = environ.get
     https = get("HTTPS")
     if https is not None:

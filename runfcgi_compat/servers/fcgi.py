@@ -220,8 +220,10 @@ class FCGIConnection(fcgi_base.Connection):
                             parked = True
                             verdict.conn = self
                             return verdict
+                        self._read_now()  # It is arriving; usually all there.
                     self._first = False
-                    self._fill(1)
+                    if self._inpos == len(self._inbuf):
+                        self._fill(1)
                     if self._serve_whole():
                         continue
                     self._check_version()
@@ -268,6 +270,11 @@ class FCGIConnection(fcgi_base.Connection):
         """
         if not self._first or self._sock.gettimeout() is None:
             return False
+        return self._read_now()
+
+    def _read_now(self):
+        """Read what has arrived into the empty buffer, without waiting;
+        False if nothing has."""
         try:
             data = recv_now(self._sock.fileno(), READ_SIZE)
         except BlockingIOError:

@@ -1,6 +1,6 @@
 """Instructions per request in a real prefork worker, new vs kept connections.
 
-    bench/.venv/bin/python bench/worker_instructions.py [REQUESTS] [CONNECTIONS]
+    bench/.venv/bin/python bench/worker_instructions.py [REQUESTS] [CONNECTIONS] [--uwsgi]
 
 Starts ``manage.py runfcgi`` (prefork, one worker) under valgrind's
 callgrind and drives it from this process over TCP with nginx's request
@@ -19,6 +19,11 @@ request, the same on every run of the same code (timings on this machine
 move by half).  ``hotpath.py --instructions`` measures the handler alone;
 this adds the worker's loop, accepting and holding connections.  Takes
 about three minutes; prints one JSON line.
+
+``--uwsgi`` adds ``uwsgi-fresh``: the same count for a worker of uWSGI's
+FastCGI server (built in the bench venv, one process under its master, the
+same app) serving the ``fresh`` way -- the reference the benchmark compares
+with, counted on the same scale.
 """
 import glob
 import json
@@ -105,17 +110,27 @@ def drive(port, way, requests, connections):
                 send()
 
 
-def worker_count(way, requests, connections, tmp):
+def runfcgi_argv(port):
+    return [sys.executable, str(REPO / "example" / "manage.py"), "runfcgi", "daemonize=false",
+            "protocol=fcgi", "method=prefork", "host=127.0.0.1", f"port={port}", "maxspare=1",
+            "minspare=1", "maxchildren=1"]
+
+
+def uwsgi_argv(port):
+    return [str(BENCH / ".venv" / "bin" / "uwsgi"), f"--fastcgi-socket=127.0.0.1:{port}",
+            "--master", "--processes=1", "--module=benchsite.wsgi:application",
+            f"--pythonpath={BENCH}", f"--pythonpath={REPO / 'example'}", "--disable-logging",
+            "--die-on-term", "--need-app", "--env=DJANGO_SETTINGS_MODULE=benchsite.settings"]
+
+
+def worker_count(way, requests, connections, tmp, argv=runfcgi_argv):
     """The worker's instruction count after ``requests`` requests."""
     port = free_port()
-    out = os.path.join(tmp, f"{way}-{requests}")
+    out = os.path.join(tmp, f"{argv.__name__}-{way}-{requests}")
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="benchsite.settings", PYTHONHASHSEED="0",
                PYTHONPATH=os.pathsep.join([str(BENCH), str(REPO / "example")]))
     server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", sys.executable,
-         str(REPO / "example" / "manage.py"), "runfcgi", "daemonize=false", "protocol=fcgi",
-         "method=prefork", "host=127.0.0.1", f"port={port}", "maxspare=1", "minspare=1",
-         "maxchildren=1"],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"] + argv(port),
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         # One request first, so the app is loaded and warm in both counts.
@@ -136,7 +151,7 @@ def worker_count(way, requests, connections, tmp):
 
 
 def main():
-    args = [int(a) for a in sys.argv[1:]]
+    args = [int(a) for a in sys.argv[1:] if a != "--uwsgi"]
     requests = args[0] if args else 1000
     connections = args[1] if len(args) > 1 else 4
     result = {"requests": requests, "connections": connections}
@@ -145,6 +160,10 @@ def main():
             base = worker_count(way, 0, connections, tmp)
             total = worker_count(way, requests, connections, tmp)
             result[way] = round((total - base) / requests)
+        if "--uwsgi" in sys.argv:
+            base = worker_count("fresh", 0, connections, tmp, uwsgi_argv)
+            total = worker_count("fresh", requests, connections, tmp, uwsgi_argv)
+            result["uwsgi-fresh"] = round((total - base) / requests)
     print(json.dumps(result))
 
 

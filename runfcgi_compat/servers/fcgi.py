@@ -64,7 +64,7 @@ from .base import (
     recv_now,
     send_all,
 )
-from .fcgi_lane import lane_open, serve_fresh
+from .fcgi_lane import lane_open, serve_fresh, serve_kept
 from .fcgi_whole import (
     MALFORMED,
     MAX_CONTENT,
@@ -296,13 +296,17 @@ class FCGIConnection(fcgi_base.Connection):
             return False  # flup's path reports it.
         if parsed is None:
             return False
+        self.serve_parsed(parsed)
+        return True
+
+    def serve_parsed(self, parsed):
+        """Serve a request ``parse_whole`` cut from the head of the buffer."""
         request_id, flags, params, body, self._inpos = parsed
         self._stdin_ended = True
         handler = self.server
         environ = handler.base_environ(params, io.BytesIO(body))
         handler.serve_whole(environ, WholeTransport(self, request_id))
         self.end_whole(request_id, keep=flags & FCGI_KEEP_CONN)
-        return True
 
     def end_whole(self, request_id, keep):
         """End a request served whole: its FCGI_END_REQUEST, and the close
@@ -562,6 +566,10 @@ class FastCGIHandler(ProtocolHandler, fcgi_base.BaseFCGIServer):
         conn = FCGIConnection(sock, addr, self, None)
         conn.adopt_whole(data)
         return WholeTransport(conn, request_id)
+
+    def serve_kept(self, parked):
+        """A held kept connection's next request (see fcgi_lane.serve_kept)."""
+        return serve_kept(parked)
 
     def serve_read(self, fd, addr, data):
         """The general path for a connection the lane read ``data`` from

@@ -33,6 +33,7 @@ import signal
 import time
 
 from .base import NOTICE, HoldPolicy, Parked, close_expired, log
+from .fcgi_lane import RESUME, SERVED
 from .scoreboard import BUSY, EXITING, FREE, HOLDING, IDLE, STALLED
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
 
@@ -136,6 +137,8 @@ class WorkerProcess:
         self.pool = pool
         self.handler = pool.handler
         self.listen = listen = pool.listen_sock
+        # FastCGI serves a held kept connection's next request in place.
+        self._serve_kept = getattr(pool.handler, "serve_kept", None)
         # The descriptor-level accept that socket.accept() calls: the handler
         # builds the socket object (or serves the bare descriptor; see
         # ProtocolHandler.handle_accepted).
@@ -254,8 +257,12 @@ class WorkerProcess:
 
     def _close_parked(self, parked):
         fd = parked.sock.fileno()
-        self._unhold(fd)
         _close_quietly(parked.sock)
+        self._forget(fd)
+
+    def _forget(self, fd):
+        """Stop holding the closed connection that was ``fd``."""
+        self._unhold(fd)
         try:
             self.queue.remove(fd)  # Its number may soon be a new connection's.
         except ValueError:
@@ -324,6 +331,26 @@ class WorkerProcess:
             self._hold(parked)
         self.mark(HOLDING if self.deaf_until else IDLE)
 
+    def _serve_held(self, fd):
+        """Serve the next request on held kept connection ``fd`` in place
+        (``fcgi_lane.serve_kept``); False: resume it instead."""
+        entry = self.held.get(fd)
+        if entry is None or entry[0].first:
+            return False
+        self.mark(BUSY)
+        outcome = self._serve_kept(entry[0])
+        if outcome == RESUME:
+            return False
+        if outcome == SERVED:
+            # Held as before, idle from now: to the end of the oldest-first order.
+            del self.held[fd]
+            idle = self.handler.idle_timeout
+            self.held[fd] = (entry[0], time.monotonic() + idle if idle else None)
+        else:  # Closed already.
+            self._forget(fd)
+        self.mark(HOLDING if self.deaf_until else IDLE)
+        return True
+
     def _accept_one(self):
         """Accept and serve one connection; False if none was waiting."""
         try:
@@ -373,6 +400,8 @@ class WorkerProcess:
                     if item == LISTEN:
                         if not self.deaf_until:
                             self._accept_one()
+                        continue
+                    if self._serve_kept is not None and self._serve_held(item):
                         continue
                     entry = self._unhold(item)
                     if entry is not None:

@@ -1,4 +1,5 @@
-"""fcgi_lane: a fresh connection's one whole request, served on the bare descriptor.
+"""fcgi_lane: a fresh connection's one whole request, served on the bare descriptor,
+and a held kept connection's next request, served in place.
 
 The servers here hand the handler bare descriptors (``accepted=True``), as a
 prefork worker does.  Whether a request stayed in the lane is seen from
@@ -14,6 +15,8 @@ import time
 import pytest
 
 from runfcgi_compat.servers import fcgi_lane
+from runfcgi_compat.servers.base import Parked
+from runfcgi_compat.servers.fcgi import FastCGIHandler, FCGIConnection
 from runfcgi_compat.servers.signals import wait_readable
 
 from .test_servers_fcgi_whole import NGINX_PARAMS, environ_of, read_response, request
@@ -197,3 +200,84 @@ def test_an_error_mid_stream_breaks_the_connection(lane_server, caplog):
     assert end_request not in received
     assert any("exception after the response to GET /x?a=1 started" in r.getMessage()
                for r in caplog.records)
+
+
+# -- serve_kept: a held kept connection's next request ------------------------------------
+
+
+@pytest.fixture
+def held():
+    """A kept connection as a prefork worker holds it between requests:
+    ``held(app) -> (parked, peer)``."""
+    made = []
+
+    def hold(app):
+        handler = FastCGIHandler()
+        handler.set_app(app)
+        ours, peer = socket.socketpair()
+        ours.settimeout(10)
+        peer.settimeout(10)
+        conn = FCGIConnection(ours, "", handler, None)
+        conn._first = False
+        parked = Parked(False)
+        parked.conn, parked.sock, parked.addr = conn, ours, ""
+        made.append((ours, peer))
+        return parked, peer
+
+    yield hold
+    for ours, peer in made:
+        ours.close()
+        peer.close()
+
+
+def test_a_kept_request_is_served_and_the_connection_stays_held(held):
+    parked, peer = held(environ_app)
+    for n in range(3):
+        peer.sendall(request(dict(NGINX_PARAMS, PATH_INFO=f"/k{n}"), flags=1))
+        wait_readable([parked.sock], 5)
+        assert fcgi_lane.serve_kept(parked) == fcgi_lane.SERVED
+        stdout, rest = read_response(peer)
+        assert (environ_of(stdout)["PATH_INFO"], rest) == (f"/k{n}", b"")
+    assert parked.sock.fileno() != -1
+
+
+def test_nothing_to_read_leaves_the_connection_held(held):
+    parked, _ = held(environ_app)
+    assert fcgi_lane.serve_kept(parked) == fcgi_lane.SERVED
+    assert parked.conn._inbuf == b""
+
+
+def test_a_peer_that_closed_its_end_closes_the_connection(held):
+    parked, peer = held(environ_app)
+    peer.close()
+    assert fcgi_lane.serve_kept(parked) == fcgi_lane.CLOSED
+    assert parked.sock.fileno() == -1
+
+
+@pytest.mark.parametrize("data", [
+    request(flags=0),  # The last request: the connection closes after it.
+    request(flags=1) + request(dict(NGINX_PARAMS, PATH_INFO="/second"), flags=1),
+    request(flags=1)[:-8],  # Its end of STDIN still on the way.
+], ids=["not kept", "pipelined", "unfinished"])
+def test_anything_else_is_resumed_with_what_was_read(held, data):
+    parked, peer = held(environ_app)
+    handler = parked.conn.server
+    peer.sendall(data)
+    wait_readable([parked.sock], 5)
+    assert fcgi_lane.serve_kept(parked) == fcgi_lane.RESUME
+    assert parked.conn._inbuf == data
+    if data.endswith(request(flags=1)[-8:]):
+        # Resumed, the general path serves what was read.
+        peer.shutdown(socket.SHUT_WR)
+        handler.resume_connection(parked)
+        stdout, rest = read_response(peer)
+        assert environ_of(stdout)["PATH_INFO"] == "/x"
+
+
+def test_an_app_error_mid_stream_closes_a_kept_connection(held, caplog):
+    parked, peer = held(fails_mid_stream)
+    peer.sendall(request(flags=1))
+    wait_readable([parked.sock], 5)
+    assert fcgi_lane.serve_kept(parked) == fcgi_lane.CLOSED
+    assert parked.sock.fileno() == -1
+    assert any("exception after the response" in r.getMessage() for r in caplog.records)

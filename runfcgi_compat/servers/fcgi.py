@@ -7,7 +7,9 @@ request bookkeeping.  What we change, each in a subclass:
 * The common case skips flup's per-record objects: a request whose records
   (down to the empty FCGI_STDIN) are all in the read buffer -- nginx's GET,
   a small POST -- is cut in one pass and served at once (``fcgi_whole``).
-  Everything else goes record by record through flup's dispatch.
+  Everything else goes record by record through flup's dispatch.  In a
+  prefork worker the commonest of those requests do not even enter the
+  connection's request loop (``fcgi_lane``).
 
 * Writing: flup sends every record with three ``send()`` calls and slices
   the remaining body (``data[n:]``) after each record, which is quadratic.

@@ -1089,6 +1089,24 @@ def build(args, runfcgi_ok):
     return backends, targets, order
 
 
+# Measured right after the target it is compared with (see paired).
+PAIRS = {"uwsgi-fcgi": "runfcgi-prefork-fcgi"}
+
+
+def paired(targets):
+    """The order of measurement: each reference in PAIRS right after its
+    partner, so both see the same phase of a shared machine (a round of
+    every target takes a minute, and this machine's speed drifts within
+    one).  The rotation of later rounds keeps them neighbours."""
+    order = [t for t in targets if t.key not in PAIRS]
+    for target in targets:
+        if target.key in PAIRS:
+            keys = [t.key for t in order]
+            partner = PAIRS[target.key]
+            order.insert(keys.index(partner) + 1 if partner in keys else len(order), target)
+    return order
+
+
 def throughput(args, targets, status_port):
     """Warm up each target, then interleaved rounds of wrk."""
     measured = [t for t in targets if t.error is None]
@@ -1111,6 +1129,7 @@ def throughput(args, targets, status_port):
             log(f"skipping {t.label}: {t.error}")
     nginx_wait_idle(status_port)
     offsets = {t.key: log_size(t.access_log) for t in measured if t.access_log}
+    measured = paired(measured)
     for rnd in range(args.rounds):
         # Rotate the order each round so no target always follows the same one.
         shift = rnd % max(1, len(measured))

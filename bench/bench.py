@@ -1089,22 +1089,31 @@ def build(args, runfcgi_ok):
     return backends, targets, order
 
 
-# Measured right after the target it is compared with (see paired).
-PAIRS = {"uwsgi-fcgi": "runfcgi-prefork-fcgi"}
+# Targets measured right next to the one they are compared with (see
+# paired): key -> (partner, 1 after it or 0 before it).
+NEIGHBOURS = {
+    "runfcgi-prefork-fcgi-keep": ("runfcgi-prefork-fcgi", 0),
+    "uwsgi-fcgi": ("runfcgi-prefork-fcgi", 1),
+    "runfcgi-threaded-fcgi-keep": ("runfcgi-threaded-fcgi", 1),
+}
 
 
 def paired(targets):
-    """The order of measurement: each reference in PAIRS right after its
-    partner, so both see the same phase of a shared machine (a round of
-    every target takes a minute, and this machine's speed drifts within
-    one).  The rotation of later rounds keeps them neighbours."""
-    order = [t for t in targets if t.key not in PAIRS]
+    """Targets in groups measured one right after another: each target in
+    NEIGHBOURS next to its partner, so the two see the same phase of a
+    shared machine (a round of every target takes a minute, and this
+    machine's speed drifts within one).  Rounds rotate whole groups."""
+    groups = [[t] for t in targets if t.key not in NEIGHBOURS]
     for target in targets:
-        if target.key in PAIRS:
-            keys = [t.key for t in order]
-            partner = PAIRS[target.key]
-            order.insert(keys.index(partner) + 1 if partner in keys else len(order), target)
-    return order
+        if target.key not in NEIGHBOURS:
+            continue
+        partner, after = NEIGHBOURS[target.key]
+        group = next((g for g in groups if partner in [t.key for t in g]), None)
+        if group is None:
+            groups.append([target])
+        else:
+            group.insert([t.key for t in group].index(partner) + after, target)
+    return groups
 
 
 def throughput(args, targets, status_port):
@@ -1129,11 +1138,11 @@ def throughput(args, targets, status_port):
             log(f"skipping {t.label}: {t.error}")
     nginx_wait_idle(status_port)
     offsets = {t.key: log_size(t.access_log) for t in measured if t.access_log}
-    measured = paired(measured)
+    groups = paired(measured)
     for rnd in range(args.rounds):
-        # Rotate the order each round so no target always follows the same one.
-        shift = rnd % max(1, len(measured))
-        for target in measured[shift:] + measured[:shift]:
+        # Rotate the order each round so no group always follows the same one.
+        shift = rnd % max(1, len(groups))
+        for target in [t for group in groups[shift:] + groups[:shift] for t in group]:
             try:
                 if target.backend is None:
                     res = measure_inprocess(args.seconds)

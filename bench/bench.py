@@ -483,8 +483,11 @@ def apache_conf(tmp, vhosts):
     modules = "\n".join(
         f"LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so" for m in APACHE_MODULES)
     listens = "\n".join(f"Listen {HOST}:{port}" for port, _ in vhosts)
+    # AJP as the docs configure it (frontends/templates/apache.conf).
     hosts = "\n".join(
-        f"<VirtualHost {HOST}:{port}>\n  ProxyPass / {url} timeout=30\n</VirtualHost>"
+        f"<VirtualHost {HOST}:{port}>\n"
+        + ("  ProxyIOBufferSize 65536\n" if url.startswith("ajp:") else "")
+        + f"  ProxyPass / {url} timeout=30\n</VirtualHost>"
         for port, url in vhosts)
     return f"""
 ServerRoot {tmp}

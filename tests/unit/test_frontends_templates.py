@@ -163,6 +163,12 @@ def test_apache_scgi_and_ajp():
     assert "# Needs: a2enmod proxy proxy_ajp" in text
 
 
+def test_apache_ajp_uses_64_kib_packets():
+    # Fewer round trips for request bodies; the other protocols keep the default.
+    assert "ProxyIOBufferSize 65536" in lines(conf.apache("ajp"))
+    assert "ProxyIOBufferSize" not in conf.apache("fcgi")
+
+
 def test_apache_ajp_prefix_asks_for_force_script_name():
     assert 'set FORCE_SCRIPT_NAME = "/app"' in conf.apache("ajp", prefix="/app")
     assert "FORCE_SCRIPT_NAME" not in conf.apache("fcgi", prefix="/app")

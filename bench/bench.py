@@ -38,7 +38,6 @@ RESULTS = BENCH / "results"
 DOCS_PNG = REPO / "docs" / "_static" / "bench.png"
 # The figures behind that chart, committed with it so the docs table builds anywhere.
 DOCS_JSON = REPO / "docs" / "_static" / "bench.json"
-SERVERS_READY = Path("/tmp/servers_ready")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 MiB = 1024 * 1024
@@ -1315,8 +1314,6 @@ def main(argv=None):
     runfcgi_ok, why = (False, ["--no-runfcgi"]) if args.no_runfcgi else runfcgi_available()
     if not runfcgi_ok:
         log(f"runfcgi servers not available ({why[0]}); measuring the references only")
-    if runfcgi_ok and not SERVERS_READY.exists():
-        log(f"note: {SERVERS_READY} does not exist yet; runfcgi_compat.servers may be unfinished")
 
     RESULTS.mkdir(exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="runfcgi-bench-")

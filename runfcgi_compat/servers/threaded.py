@@ -22,6 +22,15 @@ connections exhausted 50 threads), and used ``setDaemon``/``notifyAll``/
 * Between ``minspare`` and ``maxspare`` idle threads are kept; a thread
   beyond ``maxspare`` leaves only after ``spare_linger`` idle seconds, so a
   burst does not start and end threads over and over.
+* Fair shares when connections outnumber threads.  A thread goes on with
+  its kept connection only while nobody else is waiting: when every thread
+  is busy and a parked connection has become ready, or a new connection
+  waits in the backlog, a thread hands its connection back to the main
+  thread at the end of its request (it is parked, and queued again behind
+  the others when its next request comes).  Without this, connections
+  whose requests follow each other within ``park_after`` kept their
+  threads for as long as the load lasted, and the others waited (seconds,
+  measured with 8 busy kept connections on 4 threads).
 * A thread that has finished with a connection tries ``accept()`` itself
   on the (non-blocking) listening socket before it goes back to wait for
   work (leader/follower): under load, connections go from the kernel to a
@@ -61,10 +70,15 @@ OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 
 
 class ThreadHold(HoldPolicy):
-    """Wait briefly with the connection, then park it with the main thread."""
+    """Wait briefly with the connection, then park it with the main thread.
 
-    def __init__(self, park_after):
+    ``crowded()`` says whether others are waiting for a thread; then the
+    connection is parked at once, so that threads take turns.
+    """
+
+    def __init__(self, park_after, crowded=bool):
         self.park_after = park_after
+        self.crowded = crowded  # The default, bool(), is False: never crowded.
         self._ms = max(0, int(park_after * 1000 + 0.999))
         # Each thread's poller, kept from one request to the next: building
         # one per wait (with its registrations) was a tenth of the threaded
@@ -72,6 +86,8 @@ class ThreadHold(HoldPolicy):
         self._local = threading.local()
 
     def wait_for_request(self, handler, sock, first, notices):
+        if self.crowded():
+            return Parked(first)
         local = self._local
         poller = getattr(local, "poller", None)
         if poller is None or local.notices != notices:
@@ -129,7 +145,10 @@ class ThreadedPool:
         self._leaving = 0  # None items put (stopping) and not yet taken.
         self._listen = None
         self._accepting = False  # Threads may accept() themselves.
-        self._paused = False  # The main thread stopped watching the listener.
+        self._paused = False  # No thread is free: the main thread does not accept.
+        # New connections wait in the backlog while no thread is free: busy
+        # threads give up their kept connections for them (see _crowded).
+        self._backlog = False
         self._returned = collections.deque()  # Parked, from the threads
         self._parked = {}  # fd -> (Parked, deadline); insertion order = age
         self._threads = set()
@@ -141,7 +160,7 @@ class ThreadedPool:
         self.handler.set_app(self.load_app())
         self._stop = Notice()
         self.handler.stop_notice = self._stop
-        self.handler.hold = ThreadHold(self.park_after)
+        self.handler.hold = ThreadHold(self.park_after, self._crowded)
         self._box = SignalBox(POOL_SIGNALS)
         self._selector = selectors.DefaultSelector()
         was_blocking = listen_sock.getblocking()
@@ -173,6 +192,7 @@ class ThreadedPool:
                     log.info("threaded: %s received; stopping gracefully",
                              signal.Signals(signum).name)
                     self._accepting = False
+                    self._backlog = False
                     if listening:
                         self._selector.unregister(listen_sock)
                     return
@@ -187,15 +207,22 @@ class ThreadedPool:
                 can_accept = self._free_slots() > 0
                 self._accepting = True
                 self._paused = not can_accept
-            if can_accept != listening:
-                if can_accept:
+            # While no thread is free the listener is still watched, to
+            # notice a new connection waiting; once one is, the threads
+            # accept it (see _worker) and the listener rests until then.
+            watch = can_accept or not self._backlog
+            if watch != listening:
+                if watch:
                     self._selector.register(listen_sock, selectors.EVENT_READ)
                 else:
                     self._selector.unregister(listen_sock)
-                listening = can_accept
+                listening = watch
             for key, _ in self._selector.select(self._next_expiry()):
                 if key.fileobj is listen_sock:
-                    self._accept(listen_sock)
+                    if can_accept:
+                        self._accept(listen_sock)
+                    else:
+                        self._backlog = True
                 elif key.fileobj is not self._box:
                     self._unpark(key.fd)
             self._expire_parked()
@@ -254,6 +281,12 @@ class ThreadedPool:
             parked.sock.close()
         except OSError:
             pass
+
+    def _crowded(self):
+        """Whether work waits for a thread (read without the lock: a stale
+        answer costs one park too many, or one request's delay)."""
+        return self._backlog or (
+            self._queued > self._idle + self.maxchildren - len(self._threads))
 
     def _free_slots(self):
         """Connections we can take now: idle threads, or room for new ones."""
@@ -385,7 +418,10 @@ class ThreadedPool:
                         try:
                             conn, addr = self._listen.accept()
                         except OSError:
-                            pass  # None waiting (or an error the main thread handles).
+                            # None waiting (or an error the main thread handles).
+                            if self._backlog:
+                                self._backlog = False
+                                wake = True  # The main thread watches the listener again.
                         else:
                             work = (handle, conn, addr)
             finally:

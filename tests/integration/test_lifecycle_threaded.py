@@ -189,3 +189,40 @@ def test_requests_stalled_before_the_app_are_parked_too(start_server):
     finally:
         for sock in stalled:
             sock.close()
+
+
+def keep_busy_until(kept, done, cycles=400):
+    """Send requests on ``kept`` in turn, each as soon as the last one is
+    answered (well within ThreadHold's park_after), until ``done()`` or
+    ``cycles`` requests; return how many were sent."""
+    for count in range(cycles):
+        if done():
+            return count
+        assert kept[count % len(kept)].request(path="/pid").status == 200
+    return cycles
+
+
+@pytest.mark.parametrize("waiting", ["new connection", "parked kept connection"])
+def test_busy_kept_connections_take_turns_with_waiting_ones(start_server, waiting):
+    # Two threads, each held by a kept connection whose next request always
+    # comes within park_after: a third connection used to wait for as long
+    # as the load lasted.
+    server = start_threaded(start_server, "fcgi", maxchildren=2, maxspare=2, minspare=2)
+    busy = [client.FastCGIConnection(server.address, timeout=30) for _ in range(2)]
+    third = client.FastCGIConnection(server.address, timeout=30)
+    try:
+        if waiting == "parked kept connection":
+            assert third.request(path="/pid").status == 200
+            keep_busy_until(busy, lambda: False, cycles=20)  # Parked by now.
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(r=third.request(path="/pid")))
+        thread.start()
+        sent = keep_busy_until(busy, lambda: "r" in result)
+        thread.join(30)
+        print(f"threaded, 2 threads, 2 busy kept connections: the {waiting} was "
+              f"answered after {sent} of their requests")
+        assert result["r"].status == 200
+        assert sent < 400
+    finally:
+        for conn in busy + [third]:
+            conn.close()

@@ -43,6 +43,18 @@ def test_a_thread_waits_on_one_connection_after_another(pairs):
     assert isinstance(hold.wait_for_request(None, second, False, [stop]), Parked)
 
 
+def test_a_crowded_pool_parks_even_a_ready_connection_at_once(pairs):
+    # Others wait for a thread: this connection takes its turn behind them.
+    crowded = [True]
+    hold = ThreadHold(5.0, crowded=lambda: crowded[0])
+    sock, peer = pairs()
+    peer.send(b"x")
+    parked = hold.wait_for_request(None, sock, False, [])
+    assert isinstance(parked, Parked) and parked.first is False
+    crowded[0] = False
+    assert hold.wait_for_request(None, sock, False, []) is True
+
+
 def test_a_notice_is_told_apart_from_the_connection(pairs):
     hold, stop = ThreadHold(5.0), Notice()
     sock, _ = pairs()

@@ -1,5 +1,6 @@
 """Helpers shared by the tests: run commands, find free ports, wait for sockets."""
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -15,11 +16,33 @@ EXAMPLE = REPO / "example"
 BANNER = "runfcgi: serving"
 
 
+def _first_ephemeral_port():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Below the kernel's ephemeral range: no outgoing connection takes these
+# ports, and the kernel does not hand them out again to the next bind(0)
+# of another test run (tox runs environments side by side), as it did.
+PORTS = range(10000, max(10001, _first_ephemeral_port()))
+_draw = random.Random()  # Seeded from the system: each process draws its own.
+
+
 def free_port(host="127.0.0.1"):
+    """A TCP port on ``host`` that nothing uses now, drawn at random."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    for _ in range(1000):
+        port = _draw.choice(PORTS)
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue  # In use (or just closed, in TIME_WAIT): another.
+            return port
+    raise RuntimeError(f"no free port found on {host} in {PORTS}")
 
 
 def example_env(**extra):

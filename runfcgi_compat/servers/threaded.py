@@ -285,8 +285,7 @@ class ThreadedPool:
     def _crowded(self):
         """Whether work waits for a thread (read without the lock: a stale
         answer costs one park too many, or one request's delay)."""
-        return self._backlog or (
-            self._queued > self._idle + self.maxchildren - len(self._threads))
+        return self._backlog or self._free_slots() < 0
 
     def _free_slots(self):
         """Connections we can take now: idle threads, or room for new ones."""

@@ -383,15 +383,20 @@ def thread_count(pid):
         return 0
 
 
-def rss_kib(pid):
-    """Resident memory of ``pid`` in KiB (0 once it is gone)."""
+def status_kib(pid, field):
+    """A KiB figure of ``pid``'s /proc status (VmRSS, VmHWM...); 0 once it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError):
         pass
     return 0
+
+
+def rss_kib(pid):
+    """Resident memory of ``pid`` in KiB (0 once it is gone)."""
+    return status_kib(pid, "VmRSS")
 
 
 @dataclasses.dataclass

@@ -16,21 +16,13 @@ import pytest
 
 from runfcgi_compat import client
 
+from .hostile import children, rss_kib, status_kib
+
 MiB = 1024 * 1024
 SIZE = 256 * MiB
 LIMIT = 32 * MiB
 # The example project's stream view sends b"x", 64 KiB at a time.
 CHUNK = 65536
-
-
-def memory(pid):
-    """(resident, peak resident) of ``pid``, in bytes."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            values[name] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
 
 
 def reset_peak(pid):
@@ -44,9 +36,9 @@ def serving_pid(backend, method):
     """The process that serves: the one worker, or the threaded process."""
     if method == "threaded":
         return backend.pid
-    children = Path(f"/proc/{backend.pid}/task/{backend.pid}/children").read_text().split()
-    assert len(children) == 1, children
-    return int(children[0])
+    workers = children(backend.pid)
+    assert len(workers) == 1, workers
+    return workers.pop()
 
 
 @pytest.fixture(params=[("fcgi", "prefork"), ("fcgi", "threaded"), ("scgi", "prefork"),
@@ -60,7 +52,7 @@ def server(request, start_backend, tmp_path):
     # One small request first: the app is loaded and warm before measuring.
     assert client.request(sock, protocol, path="/", timeout=30).status == 200
     pid = serving_pid(backend, method)
-    rss, _ = memory(pid)
+    rss = rss_kib(pid) * 1024
     reset_peak(pid)
     return protocol, method, sock, pid, rss
 
@@ -71,7 +63,7 @@ def test_a_256_mib_upload_read_in_chunks(server):
     response = client.request(sock, protocol, method="POST", path="/echo/", body=body,
                               headers=[("Content-Type", "application/octet-stream")],
                               timeout=120)
-    _, peak = memory(pid)
+    peak = status_kib(pid, "VmHWM") * 1024
     print(f"{protocol} {method}: 256 MiB upload in {response.elapsed:.2f} s, "
           f"peak RSS {(peak - rss_before) / MiB:+.1f} MiB")
     assert response.status == 200
@@ -84,7 +76,7 @@ def test_a_256_mib_upload_read_in_chunks(server):
 def test_a_256_mib_streamed_response(server):
     protocol, method, sock, pid, rss_before = server
     response = client.request(sock, protocol, path=f"/stream/{SIZE}/", timeout=120)
-    _, peak = memory(pid)
+    peak = status_kib(pid, "VmHWM") * 1024
     print(f"{protocol} {method}: 256 MiB streamed in {response.elapsed:.2f} s, "
           f"peak RSS {(peak - rss_before) / MiB:+.1f} MiB")
     assert response.status == 200

@@ -418,9 +418,9 @@ class ThreadedPool:
                             conn, addr = self._listen.accept()
                         except OSError:
                             # None waiting (or an error the main thread handles).
-                            if self._backlog:
-                                self._backlog = False
-                                wake = True  # The main thread watches the listener again.
+                            # The backlog is empty: once woken (below, as it is
+                            # paused), the main thread watches the listener again.
+                            self._backlog = False
                         else:
                             work = (handle, conn, addr)
             finally:

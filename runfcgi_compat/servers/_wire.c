@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 static const char OVERRUN[] = "a name-value pair runs past the end of the parameters";
@@ -731,6 +732,59 @@ send_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(sent);
 }
 
+/* The threaded pool's held kept connections (held.py): one epoll set, each
+ * connection armed for one readiness report at a time (EPOLLONESHOT).  A
+ * thread that has just finished a request takes the next ready connection
+ * and re-arms its own, keeping the interpreter lock: select.epoll's calls
+ * let go of it even when they cannot wait, and each let-go handed the lock
+ * to another thread. */
+
+static PyObject *
+epoll_arm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    int epfd = fd_argument(args, nargs, "epoll_arm(epfd, fd)");
+    if (epfd < 0)
+        return NULL;
+    long fd = PyLong_AsLong(args[1]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "epoll_arm: bad descriptor %ld", fd);
+        return NULL;
+    }
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = EPOLLIN | EPOLLONESHOT;
+    event.data.fd = (int)fd;
+    /* Usually armed before (MOD); new, or a number the kernel gave a new
+     * connection after the old one closed (closing removed it): ADD. */
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, (int)fd, &event) < 0) {
+        if (errno != ENOENT || epoll_ctl(epfd, EPOLL_CTL_ADD, (int)fd, &event) < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+epoll_take(PyObject *module, PyObject *arg)
+{
+    long epfd = PyLong_AsLong(arg);
+    if (epfd == -1 && PyErr_Occurred())
+        return NULL;
+    if (epfd < 0 || epfd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "epoll_take: bad descriptor %ld", epfd);
+        return NULL;
+    }
+    struct epoll_event event;
+    int got;
+    do {
+        got = epoll_wait((int)epfd, &event, 1, 0);
+    } while (got < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
+    if (got < 0)
+        return call_failed();
+    return PyLong_FromLong(got ? (long)event.data.fd : -1L);
+}
+
 /* -- the module ----------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -751,6 +805,10 @@ static PyMethodDef methods[] = {
      "recv_now(fd, size) -> bytes: what a socket has, at once; BlockingIOError if nothing."},
     {"send_now", (PyCFunction)(void (*)(void))send_now, METH_FASTCALL,
      "send_now(fd, data) -> int: bytes a socket took, at once; BlockingIOError if none."},
+    {"epoll_arm", (PyCFunction)(void (*)(void))epoll_arm, METH_FASTCALL,
+     "epoll_arm(epfd, fd): watch fd for one readiness report (EPOLLIN | EPOLLONESHOT)."},
+    {"epoll_take", epoll_take, METH_O,
+     "epoll_take(epfd) -> int: one ready descriptor at once, or -1 if none."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -76,6 +76,9 @@ class Parked(Exception):
     # Filled in on the way out; class defaults keep __init__ short, as it
     # runs for nearly every request on a busy kept connection.
     conn = sock = addr = None
+    # Parked inside a request, its records cut short (threaded only): the
+    # pool resumes it where it stopped, never as a new request.
+    mid_request = False
 
     def __init__(self, first):
         self.first = first

@@ -10,27 +10,37 @@ connections exhausted 50 threads), and used ``setDaemon``/``notifyAll``/
   the threads.  It stops accepting while all ``maxchildren`` threads are
   busy, so surplus connections wait in the kernel's backlog, not in our
   memory.
-* A thread serves a connection while it has a request in it.  A connection
-  with nothing to read for ``park_after`` seconds (a kept one between two
-  requests, or a fresh one that has sent nothing yet) is handed back to the
-  main thread, which parks it in the selector and queues it again when the
-  peer sends something.  Idle connections therefore cost a file
-  descriptor, never a thread: sixty idle kept connections leave every
-  thread free.  A FastCGI request whose records stop before the app has
-  started is parked the same way.  A parked connection closes after the handler's
-  ``idle_timeout``; if descriptors run out, the longest-parked goes first.
+* Kept connections between two requests are *held* (``held.py``): as soon
+  as a request is answered its connection goes into one ``epoll`` set,
+  and a thread that has just finished a request takes the next one whose
+  request has come and serves it, with no wake-up and no hand-off of the
+  interpreter lock.  Under load one thread serves request after request,
+  as a prefork worker does; a thread per kept connection, each sleeping
+  on its own, cost a wake-up and a lock hand-off at every request (kept
+  connections gained 1.1-1.3x over new ones then, 1.7x now; see
+  bench/PROFILE.rst).  Only the thread that took one last goes on taking
+  them, unless it has been inside a request for ``park_after`` seconds
+  (a slow view): two threads taking turns would hand the lock to each
+  other at every request.  When none is ready, one thread (the leader)
+  waits for them, if it is the only busy one; otherwise the main thread
+  watches them whenever no thread will (no leader, and no thread busy or
+  none has taken one for ``park_after``).  So a request on a held
+  connection waits at most about ``park_after`` behind slow views, and
+  held connections are served in the order their requests come, however
+  many there are: an idle one costs a descriptor, never a thread.
+* A fresh connection that has sent nothing for ``park_after`` seconds is
+  handed back to the main thread, which parks it in the selector and
+  queues it again when the peer sends something; so is a FastCGI request
+  whose records stop before the app has started.  A parked or held
+  connection closes after the handler's ``idle_timeout``; if descriptors
+  run out, the longest-idle goes first.
 * Between ``minspare`` and ``maxspare`` idle threads are kept; a thread
   beyond ``maxspare`` leaves only after ``spare_linger`` idle seconds, so a
   burst does not start and end threads over and over.
-* Fair shares when connections outnumber threads.  A thread goes on with
-  its kept connection only while nobody else is waiting: when every thread
-  is busy and a parked connection has become ready, or a new connection
-  waits in the backlog, a thread hands its connection back to the main
-  thread at the end of its request (it is parked, and queued again behind
-  the others when its next request comes).  Without this, connections
-  whose requests follow each other within ``park_after`` kept their
-  threads for as long as the load lasted, and the others waited (seconds,
-  measured with 8 busy kept connections on 4 threads).
+* Fair shares when connections outnumber threads: while every thread is
+  busy and a parked connection has become ready, or a new connection
+  waits in the backlog, a fresh connection is parked at once instead of
+  waited for.
 * A thread that has finished with a connection tries ``accept()`` itself
   on the (non-blocking) listening socket before it goes back to wait for
   work (leader/follower): under load, connections go from the kernel to a
@@ -54,6 +64,7 @@ Signals (main thread):
 """
 import collections
 import errno
+import os
 import queue
 import select
 import selectors
@@ -62,6 +73,8 @@ import threading
 import time
 
 from .base import NOTICE, HoldPolicy, Parked, close_expired, log
+from .fcgi_lane import CLOSED, SERVED
+from .held import HeldConnections
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
 
 POOL_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1)
@@ -76,19 +89,31 @@ class ThreadHold(HoldPolicy):
     connection is parked at once, so that threads take turns.
     """
 
-    def __init__(self, park_after, crowded=bool):
+    def __init__(self, park_after, crowded=bool, hold_kept=False):
         self.park_after = park_after
         self.crowded = crowded  # The default, bool(), is False: never crowded.
+        # Kept connections go to the pool's held set as soon as a request
+        # is answered (see held.py), not after park_after.
+        self.hold_kept = hold_kept
         self._ms = max(0, int(park_after * 1000 + 0.999))
         # Each thread's poller, kept from one request to the next: building
         # one per wait (with its registrations) was a tenth of the threaded
         # server's Python time with kept connections.
         self._local = threading.local()
 
+    def resuming(self, sock):
+        """This thread resumes held ``sock``, found readable; None: done."""
+        self._local.ready = sock
+
     def wait_for_request(self, handler, sock, first, notices):
+        local = self._local
+        if self.hold_kept and not first:
+            if getattr(local, "ready", None) is sock:
+                local.ready = None
+                return True  # Resumed from the held set: its bytes are here.
+            return Parked(first)
         if self.crowded():
             return Parked(first)
-        local = self._local
         poller = getattr(local, "poller", None)
         if poller is None or local.notices != notices:
             poller = local.poller = select.poll()
@@ -116,7 +141,9 @@ class ThreadHold(HoldPolicy):
         if parkable:
             if wait_readable([sock], self.park_after):
                 return True
-            raise Parked(False)
+            parked = Parked(False)
+            parked.mid_request = True
+            raise parked
         return super().wait_mid_request(handler, sock)
 
 
@@ -151,6 +178,15 @@ class ThreadedPool:
         self._backlog = False
         self._returned = collections.deque()  # Parked, from the threads
         self._parked = {}  # fd -> (Parked, deadline); insertion order = age
+        self._held = None  # Kept connections between requests (held.py).
+        # A thread waits for the held connections' next request (_lead).
+        self._leader = False
+        # The thread that took a held connection last, and when (_take_held).
+        self._taker = None
+        self._taken_at = 0.0
+        # The main thread sleeps without looking at the held connections:
+        # whoever leaves them unwatched must wake it (see _watch_held).
+        self._main_long = False
         self._threads = set()
         self._idle = 0
         self._stopping = False
@@ -160,13 +196,21 @@ class ThreadedPool:
         self.handler.set_app(self.load_app())
         self._stop = Notice()
         self.handler.stop_notice = self._stop
-        self.handler.hold = ThreadHold(self.park_after, self._crowded)
+        self.handler.hold = ThreadHold(self.park_after, self._crowded, hold_kept=True)
+        self._serve_kept = getattr(self.handler, "serve_kept", None)
+        self._held = HeldConnections(self.handler)
+        self._bell = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._box = SignalBox(POOL_SIGNALS)
         self._selector = selectors.DefaultSelector()
         was_blocking = listen_sock.getblocking()
         listen_sock.setblocking(False)
         self.handler.prepare_listener(listen_sock)
         self._listen = listen_sock
+        # The leader's poll (one thread at a time): the held connections,
+        # new connections, the bell (_dispatch) and the stop.
+        self._leader_poll = select.poll()
+        for fd in (self._held.fileno(), listen_sock.fileno(), self._bell, self._stop.fileno()):
+            self._leader_poll.register(fd, select.POLLIN)
         self._box.install()
         # The runner holds these until a handler exists (see runner.run).
         signal.pthread_sigmask(signal.SIG_UNBLOCK, POOL_SIGNALS)
@@ -177,6 +221,8 @@ class ThreadedPool:
         finally:
             for parked, _ in list(self._parked.values()):
                 self._close_parked(parked)
+            self._held.close()
+            os.close(self._bell)
             self._selector.close()
             self._box.restore()
             self._box.close()
@@ -186,6 +232,8 @@ class ThreadedPool:
 
     def _accept_loop(self, listen_sock):
         listening = False
+        watching_held = False
+        self._taken_seen = (0, time.monotonic())
         while True:
             for signum in self._box.drain():
                 if signum in STOP_SIGNALS:
@@ -217,14 +265,27 @@ class ThreadedPool:
                 else:
                     self._selector.unregister(listen_sock)
                 listening = watch
-            for key, _ in self._selector.select(self._next_expiry()):
+            timeout = self._next_expiry()
+            watch, soon = self._watch_held()
+            if soon is not None:
+                timeout = soon if timeout is None else min(timeout, soon)
+            if watch != watching_held:
+                if watch:
+                    self._selector.register(self._held, selectors.EVENT_READ)
+                else:
+                    self._selector.unregister(self._held)
+                watching_held = watch
+            for key, _ in self._selector.select(timeout):
                 if key.fileobj is listen_sock:
                     if can_accept:
                         self._accept(listen_sock)
                     else:
                         self._backlog = True
+                elif key.fileobj is self._held:
+                    self._dispatch_held()
                 elif key.fileobj is not self._box:
                     self._unpark(key.fd)
+            self._main_long = False
             self._expire_parked()
 
     def _accept(self, listen_sock):
@@ -233,15 +294,55 @@ class ThreadedPool:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            if exc.errno in OUT_OF_DESCRIPTORS and self._parked:
+            if exc.errno in OUT_OF_DESCRIPTORS:
                 # The longest-parked connection is the least likely to be
                 # used again: its descriptor serves a waiting one better.
-                self._close_parked(self._parked[next(iter(self._parked))][0])
-                return
+                if self._parked:
+                    self._close_parked(self._parked[next(iter(self._parked))][0])
+                    return
+                if self._held.close_oldest():
+                    return
             log.warning("threaded: accept() failed: %s", exc)
             wait_readable([self._box], 0.5)
             return
         self._dispatch(self.handler.handle_connection, conn, addr)
+
+    def _watch_held(self):
+        """Whether the main thread must watch the held connections now, and
+        in how many seconds to look again (None: only when woken).
+
+        Threads take them while they serve requests, and one of them (the
+        leader) waits for them; the main thread watches them only when no
+        thread will: no leader, and no thread busy, or none has taken one
+        for ``park_after`` seconds (every busy thread is inside a long
+        request).  Without a leader it looks again every ``park_after``.
+        """
+        held = self._held
+        if not held:
+            self._main_long = True
+            return False, None
+        # Set before reading _leader: a leader that leaves after the read
+        # sees it and wakes us (see _lead).
+        self._main_long = True
+        if self._leader:
+            return False, None
+        self._main_long = False
+        now = time.monotonic()
+        taken, since = self._taken_seen
+        if held.taken != taken:
+            self._taken_seen = taken, since = held.taken, now
+        quiet = now - since
+        if quiet >= self.park_after or len(self._threads) <= self._idle:
+            return True, None
+        return False, self.park_after - quiet
+
+    def _dispatch_held(self):
+        """Hand the ready held connections to threads (see _watch_held)."""
+        while True:
+            parked = self._held.take()
+            if parked is None:
+                return
+            self._dispatch(self._serve_held, parked)
 
     def _park_returned(self):
         """Watch the connections threads handed back (see ThreadHold)."""
@@ -264,14 +365,19 @@ class ThreadedPool:
         self._dispatch(self.handler.resume_connection, parked)
 
     def _next_expiry(self):
-        """Seconds until the oldest parked connection times out; None: none."""
+        """Seconds until the oldest parked or held connection times out;
+        None: none."""
+        first = self._held.next_deadline()
         for _, deadline in self._parked.values():
             if deadline is not None:
-                return max(0.0, deadline - time.monotonic())
-        return None
+                first = deadline if first is None else min(first, deadline)
+                break
+        return None if first is None else max(0.0, first - time.monotonic())
 
     def _expire_parked(self):
-        close_expired(self._parked, time.monotonic(), self._close_parked, self.handler)
+        now = time.monotonic()
+        close_expired(self._parked, now, self._close_parked, self.handler)
+        self._held.expire(now)
 
     def _close_parked(self, parked):
         fd = parked.sock.fileno()
@@ -292,13 +398,19 @@ class ThreadedPool:
         return self._idle - self._queued + (self.maxchildren - len(self._threads))
 
     def _dispatch(self, *work):
+        ring = False
         with self._lock:
             self._queued += 1
             leaving = self._leaving
-            if (self._idle - leaving < self._queued
-                    and len(self._threads) - leaving < self.maxchildren):
-                self._start_thread()
+            if self._idle - leaving < self._queued:
+                if len(self._threads) - leaving < self.maxchildren:
+                    self._start_thread()
+                else:
+                    # Every thread is busy: the leader, if any, only waits.
+                    ring = self._leader
         self._queue.put(work)
+        if ring:
+            os.eventfd_write(self._bell, 1)
 
     def _keep_spare_threads(self):
         while self._idle < self.minspare and len(self._threads) < self.maxchildren:
@@ -338,6 +450,7 @@ class ThreadedPool:
             self._leaving += count
         for _ in range(count):
             self._queue.put(None)
+        self._held.close_all()
         for parked, _ in list(self._parked.values()):
             if not parked.first:
                 self._close_parked(parked)
@@ -346,6 +459,7 @@ class ThreadedPool:
                     parked, time.monotonic() + self.handler.first_request_grace)
         while True:
             self._park_returned()
+            self._held.close_all()  # Kept ones a thread held meanwhile.
             self._expire_parked()
             with self._lock:
                 busy = len(self._threads)
@@ -380,6 +494,7 @@ class ThreadedPool:
         me = threading.current_thread()
         lock, get = self._lock, self._queue.get
         handle = self.handler.handle_connection
+        held, serve_held, stop = self._held, self._serve_held, self._stop
         while True:
             if self._stopping:
                 with lock:
@@ -410,8 +525,20 @@ class ThreadedPool:
                     work = None
                     parked = serve(*args)
                     if parked is not None:
-                        self._returned.append(parked)
-                        wake = True
+                        if parked.first or parked.mid_request:
+                            self._returned.append(parked)
+                            wake = True
+                        elif stop.is_set():
+                            _close_quietly(parked.sock)
+                        else:
+                            held.hold(parked)
+                    if held:
+                        # The next held connection whose request has come,
+                        # served at once by this thread (see held.py).
+                        parked = self._take_held(me)
+                        if parked is not None:
+                            work = (serve_held, parked)
+                            continue
                     # Leader/follower: take the next connection ourselves.
                     if self._accepting:
                         try:
@@ -423,15 +550,103 @@ class ThreadedPool:
                             self._backlog = False
                         else:
                             work = (handle, conn, addr)
+                    if work is None and held:
+                        work = self._lead(me)
             finally:
                 with lock:
                     self._idle += 1
-                    wake = wake or self._paused or self._stopping
+                    wake = wake or self._paused or self._stopping or (
+                        self._main_long and held and not self._leader)
                 if wake:
                     self._box.wake()
         self._box.wake()  # Capacity or drain state changed.
+
+    def _take_held(self, me):
+        """The next held connection with a request, for this thread; None.
+
+        None when another thread has taken one within ``park_after``: it is
+        serving them, and two threads serving them would only hand the
+        interpreter lock to each other at every request.  A thread busy
+        for longer (a slow view, waiting on a database) no longer counts,
+        and others take its turns.
+        """
+        now = time.monotonic()
+        if self._taker is not me and now - self._taken_at < self.park_after:
+            return None
+        parked = self._held.take()
+        if parked is not None:
+            self._taker, self._taken_at = me, now
+        return parked
+
+    def _serve_held(self, parked):
+        """Serve the next request on a held connection; as handle_connection."""
+        if self._serve_kept is not None:
+            outcome = self._serve_kept(parked)  # FastCGI: in place (fcgi_lane).
+            if outcome == SERVED:
+                return parked
+            if outcome == CLOSED:
+                return None
+        hold = self.handler.hold
+        hold.resuming(parked.sock)
+        try:
+            return self.handler.resume_connection(parked)
+        finally:
+            hold.resuming(None)
+
+    def _lead(self, me):
+        """Wait for the held connections' next request, as the one thread
+        that does (leader/follower); return the work found, or None.
+
+        Not when no other thread could take the main thread's work: then
+        the main thread watches the held connections itself.  The leader
+        also takes new connections, and gives up on the bell (work queued
+        that only it could take) and on a stop.
+        """
+        with self._lock:
+            if (self._leader or self._stopping or self._free_slots() <= 0
+                    or len(self._threads) - self._idle > 1):
+                return None
+            self._leader = True
+        held_fd, listen_fd = self._held.fileno(), self._listen.fileno()
+        try:
+            while not self._stop.is_set():
+                events = self._leader_poll.poll(self.spare_linger * 1000)
+                if not events:
+                    return None
+                for fd, _ in events:
+                    if fd == held_fd:
+                        parked = self._held.take()
+                        if parked is not None:
+                            self._taker, self._taken_at = me, time.monotonic()
+                            return (self._serve_held, parked)
+                    elif fd == listen_fd:
+                        if not self._accepting:
+                            return None  # Starting or stopping: not ours yet.
+                        try:
+                            conn, addr = self._listen.accept()
+                        except OSError:
+                            continue
+                        return (self.handler.handle_connection, conn, addr)
+                    elif fd == self._bell:
+                        try:
+                            os.eventfd_read(self._bell)
+                        except BlockingIOError:
+                            pass
+                        return None
+            return None
+        finally:
+            self._leader = False
+            if self._main_long:
+                self._box.wake()
 
     def _leave(self, me):
         # Called with self._lock held.
         self._idle -= 1
         self._threads.discard(me)
+
+
+def _close_quietly(sock):
+    try:
+        sock.close()
+    except OSError:
+        pass

@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +65,9 @@ def make_app(control_dir):
         elif path == "/big":
             start_response("200 OK", [("Content-Type", "application/octet-stream")])
             return [b"x" * int(query)]
+        elif path == "/thread":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [str(threading.get_ident()).encode()]
         elif path == "/echo":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             data = environ["wsgi.input"].read(length)

@@ -226,3 +226,63 @@ def test_busy_kept_connections_take_turns_with_waiting_ones(start_server, waitin
     finally:
         for conn in busy + [third]:
             conn.close()
+
+
+def kept_connections(server, protocol, count):
+    """``count`` kept connections, each having served one request."""
+    kind = client.FastCGIConnection if protocol == "fcgi" else client.AJPConnection
+    conns = [kind(server.address, timeout=30) for _ in range(count)]
+    for conn in conns:
+        assert conn.request(path="/pid").status == 200
+    return conns
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "ajp"])
+def test_one_thread_serves_the_kept_connections_in_turn(start_server, protocol):
+    # Between requests a kept connection is held in the pool's epoll set,
+    # not by a thread of its own: the thread that answered a request takes
+    # the next one, whichever connection it came on (held.py).  A thread
+    # per connection answered from eight threads here.  park_after is long,
+    # so the main thread never steps in on a slow machine.
+    server = start_server({"protocol": protocol, "method": "threaded"},
+                          pool_attrs={"park_after": 1.0})
+    server.protocol = protocol
+    conns = kept_connections(server, protocol, 8)
+    try:
+        idents = [conns[i % 8].request(path="/thread").body for i in range(40)]
+        print(f"threaded {protocol}: 40 requests on 8 kept connections, answered by "
+              f"{len(set(idents))} thread(s)")
+        assert len(set(idents)) == 1
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "ajp"])
+def test_slow_requests_on_kept_connections_still_run_side_by_side(start_server, protocol):
+    # The thread serving the held connections is stuck in a slow view: the
+    # others' requests go to other threads (after park_after), all at once.
+    server = start_threaded(start_server, protocol)
+    conns = kept_connections(server, protocol, 3)
+    results = {}
+
+    def ask(i):
+        results[i] = conns[i].request(path="/wait", query=f"k{i}")
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(list(server.dir.glob("k*.started"))) == 3, 20,
+                   "three slow requests inside the app at once")
+        for i in range(3):
+            server.release(f"k{i}")
+        for thread in threads:
+            thread.join(30)
+        assert [results[i].status for i in range(3)] == [200, 200, 200]
+        # Held again afterwards, and served.
+        for conn in conns:
+            assert conn.request(path="/pid").status == 200
+    finally:
+        for conn in conns:
+            conn.close()

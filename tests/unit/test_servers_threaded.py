@@ -94,3 +94,45 @@ def test_each_thread_waits_on_its_own_connection(pairs):
     for thread in threads:
         thread.join()
     assert answers == {"quiet": "parked", "busy": True}
+
+
+def test_a_kept_connection_goes_to_the_held_set_at_once(pairs):
+    # With the pool's held set, a kept connection is handed back as soon as
+    # its request is answered, ready or not: the thread takes whichever held
+    # connection is ready next (see held.py).  A fresh one still waits.
+    hold, stop = ThreadHold(5.0, hold_kept=True), Notice()
+    sock, peer = pairs()
+    peer.send(b"x")
+    parked = hold.wait_for_request(None, sock, False, [stop])
+    assert isinstance(parked, Parked) and parked.first is False
+    assert hold.wait_for_request(None, sock, True, [stop]) is True
+
+
+def test_a_resumed_held_connection_is_ready_once(pairs):
+    hold = ThreadHold(5.0, hold_kept=True)
+    (sock, peer), (other, _) = pairs(), pairs()
+    peer.send(b"x")
+    hold.resuming(sock)
+    assert hold.wait_for_request(None, other, False, []).first is False  # Not that one.
+    assert hold.wait_for_request(None, sock, False, []) is True
+    # Its next wait, after the request: held again.
+    assert isinstance(hold.wait_for_request(None, sock, False, []), Parked)
+    # Only in the thread that resumes it.
+    hold.resuming(sock)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(
+        hold.wait_for_request(None, sock, False, [])))
+    thread.start()
+    thread.join(10)
+    assert isinstance(seen[0], Parked)
+    hold.resuming(None)
+    assert isinstance(hold.wait_for_request(None, sock, False, []), Parked)
+
+
+def test_a_request_stalled_before_the_app_is_parked_as_such(pairs):
+    hold = ThreadHold(0.01, hold_kept=True)
+    sock, _ = pairs()
+    with pytest.raises(Parked) as info:
+        hold.wait_mid_request(None, sock, parkable=True)
+    assert info.value.mid_request is True and info.value.first is False
+    assert Parked(False).mid_request is False

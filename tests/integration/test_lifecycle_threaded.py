@@ -286,3 +286,18 @@ def test_slow_requests_on_kept_connections_still_run_side_by_side(start_server, 
     finally:
         for conn in conns:
             conn.close()
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "ajp"])
+def test_one_thread_alone_serves_its_kept_connections(start_server, protocol):
+    # maxchildren=1: no thread is left to wait on the held connections while
+    # the only one is busy, so the main thread watches them and queues them.
+    server = start_threaded(start_server, protocol, maxchildren=1, maxspare=1, minspare=1)
+    conns = kept_connections(server, protocol, 3)
+    try:
+        for i in range(12):
+            assert conns[i % 3].request(path="/pid").status == 200
+        assert len(os.listdir(f"/proc/{server.pid}/task")) <= 1 + 1
+    finally:
+        for conn in conns:
+            conn.close()

@@ -181,6 +181,8 @@ class ThreadedPool:
         self._held = None  # Kept connections between requests (held.py).
         # A thread waits for the held connections' next request (_lead).
         self._leader = False
+        # Threads inside a request; only when none is may a thread lead.
+        self._serving = 0
         # The thread that took a held connection last, and when (_take_held).
         self._taker = None
         self._taken_at = 0.0
@@ -523,7 +525,11 @@ class ThreadedPool:
                 while work is not None:
                     serve, *args = work
                     work = None
-                    parked = serve(*args)
+                    with lock:
+                        self._serving += 1
+                    parked = serve(*args)  # Never raises.
+                    with lock:
+                        self._serving -= 1
                     if parked is not None:
                         if parked.first or parked.mid_request:
                             self._returned.append(parked)
@@ -555,8 +561,11 @@ class ThreadedPool:
             finally:
                 with lock:
                     self._idle += 1
+                    # Held connections left with nobody to take them (no
+                    # leader, no thread busy): the main thread watches them.
                     wake = wake or self._paused or self._stopping or (
-                        self._main_long and held and not self._leader)
+                        held and not self._leader and (
+                            self._main_long or len(self._threads) <= self._idle))
                 if wake:
                     self._box.wake()
         self._box.wake()  # Capacity or drain state changed.
@@ -597,14 +606,17 @@ class ThreadedPool:
         """Wait for the held connections' next request, as the one thread
         that does (leader/follower); return the work found, or None.
 
-        Not when no other thread could take the main thread's work: then
-        the main thread watches the held connections itself.  The leader
+        Not while another thread serves a request: it takes the next held
+        connection itself when it is done, and a leader would be woken for
+        every request that came meanwhile.  Nor when no other thread could
+        take the main thread's work: then the main thread watches the held
+        connections itself.  The leader
         also takes new connections, and gives up on the bell (work queued
         that only it could take) and on a stop.
         """
         with self._lock:
             if (self._leader or self._stopping or self._free_slots() <= 0
-                    or len(self._threads) - self._idle > 1):
+                    or self._serving):
                 return None
             self._leader = True
         held_fd, listen_fd = self._held.fileno(), self._listen.fileno()

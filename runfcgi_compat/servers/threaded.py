@@ -320,13 +320,15 @@ class ThreadedPool:
         request).  Without a leader it looks again every ``park_after``.
         """
         held = self._held
-        if not held:
-            self._main_long = True
-            return False, None
         # Set before reading _leader: a leader that leaves after the read
         # sees it and wakes us (see _lead).
         self._main_long = True
         if self._leader:
+            return False, None
+        busy = len(self._threads) > self._idle
+        # Nothing held now is not enough to sleep: a busy thread may hold
+        # one and go on to a long request (once kept connections are used).
+        if not held and not (busy and held.taken):
             return False, None
         self._main_long = False
         now = time.monotonic()
@@ -334,7 +336,7 @@ class ThreadedPool:
         if held.taken != taken:
             self._taken_seen = taken, since = held.taken, now
         quiet = now - since
-        if quiet >= self.park_after or len(self._threads) <= self._idle:
+        if quiet >= self.park_after or not busy:
             return True, None
         return False, self.park_after - quiet
 

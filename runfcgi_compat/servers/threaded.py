@@ -83,10 +83,13 @@ OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 
 
 class ThreadHold(HoldPolicy):
-    """Wait briefly with the connection, then park it with the main thread.
+    """Wait briefly with a fresh connection, then park it with the main thread.
 
     ``crowded()`` says whether others are waiting for a thread; then the
-    connection is parked at once, so that threads take turns.
+    connection is parked at once, so that threads take turns.  With
+    ``hold_kept`` a kept connection between requests is parked at once
+    too, for the pool's held set, unless this thread is resuming it
+    because the held set found it ready (``resuming``).
     """
 
     def __init__(self, park_after, crowded=bool, hold_kept=False):

@@ -659,6 +659,20 @@ check_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * whatever the socket's blocking mode, and the caller waits (in poll, lock
  * released) only when there was nothing to do. */
 
+/* A descriptor argument; -1 with an exception set. */
+static int
+descriptor(PyObject *arg, const char *usage)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: bad descriptor %ld", usage, fd);
+        return -1;
+    }
+    return (int)fd;
+}
+
 /* The descriptor, the first of two arguments; -1 with an exception set. */
 static int
 fd_argument(PyObject *const *args, Py_ssize_t nargs, const char *usage)
@@ -667,14 +681,7 @@ fd_argument(PyObject *const *args, Py_ssize_t nargs, const char *usage)
         PyErr_SetString(PyExc_TypeError, usage);
         return -1;
     }
-    long fd = PyLong_AsLong(args[0]);
-    if (fd == -1 && PyErr_Occurred())
-        return -1;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: bad descriptor %ld", usage, fd);
-        return -1;
-    }
-    return (int)fd;
+    return descriptor(args[0], usage);
 }
 
 /* After a failed recv/send: a signal handler's exception, or errno's. */
@@ -745,21 +752,17 @@ epoll_arm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int epfd = fd_argument(args, nargs, "epoll_arm(epfd, fd)");
     if (epfd < 0)
         return NULL;
-    long fd = PyLong_AsLong(args[1]);
-    if (fd == -1 && PyErr_Occurred())
+    int fd = descriptor(args[1], "epoll_arm(epfd, fd)");
+    if (fd < 0)
         return NULL;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "epoll_arm: bad descriptor %ld", fd);
-        return NULL;
-    }
     struct epoll_event event;
     memset(&event, 0, sizeof event);
     event.events = EPOLLIN | EPOLLONESHOT;
-    event.data.fd = (int)fd;
+    event.data.fd = fd;
     /* Usually armed before (MOD); new, or a number the kernel gave a new
      * connection after the old one closed (closing removed it): ADD. */
-    if (epoll_ctl(epfd, EPOLL_CTL_MOD, (int)fd, &event) < 0) {
-        if (errno != ENOENT || epoll_ctl(epfd, EPOLL_CTL_ADD, (int)fd, &event) < 0)
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event) < 0) {
+        if (errno != ENOENT || epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) < 0)
             return PyErr_SetFromErrno(PyExc_OSError);
     }
     Py_RETURN_NONE;
@@ -768,17 +771,13 @@ epoll_arm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 epoll_take(PyObject *module, PyObject *arg)
 {
-    long epfd = PyLong_AsLong(arg);
-    if (epfd == -1 && PyErr_Occurred())
+    int epfd = descriptor(arg, "epoll_take(epfd)");
+    if (epfd < 0)
         return NULL;
-    if (epfd < 0 || epfd > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "epoll_take: bad descriptor %ld", epfd);
-        return NULL;
-    }
     struct epoll_event event;
     int got;
     do {
-        got = epoll_wait((int)epfd, &event, 1, 0);
+        got = epoll_wait(epfd, &event, 1, 0);
     } while (got < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
     if (got < 0)
         return call_failed();

@@ -227,6 +227,14 @@ def describe_peer(sock, addr):
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
+def close_quietly(sock):
+    """Close a connection whose peer may already have gone."""
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
 def close_expired(parked_table, now, close, handler):
     """Close the idle connections whose deadline has passed.
 
@@ -548,10 +556,7 @@ class ProtocolHandler:
             self.connection_failed(sock, addr, exc)
         finally:
             if parked is None:
-                try:
-                    sock.close()
-                except OSError:
-                    pass
+                close_quietly(sock)
         return None
 
     def connection_failed(self, sock, addr, exc):

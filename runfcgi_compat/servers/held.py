@@ -22,7 +22,7 @@ import select
 import threading
 import time
 
-from .base import close_expired
+from .base import close_expired, close_quietly
 
 try:
     from ._wire import epoll_arm, epoll_take
@@ -107,7 +107,7 @@ class HeldConnections:
             close_expired(self._table, now, lambda parked: expired.append(
                 self._table.pop(parked.sock.fileno())[0]), self.handler)
         for parked in expired:
-            _close_quietly(parked.sock)
+            close_quietly(parked.sock)
 
     def close_oldest(self):
         """Close the longest-idle connection; False if none is held."""
@@ -115,7 +115,7 @@ class HeldConnections:
             if not self._table:
                 return False
             parked, _ = self._table.pop(next(iter(self._table)))
-        _close_quietly(parked.sock)
+        close_quietly(parked.sock)
         return True
 
     def close_all(self):
@@ -123,15 +123,8 @@ class HeldConnections:
             entries = list(self._table.values())
             self._table.clear()
         for parked, _ in entries:
-            _close_quietly(parked.sock)
+            close_quietly(parked.sock)
 
     def close(self):
         self.close_all()
         self._epoll.close()
-
-
-def _close_quietly(sock):
-    try:
-        sock.close()
-    except OSError:
-        pass

@@ -32,7 +32,7 @@ import select
 import signal
 import time
 
-from .base import NOTICE, HoldPolicy, Parked, close_expired, log
+from .base import NOTICE, HoldPolicy, Parked, close_expired, close_quietly, log
 from .fcgi_lane import RESUME, SERVED
 from .scoreboard import BUSY, EXITING, FREE, HOLDING, IDLE, STALLED
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
@@ -257,7 +257,7 @@ class WorkerProcess:
 
     def _close_parked(self, parked):
         fd = parked.sock.fileno()
-        _close_quietly(parked.sock)
+        close_quietly(parked.sock)
         self._forget(fd)
 
     def _forget(self, fd):
@@ -457,7 +457,7 @@ class WorkerProcess:
                     self.mark(BUSY)
                     self._serve(handler.resume_connection, entry[0])
         for fd in list(held):
-            _close_quietly(self._unhold(fd)[0].sock)
+            close_quietly(self._unhold(fd)[0].sock)
 
     def _finish_fresh(self):
         """Stopping: kept connections close; fresh ones whose request is
@@ -468,7 +468,7 @@ class WorkerProcess:
             if parked.first:
                 fresh[parked.sock] = parked
             else:
-                _close_quietly(parked.sock)
+                close_quietly(parked.sock)
         deadline = time.monotonic() + handler.first_request_grace
         while fresh:
             ready = wait_readable(list(fresh), max(0.0, deadline - time.monotonic()))
@@ -477,11 +477,4 @@ class WorkerProcess:
             for sock in ready:
                 self._serve(handler.resume_connection, fresh.pop(sock))
         for sock in fresh:
-            _close_quietly(sock)
-
-
-def _close_quietly(sock):
-    try:
-        sock.close()
-    except OSError:
-        pass
+            close_quietly(sock)

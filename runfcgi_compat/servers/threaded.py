@@ -22,7 +22,7 @@ connections exhausted 50 threads), and used ``setDaemon``/``notifyAll``/
   them, unless it has been inside a request for ``park_after`` seconds
   (a slow view): two threads taking turns would hand the lock to each
   other at every request.  When none is ready, one thread (the leader)
-  waits for them, if it is the only busy one; otherwise the main thread
+  waits for them, if no other is inside a request; otherwise the main thread
   watches them whenever no thread will (no leader, and no thread busy or
   none has taken one for ``park_after``).  So a request on a held
   connection waits at most about ``park_after`` behind slow views, and
@@ -72,7 +72,7 @@ import signal
 import threading
 import time
 
-from .base import NOTICE, HoldPolicy, Parked, close_expired, log
+from .base import NOTICE, HoldPolicy, Parked, close_expired, close_quietly, log
 from .fcgi_lane import CLOSED, SERVED
 from .held import HeldConnections
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
@@ -189,6 +189,9 @@ class ThreadedPool:
         # The thread that took a held connection last, and when (_take_held).
         self._taker = None
         self._taken_at = 0.0
+        # The held set's take count when the main thread last saw it
+        # change, and when (_watch_held).
+        self._taken_seen = (0, 0.0)
         # The main thread sleeps without looking at the held connections:
         # whoever leaves them unwatched must wake it (see _watch_held).
         self._main_long = False
@@ -238,7 +241,6 @@ class ThreadedPool:
     def _accept_loop(self, listen_sock):
         listening = False
         watching_held = False
-        self._taken_seen = (0, time.monotonic())
         while True:
             for signum in self._box.drain():
                 if signum in STOP_SIGNALS:
@@ -246,8 +248,7 @@ class ThreadedPool:
                              signal.Signals(signum).name)
                     self._accepting = False
                     self._backlog = False
-                    if listening:
-                        self._selector.unregister(listen_sock)
+                    self._watch(listen_sock, False, listening)
                     return
                 if signum == signal.SIGHUP:
                     log.warning("threaded: SIGHUP ignored; restart the process to "
@@ -263,23 +264,12 @@ class ThreadedPool:
             # While no thread is free the listener is still watched, to
             # notice a new connection waiting; once one is, the threads
             # accept it (see _worker) and the listener rests until then.
-            watch = can_accept or not self._backlog
-            if watch != listening:
-                if watch:
-                    self._selector.register(listen_sock, selectors.EVENT_READ)
-                else:
-                    self._selector.unregister(listen_sock)
-                listening = watch
+            listening = self._watch(listen_sock, can_accept or not self._backlog, listening)
             timeout = self._next_expiry()
             watch, soon = self._watch_held()
             if soon is not None:
                 timeout = soon if timeout is None else min(timeout, soon)
-            if watch != watching_held:
-                if watch:
-                    self._selector.register(self._held, selectors.EVENT_READ)
-                else:
-                    self._selector.unregister(self._held)
-                watching_held = watch
+            watching_held = self._watch(self._held, watch, watching_held)
             for key, _ in self._selector.select(timeout):
                 if key.fileobj is listen_sock:
                     if can_accept:
@@ -292,6 +282,14 @@ class ThreadedPool:
                     self._unpark(key.fd)
             self._main_long = False
             self._expire_parked()
+
+    def _watch(self, fileobj, want, watched):
+        """(Un)register ``fileobj`` in the selector as ``want`` says; return it."""
+        if want and not watched:
+            self._selector.register(fileobj, selectors.EVENT_READ)
+        elif watched and not want:
+            self._selector.unregister(fileobj)
+        return want
 
     def _accept(self, listen_sock):
         try:
@@ -390,10 +388,7 @@ class ThreadedPool:
         fd = parked.sock.fileno()
         if self._parked.pop(fd, None) is not None:
             self._selector.unregister(fd)
-        try:
-            parked.sock.close()
-        except OSError:
-            pass
+        close_quietly(parked.sock)
 
     def _crowded(self):
         """Whether work waits for a thread (read without the lock: a stale
@@ -540,7 +535,7 @@ class ThreadedPool:
                             self._returned.append(parked)
                             wake = True
                         elif stop.is_set():
-                            _close_quietly(parked.sock)
+                            close_quietly(parked.sock)
                         else:
                             held.hold(parked)
                     if held:
@@ -575,17 +570,18 @@ class ThreadedPool:
                     self._box.wake()
         self._box.wake()  # Capacity or drain state changed.
 
-    def _take_held(self, me):
+    def _take_held(self, me, leading=False):
         """The next held connection with a request, for this thread; None.
 
         None when another thread has taken one within ``park_after``: it is
         serving them, and two threads serving them would only hand the
         interpreter lock to each other at every request.  A thread busy
         for longer (a slow view, waiting on a database) no longer counts,
-        and others take its turns.
+        and others take its turns.  The leader takes whatever woke it.
         """
         now = time.monotonic()
-        if self._taker is not me and now - self._taken_at < self.park_after:
+        if (not leading and self._taker is not me
+                and now - self._taken_at < self.park_after):
             return None
         parked = self._held.take()
         if parked is not None:
@@ -615,9 +611,9 @@ class ThreadedPool:
         connection itself when it is done, and a leader would be woken for
         every request that came meanwhile.  Nor when no other thread could
         take the main thread's work: then the main thread watches the held
-        connections itself.  The leader
-        also takes new connections, and gives up on the bell (work queued
-        that only it could take) and on a stop.
+        connections itself.  The leader also takes new connections, and
+        gives up on the bell (work queued that only it could take) and on a
+        stop.
         """
         with self._lock:
             if (self._leader or self._stopping or self._free_slots() <= 0
@@ -632,9 +628,8 @@ class ThreadedPool:
                     return None
                 for fd, _ in events:
                     if fd == held_fd:
-                        parked = self._held.take()
+                        parked = self._take_held(me, leading=True)
                         if parked is not None:
-                            self._taker, self._taken_at = me, time.monotonic()
                             return (self._serve_held, parked)
                     elif fd == listen_fd:
                         if not self._accepting:
@@ -660,10 +655,3 @@ class ThreadedPool:
         # Called with self._lock held.
         self._idle -= 1
         self._threads.discard(me)
-
-
-def _close_quietly(sock):
-    try:
-        sock.close()
-    except OSError:
-        pass

@@ -32,6 +32,21 @@ def ajp_peer(tmp_path_factory):
 
 
 @pytest.fixture
+def pairs():
+    """``pairs() -> (sock, peer)``: connected socket pairs, closed at the end."""
+    made = []
+
+    def make():
+        pair = socket.socketpair()
+        made.extend(pair)
+        return pair
+
+    yield make
+    for sock in made:
+        sock.close()  # Twice is harmless: a test may close one itself.
+
+
+@pytest.fixture
 def serve():
     """Start in-process servers: ``serve(protocol, app, ...) -> (address, handler)``."""
     running = []

@@ -5,7 +5,6 @@ gets it once its peer sends, until it is held again.  Both versions are
 tested: the C module's calls that keep the interpreter lock, and
 select.epoll's.
 """
-import socket
 import threading
 
 import pytest
@@ -41,23 +40,6 @@ def make_held(request):
     yield make
     for held in made:
         held.close()
-
-
-@pytest.fixture
-def pairs():
-    made = []
-
-    def make():
-        pair = socket.socketpair()
-        made.extend(pair)
-        return pair
-
-    yield make
-    for sock in made:
-        try:
-            sock.close()
-        except OSError:
-            pass
 
 
 def parked(sock):

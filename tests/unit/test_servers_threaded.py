@@ -5,7 +5,6 @@ to the same answers as a fresh poll: the connection's own readiness, a
 notice, or a ``Parked`` (returned, not raised) once ``park_after`` passes
 quietly.
 """
-import socket
 import threading
 
 import pytest
@@ -13,20 +12,6 @@ import pytest
 from runfcgi_compat.servers.base import NOTICE, Parked
 from runfcgi_compat.servers.signals import Notice
 from runfcgi_compat.servers.threaded import ThreadHold
-
-
-@pytest.fixture
-def pairs():
-    made = []
-
-    def make():
-        pair = socket.socketpair()
-        made.extend(pair)
-        return pair
-
-    yield make
-    for sock in made:
-        sock.close()
 
 
 def test_a_thread_waits_on_one_connection_after_another(pairs):

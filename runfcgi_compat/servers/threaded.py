@@ -189,9 +189,6 @@ class ThreadedPool:
         # The thread that took a held connection last, and when (_take_held).
         self._taker = None
         self._taken_at = 0.0
-        # The held set's take count when the main thread last saw it
-        # change, and when (_watch_held).
-        self._taken_seen = (0, 0.0)
         # The main thread sleeps without looking at the held connections:
         # whoever leaves them unwatched must wake it (see _watch_held).
         self._main_long = False
@@ -241,6 +238,8 @@ class ThreadedPool:
     def _accept_loop(self, listen_sock):
         listening = False
         watching_held = False
+        # The held set's take count when we last saw it change, and when.
+        self._taken_seen = (0, time.monotonic())
         while True:
             for signum in self._box.drain():
                 if signum in STOP_SIGNALS:
@@ -277,7 +276,10 @@ class ThreadedPool:
                     else:
                         self._backlog = True
                 elif key.fileobj is self._held:
-                    self._dispatch_held()
+                    # A leader, if one has come since we looked, takes it:
+                    # we stop watching on the next turn of the loop.
+                    if not self._leader:
+                        self._dispatch_held()
                 elif key.fileobj is not self._box:
                     self._unpark(key.fd)
             self._main_long = False
@@ -577,11 +579,12 @@ class ThreadedPool:
         serving them, and two threads serving them would only hand the
         interpreter lock to each other at every request.  A thread busy
         for longer (a slow view, waiting on a database) no longer counts,
-        and others take its turns.  The leader takes whatever woke it.
+        and others take its turns.  None too while a leader waits: it is
+        woken by every request anyway, and takes them.
         """
         now = time.monotonic()
-        if (not leading and self._taker is not me
-                and now - self._taken_at < self.park_after):
+        if not leading and (self._leader or (
+                self._taker is not me and now - self._taken_at < self.park_after)):
             return None
         parked = self._held.take()
         if parked is not None:

@@ -1,4 +1,5 @@
 """The threaded pool as a real process: signals, thread limits, idle connections."""
+import collections
 import os
 import signal
 import socket
@@ -242,7 +243,7 @@ def test_one_thread_serves_the_kept_connections_in_turn(start_server, protocol):
     # Between requests a kept connection is held in the pool's epoll set,
     # not by a thread of its own: the thread that answered a request takes
     # the next one, whichever connection it came on (held.py).  A thread
-    # per connection answered from eight threads here.  park_after is long,
+    # per connection answered five of the forty each.  park_after is long,
     # so the main thread never steps in on a slow machine.
     server = start_server({"protocol": protocol, "method": "threaded"},
                           pool_attrs={"park_after": 1.0})
@@ -254,9 +255,12 @@ def test_one_thread_serves_the_kept_connections_in_turn(start_server, protocol):
         for conn in conns:
             assert conn.request(path="/thread").status == 200
         idents = [conns[i % 8].request(path="/thread").body for i in range(40)]
+        most = collections.Counter(idents).most_common(1)[0][1]
         print(f"threaded {protocol}: 40 requests on 8 kept connections, answered by "
-              f"{len(set(idents))} thread(s)")
-        assert len(set(idents)) == 1
+              f"{len(set(idents))} thread(s), {most} by one")
+        # Nearly always all 40 by one thread; on a crowded machine the lead
+        # may pass once or twice to a thread that was late to go idle.
+        assert most >= 30
     finally:
         for conn in conns:
             conn.close()

@@ -243,7 +243,7 @@ def test_one_thread_serves_the_kept_connections_in_turn(start_server, protocol):
     # Between requests a kept connection is held in the pool's epoll set,
     # not by a thread of its own: the thread that answered a request takes
     # the next one, whichever connection it came on (held.py).  A thread
-    # per connection answered five of the forty each.  park_after is long,
+    # per connection answered from eight threads here.  park_after is long,
     # so the main thread never steps in on a slow machine.
     server = start_server({"protocol": protocol, "method": "threaded"},
                           pool_attrs={"park_after": 1.0})
@@ -258,9 +258,9 @@ def test_one_thread_serves_the_kept_connections_in_turn(start_server, protocol):
         most = collections.Counter(idents).most_common(1)[0][1]
         print(f"threaded {protocol}: 40 requests on 8 kept connections, answered by "
               f"{len(set(idents))} thread(s), {most} by one")
-        # Nearly always all 40 by one thread; on a crowded machine the lead
-        # may pass once or twice to a thread that was late to go idle.
-        assert most >= 30
+        # Nearly always all 40 by one thread; on a crowded machine (the tox
+        # cells side by side) the lead passes between two now and then.
+        assert len(set(idents)) <= 4
     finally:
         for conn in conns:
             conn.close()

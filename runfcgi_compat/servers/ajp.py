@@ -47,16 +47,15 @@ from flup.server.ajp_base import (
 )
 
 from .base import (
-    Parked,
+    CLOSE,
+    KEEP,
+    Connection,
     ProtocolError,
     ProtocolHandler,
     describe_peer,
     log,
-    read_some,
-    send_all,
 )
 
-FLUSH_THRESHOLD = 256 * 1024
 # Largest body chunk in one packet: 8 KiB packet - 4 header - 3 type and
 # length - 1 trailing NUL (Apache's default max_packet_size is 8 KiB).
 MAX_CHUNK = 8192 - 4 - 3 - 1
@@ -197,82 +196,65 @@ class AJPRequest(ajp_base.Request):
         return self._conn.server
 
 
-class AJPConnection(ajp_base.Connection):
-    def __init__(self, sock, addr, server, timeout):
-        super().__init__(sock, addr, server, timeout)
-        self._outbox = []
-        self._outbox_size = 0
-        self._first = True
-        self._inbuf = b""
-        self._inpos = 0
+class AJPConnection(Connection, ajp_base.Connection):
+    read_size = READ_SIZE
+    logger = log  # flup's _cping logs through it.
 
-    def run(self):
+    def __init__(self, handler, fd, addr, sock=None):
+        Connection.__init__(self, handler, fd, addr, sock)
+        self._request = None
+
+    def serve(self):
+        """Answer the packets that have arrived until a request has been
+        served (KEEP: Apache keeps AJP connections), or nothing more is
+        here (KEEP)."""
         try:
             while True:
-                self.processInput()
-        except Parked as exc:
-            exc.conn = self  # Still open: the pool resumes it with run().
-            raise
-        except EOFError:
-            pass
+                if not self._has_packet():
+                    if not self.read_now():
+                        return self.incomplete()
+                    continue
+                data = self._read_packet()
+                if not data:
+                    raise ProtocolError("unexpected empty AJP packet")
+                kind = data[0]
+                if kind == PKTTYPE_FWD_REQ:
+                    return self._forwardRequest(_Packet(data))
+                if kind == PKTTYPE_SHUTDOWN:
+                    self._shutdown(data)
+                elif kind == PKTTYPE_CPING:
+                    self._cping(None)
+                elif kind != PKTTYPE_PING:
+                    raise ProtocolError(f"unknown AJP packet type {kind}")
         except ajp_base.ProtocolError as exc:
             raise ProtocolError(str(exc)) from None
         except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"malformed AJP packet ({exc.__class__.__name__}: {exc})")
 
-    def processInput(self):
-        if self._request is None:
-            # Between requests: idle timeout, and close at once on stop.
-            # Bytes already buffered are the next request: no wait.
-            if (self._inpos == len(self._inbuf)
-                    and not self.server.wait_for_request(self._sock, self._first)):
-                raise EOFError
-            self._first = False
-        data = self._read_packet()
-        # Body chunks have no packet type code.
-        if self._request is not None:
-            self._processBody(data)
-            return
-        if not data:
-            raise ProtocolError("unexpected empty AJP packet")
-        kind = data[0]
-        if kind == PKTTYPE_FWD_REQ:
-            self._forwardRequest(_Packet(data))
-        elif kind == PKTTYPE_SHUTDOWN:
-            self._shutdown(data)
-        elif kind == PKTTYPE_PING:
-            pass
-        elif kind == PKTTYPE_CPING:
-            self._cping(None)
-        else:
-            raise ProtocolError(f"unknown AJP packet type {kind}")
-
     def read_body_packet(self):
         self._processBody(self._read_packet())
 
-    def _fill(self, need):
-        """Have ``need`` unread bytes buffered; EOFError at EOF."""
-        while len(self._inbuf) - self._inpos < need:
-            data = read_some(self._sock, max(READ_SIZE, need), self.server.wait_for_data)
-            if not data:
-                raise EOFError
-            self._inbuf = self._inbuf[self._inpos:] + data if self._inpos else (
-                self._inbuf + data)
-            self._inpos = 0
+    def _has_packet(self):
+        """True if a whole packet is already buffered."""
+        pos, unread = self._inpos, self.buffered()
+        if unread < 4:
+            return False
+        if self._inbuf[pos:pos + 2] != SERVER_PREFIX:
+            raise ProtocolError("invalid AJP packet header")
+        (length,) = struct.unpack_from(">H", self._inbuf, pos + 2)
+        return unread >= 4 + length
 
     def _read_packet(self):
-        """The next packet's payload: one recv normally holds several."""
-        self._fill(4)
+        """The next packet's payload (inside a request, waiting for it)."""
+        self.fill(4)
         pos = self._inpos
         if self._inbuf[pos:pos + 2] != SERVER_PREFIX:
             raise ProtocolError("invalid AJP packet header")
         (length,) = struct.unpack_from(">H", self._inbuf, pos + 2)
-        self._fill(4 + length)
+        self.fill(4 + length)
         pos = self._inpos
         data = self._inbuf[pos + 4:pos + 4 + length]
         self._inpos = pos + 4 + length
-        if self._inpos == len(self._inbuf):
-            self._inbuf, self._inpos = b"", 0
         return data
 
     def _forwardRequest(self, pkt):
@@ -281,7 +263,7 @@ class AJPConnection(ajp_base.Connection):
         parse_forward_request(req, pkt.data)
         if not self._secret_matches(req.secret):
             self._refuse(req)
-            raise EOFError  # Closes the connection (see run).
+            return CLOSE
         self._request = req
         try:
             if req.input.bytesAvailForAdd():
@@ -293,6 +275,8 @@ class AJPConnection(ajp_base.Connection):
                 self.read_body_packet()
         finally:
             self._request = None
+        self.fresh = False
+        return KEEP
 
     def _secret_matches(self, given):
         expected = self.server.required_secret
@@ -312,9 +296,8 @@ class AJPConnection(ajp_base.Connection):
             "403 Forbidden", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(body)))], body)
         self.queue_packet(PKTTYPE_END_RESPONSE, b"\x00")  # 0: do not reuse.
-        self.flush()
         # Unread body packets must not turn the close into a reset.
-        self.server.linger_close(self._sock)
+        self.close(linger=True)
 
     def _processBody(self, payload):
         length = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 0
@@ -332,23 +315,14 @@ class AJPConnection(ajp_base.Connection):
         log.info("ajp: the web server sent a SHUTDOWN packet; ignored")
 
     def queue_packet(self, *parts):
-        length = sum(len(part) for part in parts)
-        self._outbox.append(CONTAINER_PREFIX + struct.pack(">H", length))
-        self._outbox.extend(parts)
-        self._outbox_size += 4 + length
-        if self._outbox_size >= FLUSH_THRESHOLD:
-            self.flush()
+        self.queue(CONTAINER_PREFIX + struct.pack(">H", sum(len(part) for part in parts)))
+        for part in parts:
+            self.queue(part)
 
     def writePacket(self, pkt):
         # flup's callers (GET_BODY, CPONG) expect the packet on the wire now.
         self.queue_packet(pkt.data)
         self.flush()
-
-    def flush(self):
-        if self._outbox:
-            data = b"".join(self._outbox)
-            self._outbox, self._outbox_size = [], 0
-            send_all(self._sock, data)
 
 
 class _Packet:
@@ -364,6 +338,7 @@ class _Packet:
 class AJPHandler(ProtocolHandler, ajp_base.BaseAJPServer):
     protocol = "ajp"
     requestClass = AJPRequest
+    connection_class = AJPConnection
     # The ``ajpsecret`` option: requests must carry this secret attribute.
     required_secret = None
 
@@ -376,6 +351,3 @@ class AJPHandler(ProtocolHandler, ajp_base.BaseAJPServer):
         self.setup_handler(debug=debug, multithreaded=multithreaded,
                            multiprocess=multiprocess, max_conns=max_conns,
                            allowed_peers=allowed_peers)
-
-    def run_connection(self, sock, addr):
-        AJPConnection(sock, addr, self, None).run()

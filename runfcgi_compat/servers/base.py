@@ -88,6 +88,10 @@ class Parked(Exception):
 # arrived: the handler decides again under the stopping rules.
 NOTICE = "notice"
 
+# ``serve_kept``'s answers (the pools' old entry points, see ProtocolHandler).
+SERVED = "served"  # One request served; the connection is held as before.
+CLOSED = "closed"  # The connection is closed.
+
 
 class HoldPolicy:
     """Hold the connection: the worker or thread waits with it.
@@ -138,22 +142,10 @@ except ImportError:
     recv_now, send_now = os.read, os.write
 
 
-def read_some(sock, size, wait):
-    """Return up to ``size`` bytes (b"" at EOF); ``wait(sock)`` -> False: timeout."""
-    fd = sock.fileno()
-    while True:
-        try:
-            return recv_now(fd, size)
-        except BlockingIOError:
-            if not wait(sock):
-                raise TimeoutError("the peer sent nothing in time") from None
-
-
-def send_all(sock, data):
-    """Send all of ``data``, bounded by the socket's timeout per stall."""
+def send_all(fd, data, timeout):
+    """Send all of ``data`` on descriptor ``fd``; ``timeout`` bounds each stall."""
     if not data:
         return
-    fd = sock.fileno()
     try:
         sent = send_now(fd, data)
     except BlockingIOError:
@@ -165,7 +157,7 @@ def send_all(sock, data):
         try:
             sent = send_now(fd, view)
         except BlockingIOError:
-            if not wait_writable(sock, sock.gettimeout()):
+            if not wait_writable(fd, timeout):
                 raise TimeoutError("the peer stopped reading the response") from None
             continue
         view = view[sent:]
@@ -406,6 +398,157 @@ except ImportError:
     encode_head = encode_head_py
 
 
+# -- connections ------------------------------------------------------------------
+
+# What ``ProtocolHandler.serve_next`` says of a connection.
+KEEP = "keep"  # Still open, no request in progress: the pool decides where it waits.
+CLOSE = "close"  # Closed: the pool forgets it.
+
+# Reads and writes never block when the C module is there (MSG_DONTWAIT);
+# without it a descriptor must be in non-blocking mode (a socket object
+# with a timeout is).
+NEVER_BLOCKS = recv_now is not os.read
+
+
+class Connection:
+    """One accepted connection: its descriptor, the bytes read and not yet
+    parsed (``_inbuf`` from ``_inpos``) and the bytes waiting to be sent
+    (``_outbox``).  FastCGI, SCGI and AJP build their connections on it;
+    their flup base classes find ``server``, ``_addr`` and ``_sock`` where
+    they look for them.
+
+    A connection accepted as a bare descriptor (a prefork worker's accept)
+    makes its socket object only when something needs one -- a wait, a
+    half-close, a log line -- which a short request never does: the object
+    cost several microseconds per request, a few per cent of the server's
+    own work.
+    """
+
+    read_size = 65536
+    # Flush queued output once this many bytes wait: big enough to make
+    # system calls rare, small enough never to copy a huge body whole.
+    flush_threshold = 256 * 1024
+
+    def __init__(self, handler, fd, addr, sock=None):
+        self.server = handler  # flup's name for it.
+        self.fd = fd
+        self._addr = addr
+        if sock is not None:
+            self._sock = sock
+        self._timeout = None  # flup's per-request alarm: never used.
+        self.fresh = True  # No request has been served on it yet.
+        # The buffered bytes were found short of a whole request, and
+        # nothing has arrived since: only a wait can bring the rest.
+        self.short = False
+        self.closed = False
+        self.peer_closed = False
+        self._inbuf = b""
+        self._inpos = 0
+        self._outbox = []
+        self._outbox_size = 0
+
+    def __getattr__(self, name):
+        # Reached only while ``_sock`` has not been made (see the class
+        # docstring); every other attribute is set in __init__.
+        if name != "_sock":
+            raise AttributeError(name)
+        sock = self._sock = self.server.make_socket(self.fd)
+        return sock
+
+    def fileno(self):
+        return self.fd
+
+    # -- reading
+
+    def buffered(self):
+        """The count of bytes read and not yet parsed."""
+        return len(self._inbuf) - self._inpos
+
+    def ready(self):
+        """True if bytes are buffered that may hold a request: the pool may
+        call serve_next again at once, without waiting for the socket."""
+        return self._inpos < len(self._inbuf) and not self.short
+
+    def incomplete(self):
+        """What serve() returns when the next request has not all come:
+        KEEP, its bytes kept here for the next call."""
+        self.short = True
+        return KEEP
+
+    def read_now(self, size=0):
+        """Add what has arrived to the buffer, without waiting; False if
+        nothing has.  EOFError when the peer has closed its end."""
+        try:
+            data = recv_now(self.fd, max(self.read_size, size))
+        except BlockingIOError:
+            return False
+        if not data:
+            self.peer_closed = True
+            raise EOFError
+        self.short = False
+        pos = self._inpos
+        if pos == len(self._inbuf):  # All parsed: the usual case, no copy.
+            self._inbuf = data
+        else:
+            self._inbuf = (self._inbuf[pos:] if pos else self._inbuf) + data
+        self._inpos = 0
+        return True
+
+    def fill(self, need):
+        """Have at least ``need`` unread bytes, waiting for them inside a
+        request (bounded by the idle timeout); EOFError at EOF."""
+        while len(self._inbuf) - self._inpos < need:
+            if not self.read_now(need - self.buffered()) and not self.server.wait_for_data(self):
+                raise TimeoutError("the peer sent nothing in time")
+
+    def take(self, size):
+        """Up to ``size`` unread bytes from the buffer."""
+        pos = self._inpos
+        data = self._inbuf[pos:pos + size]
+        self._inpos = pos + len(data)
+        return data
+
+    # -- writing
+
+    def queue(self, data):
+        """Send ``data`` with the next flush (at once past flush_threshold)."""
+        self._outbox.append(data)
+        self._outbox_size += len(data)
+        if self._outbox_size >= self.flush_threshold:
+            self.flush()
+
+    def flush(self):
+        if self._outbox:
+            data = b"".join(self._outbox)
+            self._outbox, self._outbox_size = [], 0
+            send_all(self.fd, data, self.server.idle_timeout or None)
+
+    # -- closing
+
+    def close(self, linger=False):
+        """Flush and close; ``linger``: first wait (bounded) for the peer's
+        EOF, so request bytes we never read do not turn the close into a
+        reset that cuts the end of the response."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.flush()
+        except OSError:
+            pass
+        if linger and not self.peer_closed:
+            self.server.linger_close(self._sock)
+        elif "_sock" in self.__dict__:
+            self._sock.close()
+        else:
+            os.close(self.fd)
+
+    def serve(self):
+        """Serve the next request if it has come; return KEEP or CLOSE
+        (closed then).  Each protocol's connection says how."""
+        raise NotImplementedError
+
+
 # -- the handler base -------------------------------------------------------------
 
 
@@ -485,41 +628,56 @@ class ProtocolHandler:
         sock.settimeout(self.idle_timeout or None)
         return sock
 
-    def handle_accepted(self, fd, addr):
-        """Serve a connection accepted as a bare descriptor (from the
-        listener's ``_accept``); as handle_connection."""
-        return self.handle_connection(socket.socket(*self.socket_args, fd), addr)
+    # -- the contract with the pools
 
-    def handle_connection(self, sock, addr):
-        """Serve one accepted connection until it closes; never raise.
-
-        Return None, or the ``Parked`` exception when the hold policy parked
-        the connection: then it is still open, for ``resume_connection``.
-        """
-
-        def start():
+    def connect(self, sock, addr):
+        """Return the ``Connection`` for an accepted socket, or for a bare
+        descriptor (``sock`` an int, as a prefork worker accepts); None
+        when the peer is not allowed (then it is closed)."""
+        if type(sock) is int:
+            fd = sock
+            sock = None if NEVER_BLOCKS else self.make_socket(fd)
+        else:
+            fd = sock.fileno()
             # Bounds every read and write in the middle of a request: a peer
-            # that stops sending or reading would pin this worker forever.
+            # that stops sending or reading would pin us forever.
             sock.settimeout(self.idle_timeout or None)
-            # An IP peer's address is a tuple, a UNIX socket peer's a str:
-            # cheaper than sock.family, an enum built on every access.
-            if type(addr) is tuple:
-                self._set_nodelay(sock)
-                if self.allowed_peers is not None and not peer_allowed(
-                        sock.family, addr, self.allowed_peers):
-                    log.warning("%s: connection from %s refused (not in "
-                                "FCGI_WEB_SERVER_ADDRS)", self.protocol, describe_peer(sock, addr))
-                    return None
-            return self.run_connection(sock, addr)
+        conn = self.connection_class(self, fd, addr, sock)
+        # An IP peer's address is a tuple, a UNIX socket peer's a str:
+        # cheaper than the family, an enum built on every access.
+        if type(addr) is tuple:
+            if not self.nodelay_inherited:
+                self._set_nodelay(conn._sock)
+            if self.allowed_peers is not None and not peer_allowed(
+                    conn._sock.family, addr, self.allowed_peers):
+                log.warning("%s: connection from %s refused (not in FCGI_WEB_SERVER_ADDRS)",
+                            self.protocol, describe_peer(conn._sock, addr))
+                conn.close()
+                return None
+        return conn
 
-        return self._drive(sock, addr, start)
+    def serve_next(self, conn):
+        """Serve the next request on ``conn`` if it has come; return KEEP
+        (open, no request in progress) or CLOSE (closed).  Never raise.
+
+        The pool calls it when the connection is readable or ``ready()``.
+        Nothing is waited for until the app runs: a request that has not
+        come whole leaves KEEP, its bytes kept in ``conn``, for the pool to
+        call again when more arrive.
+        Inside the app, reads wait for the peer (``wait_for_data``).
+        """
+        try:
+            return conn.serve()
+        except EOFError:
+            conn.close()  # The peer closed its end.
+        except Exception as exc:
+            self.connection_failed(conn, exc)
+            conn.close()
+        return CLOSE
 
     def _set_nodelay(self, sock):
         # Nagle + delayed ACK stalled every small write by ~40 ms.
-        inherited = self.nodelay_inherited
-        if inherited:
-            return
-        if inherited is None:  # The listener has it: see if this kernel copies it.
+        if self.nodelay_inherited is None:  # The listener has it: see if this kernel copies it.
             if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
                 self.nodelay_inherited = True
                 return
@@ -532,58 +690,69 @@ class ProtocolHandler:
                 self.nodelay_inherited = False
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def resume_connection(self, parked):
-        """Go on serving a connection parked earlier; as handle_connection."""
-        return self._drive(parked.sock, parked.addr, parked.conn.run)
-
-    def _drive(self, sock, addr, run):
-        parked = None
-        try:
-            # A connection's run() returns a Parked between requests, or
-            # raises one from deeper inside a request (see Parked).
-            parked = run()
-            if parked is not None:
-                parked.sock, parked.addr = sock, addr
-                return parked
-        except Parked as exc:
-            # Its traceback holds the frames it left, and this frame holds
-            # it: a reference cycle that only the cyclic collector frees,
-            # once per parked request.
-            parked = exc.with_traceback(None)
-            parked.sock, parked.addr = sock, addr
-            return parked
-        except Exception as exc:
-            self.connection_failed(sock, addr, exc)
-        finally:
-            if parked is None:
-                close_quietly(sock)
-        return None
-
-    def connection_failed(self, sock, addr, exc):
+    def connection_failed(self, conn, exc):
         """Log why a connection ended early, as much as it deserves."""
         if isinstance(exc, ResponseAbandoned):
             # Already logged.  Reset rather than close: after a FIN, an SCGI
             # response without Content-Length would look complete to the web
             # server and to its client.
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                      struct.pack("ii", 1, 0))
             except OSError:
                 pass
-        elif isinstance(exc, ProtocolError):
-            log.warning("%s: closing connection from %s: %s", self.protocol,
-                        describe_peer(sock, addr), exc)
+            return
+        peer = describe_peer(conn._sock, conn._addr)
+        if isinstance(exc, ProtocolError):
+            log.warning("%s: closing connection from %s: %s", self.protocol, peer, exc)
         elif isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since 3.10.
             log.info("%s: %s stalled for %ss; connection closed",
-                     self.protocol, describe_peer(sock, addr), self.idle_timeout)
+                     self.protocol, peer, self.idle_timeout)
         elif is_client_gone(exc):
-            log.info("%s: %s went away: %s", self.protocol, describe_peer(sock, addr), exc)
+            log.info("%s: %s went away: %s", self.protocol, peer, exc)
         else:
             log.error("%s: unexpected error on connection from %s",
-                      self.protocol, describe_peer(sock, addr), exc_info=exc)
+                      self.protocol, peer, exc_info=exc)
 
-    def run_connection(self, sock, addr):
-        """Serve the connection; return None, or a ``Parked`` (see Parked)."""
-        raise NotImplementedError
+    # -- the pools' old entry points, on top of the contract above, until
+    # -- both pools call connect() and serve_next() themselves
+
+    def handle_accepted(self, fd, addr):
+        """Serve a connection accepted as a bare descriptor; as handle_connection."""
+        return self._hold(self.connect(fd, addr), resumed=False)
+
+    def handle_connection(self, sock, addr):
+        """Serve one accepted connection until it closes; never raise.
+
+        Return None, or a ``Parked`` when the hold policy parked the
+        connection: then it is still open, for ``resume_connection``.
+        """
+        return self._hold(self.connect(sock, addr), resumed=False)
+
+    def resume_connection(self, parked):
+        """Go on serving a connection parked earlier (found readable)."""
+        return self._hold(parked.conn, resumed=True)
+
+    def serve_kept(self, parked):
+        """Serve the next request on a held, readable kept connection:
+        SERVED (held as before) or CLOSED."""
+        return SERVED if self.serve_next(parked.conn) is KEEP else CLOSED
+
+    def _hold(self, conn, resumed):
+        while conn is not None:
+            if not resumed and not conn.ready():
+                verdict = self.wait_for_request(conn, conn.fresh, returns_parked=True)
+                if verdict is False:
+                    conn.close()
+                    return None
+                if verdict is not True:
+                    verdict.conn = verdict.sock = conn
+                    verdict.addr = conn._addr
+                    return verdict
+            resumed = False
+            if self.serve_next(conn) is CLOSE:
+                return None
+        return None
 
     def wait_for_request(self, sock, first, returns_parked=False):
         """Wait until ``sock`` has a request for us; False: close instead.
@@ -621,9 +790,9 @@ class ProtocolHandler:
             return verdict
         raise verdict
 
-    def wait_for_data(self, sock, parkable=False):
+    def wait_for_data(self, conn):
         """Inside a request: wait (bounded) for the peer's next bytes."""
-        return self.hold.wait_mid_request(self, sock, parkable)
+        return self.hold.wait_mid_request(self, conn)
 
     def linger_close(self, sock):
         """Half-close, read until the peer's EOF (bounded), then close."""

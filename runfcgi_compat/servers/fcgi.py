@@ -4,12 +4,12 @@ What we keep from flup: record parsing and dispatch (``Connection``'s
 ``process_input`` and ``_do_*`` methods), the input streams, and the
 request bookkeeping.  What we change, each in a subclass:
 
-* The common case skips flup's per-record objects: a request whose records
-  (down to the empty FCGI_STDIN) are all in the read buffer -- nginx's GET,
-  a small POST -- is cut in one pass and served at once (``fcgi_whole``).
-  Everything else goes record by record through flup's dispatch.  In a
-  prefork worker the commonest of those requests do not even enter the
-  connection's request loop (``fcgi_lane``).
+* One connection class serves every request, two ways that give the app
+  the same environ: a request whose records (down to the empty
+  FCGI_STDIN) are all in the read buffer -- nginx's GET, a small POST --
+  is cut in one pass and served at once, skipping flup's per-record
+  objects (``fcgi_whole``); everything else goes record by record through
+  flup's dispatch.
 
 * Writing: flup sends every record with three ``send()`` calls and slices
   the remaining body (``data[n:]``) after each record, which is quadratic.
@@ -28,8 +28,9 @@ request bookkeeping.  What we change, each in a subclass:
 * FCGI_ABORT_REQUEST and a peer that hangs up stop the response.
 * Parameters are limited to 1 MiB, and a repeated end of parameters no
   longer runs the app a second time, nested inside the first run.
-* Kept connections (``fastcgi_keep_conn on``) wait for their next request
-  with an idle timeout, and close at once when the server stops.
+* Kept connections (``fastcgi_keep_conn on``) are handed back to the pool
+  after each request (``serve`` returns KEEP), which alone decides where
+  they wait, for how long, and when a stop closes them.
 """
 import io
 import struct
@@ -56,17 +57,15 @@ from flup.server.fcgi_base import (
 )
 
 from .base import (
+    CLOSE,
+    KEEP,
     ClientGone,
-    Parked,
+    Connection,
     ProtocolError,
     ProtocolHandler,
     encode_head,
     log,
-    read_some,
-    recv_now,
-    send_all,
 )
-from .fcgi_lane import lane_open, serve_fresh, serve_kept
 from .fcgi_whole import (
     MALFORMED,
     MAX_CONTENT,
@@ -79,9 +78,6 @@ from .fcgi_whole import (
 from .signals import wait_readable
 
 HEADER = struct.Struct(FCGI_Header)
-# Flush queued records once this many bytes are waiting: big enough to make
-# syscalls rare, small enough that a huge body is never copied whole.
-FLUSH_THRESHOLD = 256 * 1024
 
 # nginx sends a few KiB of parameters; more than this is garbage or an
 # attack, and flup would keep all of it in memory (as SCGI's limit).
@@ -111,20 +107,14 @@ class FCGIRequest(fcgi_base.Request):
     def run(self):
         """Run the app, then end the request (flup's run minus its bugs)."""
         # Raises only when the connection is lost: then no END_REQUEST.
-        # While the app runs, a wait for more input cannot park the
-        # connection (see ThreadHold): the app's stack is in the way.
-        self._conn.in_app = True
-        try:
-            protocol_status, app_status = self.server.handler(self)
-        finally:
-            self._conn.in_app = False
+        protocol_status, app_status = self.server.handler(self)
         self.stdout.close()
         self.stderr.close()
         self._end(app_status, protocol_status)
 
 
 class FCGITransport:
-    """The ``base.Response`` transport for one FastCGI request."""
+    """The ``base.Response`` transport for a request read record by record."""
 
     def __init__(self, req):
         self.req = req
@@ -148,7 +138,7 @@ class FCGITransport:
 
 
 class WholeTransport:
-    """The ``base.Response`` transport for a request served by ``_serve_whole``."""
+    """The ``base.Response`` transport for a request that arrived whole."""
 
     def __init__(self, conn, request_id):
         self.conn = conn
@@ -159,7 +149,7 @@ class WholeTransport:
         # responses are this one write.
         record = stdout_record(self.request_id, status, headers, body)
         if record is not None:
-            self.conn.queue_encoded(record)
+            self.conn.queue(record)
             return
         head = encode_head(status, headers)
         if body and len(body) < 8192:
@@ -178,69 +168,77 @@ class WholeTransport:
         self.conn.flush()
 
 
-class FCGIConnection(fcgi_base.Connection):
-    """One web-server connection: flup's dispatch, our waiting and writing."""
+class FCGIConnection(Connection, fcgi_base.Connection):
+    """One web-server connection: our reading, waiting and writing around
+    flup's record dispatch.
 
-    def __init__(self, sock, addr, server, timeout):
-        super().__init__(sock, addr, server, timeout)
-        self._outbox = []
-        self._outbox_size = 0
-        self._closed = False
-        self._first = True
-        self.peer_closed = False
-        self._inbuf = b""  # Read but not yet parsed, from _inpos on.
-        self._inpos = 0
-        self._stdin_ended = False
-        self.in_app = False
+    ``serve`` takes the next request one of two ways, which give the app
+    the same environ: whole, when all its records are in the read buffer
+    (``fcgi_whole``: a GET or a small POST, nearly every request), else
+    record by record through flup's dispatch (``process_input``).
+    """
 
-    # -- reading
+    read_size = READ_SIZE
 
-    def run(self):
-        """Serve requests until the connection ends (return None), or park
-        it: return or raise ``Parked``.
-
-        Called again after a park: the state between two requests is only
-        the socket and ``_first``.
-        """
+    def __init__(self, handler, fd, addr, sock=None):
+        # flup's __init__ would set ``_sock``, which we make only when
+        # needed (see base.Connection); what its methods use is set here.
+        Connection.__init__(self, handler, fd, addr, sock)
+        self._requests = {}
         self._keepGoing = True
-        parked = False
+        self._stdin_ended = False
+        self.ended = 0  # Requests ended on this connection.
+
+    def serve(self):
+        if not self.buffered() and not self.read_now():
+            return KEEP  # Nothing has come yet.
         try:
-            while self._keepGoing:
-                if not self._requests:
-                    # Between requests: this is where an idle kept connection
-                    # times out, and where a stop closes it.  Nothing is
-                    # unread, so a plain close cannot reset anything.
-                    # Bytes already buffered or already arrived are a
-                    # request on its way (a client may pipeline): only an
-                    # empty socket waits.
-                    if self._inpos == len(self._inbuf) and not (
-                            self._first and self._read_arrived()):
-                        verdict = self.server.wait_for_request(self._sock, self._first, True)
-                        if verdict is not True:
-                            if not verdict:
-                                break
-                            parked = True
-                            verdict.conn = self
-                            return verdict
-                        self._read_now()  # It is arriving; usually all there.
-                    self._first = False
-                    if self._inpos == len(self._inbuf):
-                        self._fill(1)
-                    if self._serve_whole():
-                        continue
-                    self._check_version()
-                self.process_input()
-        except Parked as exc:
-            parked = True
-            exc.conn = self
-            raise
-        except EOFError:
-            pass
+            if self._serve_whole():
+                return KEEP if self._keepGoing else CLOSE
+            return self._serve_records()
         except MALFORMED as exc:
-            raise ProtocolError(f"malformed FastCGI record ({exc.__class__.__name__}: {exc})")
-        finally:
-            if not parked:
-                self._close(linger=False)
+            raise ProtocolError(
+                f"malformed FastCGI record ({exc.__class__.__name__}: {exc})") from None
+
+    def _serve_whole(self):
+        """Serve the request at the head of the buffer if it arrived whole;
+        False, having consumed nothing, if it did not (see fcgi_whole)."""
+        if self._requests:
+            return False  # A request read record by record is under way.
+        try:
+            parsed = parse_whole(self._inbuf, self._inpos)
+        except MALFORMED:
+            return False  # The record path reports it.
+        if parsed is None:
+            return False
+        request_id, flags, params, body, self._inpos = parsed
+        self._stdin_ended = True
+        handler = self.server
+        environ = handler.base_environ(params, io.BytesIO(body))
+        handler.serve_whole(environ, WholeTransport(self, request_id))
+        self.queue(end_of_request(request_id))
+        self.flush()
+        self.ended += 1
+        self.fresh = False
+        if not flags & FCGI_KEEP_CONN:
+            self._keepGoing = False
+            self._cleanupSocket()
+        return True
+
+    def _serve_records(self):
+        """Dispatch the buffered records until a request has ended.  Until
+        its app runs, only what has arrived is read: when a record is not
+        all there, it is left for the pool to wait for (``incomplete``)."""
+        ended = self.ended
+        while self.ended == ended and self._keepGoing:
+            if not self._requests and self.buffered():
+                self._check_version()
+            if not self._has_record():
+                if not self.read_now():
+                    return self.incomplete()
+                continue
+            self.process_input()
+        return KEEP if self._keepGoing else CLOSE
 
     def process_input(self):
         """Read one record and dispatch it (flup's dispatch, our reading)."""
@@ -261,90 +259,25 @@ class FCGIConnection(fcgi_base.Connection):
         elif rec.requestId == FCGI_NULL_REQUEST_ID:
             self._do_unknown_type(rec)
 
-    def _read_arrived(self):
-        """Read what has already arrived, without waiting; False if nothing.
-
-        Only on a fresh connection, where it saves a poll: a web server
-        writes its request right after connecting.  On a kept connection the
-        next request is normally a round trip away, so the read would only
-        add a system call.  A socket with no timeout blocks, so it always
-        waits in ``wait_for_request`` (which also watches for a stop).
-        """
-        if not self._first or self._sock.gettimeout() is None:
-            return False
-        return self._read_now()
-
-    def _read_now(self):
-        """Read what has arrived into the empty buffer, without waiting;
-        False if nothing has."""
-        try:
-            data = recv_now(self._sock.fileno(), READ_SIZE)
-        except BlockingIOError:
-            return False
-        if not data:
-            raise EOFError
-        self._inbuf, self._inpos = data, 0
-        return True
-
-    def _serve_whole(self):
-        """Serve the request at the head of the buffer if it arrived whole.
-
-        Return False, having consumed nothing, when it did not (see
-        ``fcgi_whole``): flup's record-by-record path takes it then.
-        """
-        try:
-            parsed = parse_whole(self._inbuf, self._inpos)
-        except MALFORMED:
-            return False  # flup's path reports it.
-        if parsed is None:
-            return False
-        self.serve_parsed(parsed)
-        return True
-
-    def serve_parsed(self, parsed):
-        """Serve a request ``parse_whole`` cut from the head of the buffer."""
-        request_id, flags, params, body, self._inpos = parsed
-        self._stdin_ended = True
-        handler = self.server
-        environ = handler.base_environ(params, io.BytesIO(body))
-        handler.serve_whole(environ, WholeTransport(self, request_id))
-        self.end_whole(request_id, keep=flags & FCGI_KEEP_CONN)
-
-    def end_whole(self, request_id, keep):
-        """End a request served whole: its FCGI_END_REQUEST, and the close
-        unless the web server keeps the connection."""
-        self._outbox.append(end_of_request(request_id))
-        self.flush()
-        if not keep:
-            self._keepGoing = False
-            self._cleanupSocket()
-
-    def adopt_whole(self, data):
-        """Take over a connection whose one request, ``data`` (all of it,
-        down to its empty FCGI_STDIN), was read and is being served on the
-        bare descriptor (``fcgi_lane``)."""
-        self._first = False
-        self._stdin_ended = True
-        self._inbuf, self._inpos = data, len(data)
+    def end_request(self, req, appStatus=0, protocolStatus=FCGI_REQUEST_COMPLETE,
+                    remove=True):
+        if remove:  # Not a second request refused while one runs.
+            self.ended += 1
+            self.fresh = False
+        super().end_request(req, appStatus, protocolStatus, remove)
 
     def whole_request_aborted(self, request_id):
-        """``poll_for_abort`` for a request served by ``_serve_whole``.
+        """``poll_for_abort`` for a request served whole.
 
         All of its input has been read; what can still come is its
         FCGI_ABORT_REQUEST, or the peer hanging up.
         """
         if self.peer_closed:
             return True
-        if wait_readable([self._sock], 0):
-            try:
-                data = recv_now(self._sock.fileno(), READ_SIZE)
-            except BlockingIOError:
-                data = None
-            if data == b"":
-                self.peer_closed = True
-                return True
-            if data:
-                self._buffer(data)
+        try:
+            self.read_now()
+        except EOFError:
+            return True
         if self._has_record():
             _, kind, record_id, length, padding = HEADER.unpack_from(self._inbuf, self._inpos)
             if kind == FCGI_ABORT_REQUEST and record_id == request_id:
@@ -352,35 +285,11 @@ class FCGIConnection(fcgi_base.Connection):
                 return True
         return False
 
-    def _fill(self, need):
-        """Have at least ``need`` unread bytes in the buffer; EOFError at EOF.
-
-        Waiting for them is bounded by the idle timeout (in the middle of a
-        request flup polled every second forever: a stalled peer pinned us).
-        """
-        while len(self._inbuf) - self._inpos < need:
-            data = read_some(self._sock, max(READ_SIZE, need), self._wait_for_data)
-            if not data:
-                raise EOFError
-            self._buffer(data)
-
-    def _buffer(self, data):
-        """Append freshly read bytes to the unread part of the buffer."""
-        inpos = self._inpos
-        if inpos == len(self._inbuf):  # All read: the usual case, no copy.
-            self._inbuf = data
-        else:
-            self._inbuf = self._inbuf[inpos:] + data if inpos else self._inbuf + data
-        self._inpos = 0
-
-    def _wait_for_data(self, sock):
-        return self.server.wait_for_data(sock, parkable=not self.in_app)
-
     def _read_record(self):
-        self._fill(FCGI_HEADER_LEN)
+        self.fill(FCGI_HEADER_LEN)
         version, kind, request_id, length, padding = HEADER.unpack_from(
             self._inbuf, self._inpos)
-        self._fill(FCGI_HEADER_LEN + length + padding)
+        self.fill(FCGI_HEADER_LEN + length + padding)
         rec = Record(kind, request_id)
         rec.version, rec.contentLength, rec.paddingLength = version, length, padding
         start = self._inpos + FCGI_HEADER_LEN
@@ -438,7 +347,7 @@ class FCGIConnection(fcgi_base.Connection):
         """
         if req.aborted:
             return True
-        if self._has_record() or wait_readable([self._sock], 0):
+        if self._has_record() or wait_readable([self.fd], 0):
             try:
                 # Dispatches FCGI_ABORT_REQUEST (sets req.aborted) or more
                 # stdin the app did not read.
@@ -453,21 +362,11 @@ class FCGIConnection(fcgi_base.Connection):
     def queue_record(self, rec_type, request_id, content=b""):
         length = len(content)
         padding = -length & 7
-        self._outbox.append(HEADER.pack(FCGI_VERSION_1, rec_type, request_id, length, padding))
+        self.queue(HEADER.pack(FCGI_VERSION_1, rec_type, request_id, length, padding))
         if length:
-            self._outbox.append(content)
+            self.queue(content)
         if padding:
-            self._outbox.append(PADDING[padding])
-        self._outbox_size += FCGI_HEADER_LEN + length + padding
-        if self._outbox_size >= FLUSH_THRESHOLD:
-            self.flush()
-
-    def queue_encoded(self, records):
-        """Queue records encoded already (``stdout_record``)."""
-        self._outbox.append(records)
-        self._outbox_size += len(records)
-        if self._outbox_size >= FLUSH_THRESHOLD:
-            self.flush()
+            self.queue(PADDING[padding])
 
     def queue_stream(self, rec_type, request_id, data):
         """Queue ``data`` as STDOUT/STDERR records: memoryview slices, no copy."""
@@ -487,14 +386,6 @@ class FCGIConnection(fcgi_base.Connection):
         if rec.type not in (FCGI_STDOUT, FCGI_STDERR):
             self.flush()
 
-    def flush(self):
-        if not self._outbox:
-            return
-        data = b"".join(self._outbox)
-        self._outbox = []
-        self._outbox_size = 0
-        send_all(self._sock, data)
-
     # -- closing
 
     def _cleanupSocket(self):
@@ -505,20 +396,7 @@ class FCGIConnection(fcgi_base.Connection):
         # request (down to its empty FCGI_STDIN) has been read and nothing
         # more is buffered, the web server sends nothing more: plain close.
         read_all = self._stdin_ended and self._inpos == len(self._inbuf)
-        self._close(linger=not (self.peer_closed or read_all))
-
-    def _close(self, linger):
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.flush()
-        except OSError:
-            pass
-        if linger:
-            self.server.linger_close(self._sock)
-        else:
-            self._sock.close()
+        self.close(linger=not read_all)
 
 
 class FastCGIHandler(ProtocolHandler, fcgi_base.BaseFCGIServer):
@@ -526,6 +404,7 @@ class FastCGIHandler(ProtocolHandler, fcgi_base.BaseFCGIServer):
 
     protocol = "fcgi"
     request_class = FCGIRequest
+    connection_class = FCGIConnection
 
     def __init__(self, *, debug=False, multithreaded=False, multiprocess=True, max_conns=1,
                  allowed_peers=None):
@@ -543,51 +422,15 @@ class FastCGIHandler(ProtocolHandler, fcgi_base.BaseFCGIServer):
             b"FCGI_MPXS_CONNS": 0,
         }
 
-    def handle_accepted(self, fd, addr):
-        # The lane needs nothing the general path does first: no allowed
-        # peers to check, and TCP_NODELAY inherited (or a UNIX socket).
-        if lane_open and self.allowed_peers is None and (
-                type(addr) is not tuple or self.nodelay_inherited):
-            return serve_fresh(self, fd, addr)
-        return super().handle_accepted(fd, addr)
-
     def serve_whole(self, environ, transport):
-        """serve_request for a request read whole (``transport``: a
-        WholeTransport or a lane); the web server's FCGI_ABORT_REQUEST ends
-        it quietly, its hanging up is passed on."""
+        """serve_request for a request read whole; the web server's
+        FCGI_ABORT_REQUEST ends it quietly, its hanging up is passed on."""
         try:
             self.serve_request(environ, transport)
         except RequestAborted:
             if transport.conn.peer_closed:
                 raise
             log.info("fcgi: request %s aborted by the web server", transport.request_id)
-
-    def adopt(self, sock, addr, data, request_id):
-        """The transport for a request the lane began, on a connection of
-        ours from now on (see fcgi_lane)."""
-        conn = FCGIConnection(sock, addr, self, None)
-        conn.adopt_whole(data)
-        return WholeTransport(conn, request_id)
-
-    def serve_kept(self, parked):
-        """A held kept connection's next request (see fcgi_lane.serve_kept)."""
-        return serve_kept(parked)
-
-    def serve_read(self, fd, addr, data):
-        """The general path for a connection the lane read ``data`` from
-        (not one whole request; possibly nothing yet)."""
-        sock = self.make_socket(fd)
-
-        def start():
-            conn = FCGIConnection(sock, addr, self, None)
-            if data:
-                conn._inbuf = data
-            return conn.run()
-
-        return self._drive(sock, addr, start)
-
-    def run_connection(self, sock, addr):
-        return FCGIConnection(sock, addr, self, None).run()
 
     def handler(self, req):
         """flup's per-request hook: build the environ and run the app."""

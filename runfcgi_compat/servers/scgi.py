@@ -14,84 +14,11 @@ subclassed but its ``run``/``processInput`` are replaced because they
 """
 from flup.server import scgi_base
 
-from .base import Parked, ProtocolError, ProtocolHandler, encode_head, read_some, send_all
+from .base import CLOSE, Connection, ProtocolError, ProtocolHandler, encode_head
 
 # nginx and Apache send a few KiB of headers; anything far larger is garbage
 # or an attack, and must not be allocated.
 MAX_HEADER_BYTES = 1024 * 1024
-FLUSH_THRESHOLD = 256 * 1024
-
-
-READ_SIZE = 65536
-
-
-class SocketReader:
-    """A read buffer over the connection: one ``recv`` normally takes the
-    whole request (netstring and body); more are made only when needed,
-    each bounded by the handler's wait (``wait(sock)`` -> False: timeout)."""
-
-    def __init__(self, sock, wait):
-        self._sock = sock
-        self._wait = wait
-        self._buf = b""
-        self._pos = 0
-        self.eof = False
-
-    def buffered(self):
-        return len(self._buf) - self._pos
-
-    def fill(self, need):
-        """Have at least ``need`` unread bytes; False if EOF came first."""
-        while len(self._buf) - self._pos < need:
-            if self.eof:
-                return False
-            data = read_some(self._sock, max(READ_SIZE, need - self.buffered()), self._wait)
-            if not data:
-                self.eof = True
-                return False
-            self._buf = self._buf[self._pos:] + data if self._buf else data
-            self._pos = 0
-        return True
-
-    def peek(self, size):
-        return self._buf[self._pos:self._pos + size]
-
-    def take(self, size):
-        data = self._buf[self._pos:self._pos + size]
-        self._pos += len(data)
-        if self._pos == len(self._buf):
-            self._buf, self._pos = b"", 0
-        return data
-
-    def read(self, size):
-        """Up to ``size`` bytes, fewer only at EOF."""
-        if self.buffered() >= size:
-            return self.take(size)
-        parts = [self.take(size)]
-        left = size - len(parts[0])
-        while left > 0 and not self.eof:
-            data = read_some(self._sock, max(READ_SIZE, left), self._wait)
-            if not data:
-                self.eof = True
-                break
-            if len(data) > left:
-                self._buf, self._pos = data, left
-                data = data[:left]
-            parts.append(data)
-            left -= len(data)
-        return b"".join(parts)
-
-    def readline(self, size):
-        """Up to ``size`` bytes, up to and including the first newline."""
-        scanned = 0
-        while True:
-            available = self.buffered()
-            end = self._buf.find(b"\n", self._pos + scanned, self._pos + min(available, size))
-            if end >= 0:
-                return self.take(end + 1 - self._pos)
-            if available >= size or not self.fill(available + 1):
-                return self.take(size)
-            scanned = available
 
 
 class LimitedInput:
@@ -128,11 +55,12 @@ class LimitedInput:
         return iter(self.readline, b"")
 
 
-def read_netstring(reader, limit):
-    """Read ``<length>:<bytes>,`` from a ``SocketReader``; EOFError at EOF."""
+def read_netstring(conn, limit):
+    """Cut ``<length>:<bytes>,`` from what has arrived on ``SCGIConnection``
+    ``conn``; None until all of it has.  EOFError at EOF before any byte."""
     most = len(str(limit))
     while True:
-        head = reader.peek(most + 1)
+        head = conn.peek(most + 1)
         colon = head.find(b":")
         if colon >= 0:
             digits = head[:colon]
@@ -141,22 +69,18 @@ def read_netstring(reader, limit):
             break
         if head and (not head.isdigit() or len(head) > most):
             raise ProtocolError(f"invalid SCGI netstring length {head[:20]!r}")
-        if not reader.fill(len(head) + 1):
-            if head:
-                raise ProtocolError("connection closed inside the SCGI header length")
-            raise EOFError
+        if not conn.arrived(len(head) + 1, "the SCGI header length" if head else None):
+            return None
     if not digits:
         raise ProtocolError("empty SCGI netstring length")
     size = int(digits)
     if size > limit:
         raise ProtocolError(f"SCGI headers of {digits.decode()} bytes (limit {limit})")
-    reader.take(colon + 1)
-    if not reader.fill(size + 1):
-        if reader.buffered() < size:
-            raise ProtocolError("connection closed inside the SCGI headers")
-        raise ProtocolError("SCGI netstring does not end with ','")
-    data = reader.take(size)
-    if reader.take(1) != b",":
+    if not conn.arrived(colon + 1 + size + 1, "the SCGI headers"):
+        return None
+    conn.take(colon + 1)
+    data = conn.take(size)
+    if conn.take(1) != b",":
         raise ProtocolError("SCGI netstring does not end with ','")
     return data
 
@@ -173,48 +97,29 @@ def parse_headers(data):
 
 
 class SCGITransport:
-    def __init__(self, sock):
-        self._sock = sock
-        self._outbox = []
-        self._size = 0
+    def __init__(self, conn):
+        self.conn = conn
 
     def send_head_and_body(self, status, headers, body):
-        self._outbox.append(encode_head(status, headers))
+        self.conn.queue(encode_head(status, headers))
         self.send_body(body)
 
     def send_body(self, body):
         if body:
-            self._outbox.append(body)
-            self._size += len(body)
-            if self._size >= FLUSH_THRESHOLD:
-                self.flush()
+            self.conn.queue(body)
 
     def flush(self):
-        if self._outbox:
-            data = b"".join(self._outbox)
-            self._outbox, self._size = [], 0
-            send_all(self._sock, data)
+        self.conn.flush()
 
 
-class SCGIConnection(scgi_base.Connection):
+class SCGIConnection(Connection, scgi_base.Connection):
     """One request per connection."""
 
-    def run(self):
-        try:
-            if not self.server.wait_for_request(self._sock, first=True):
-                return
-        except Parked as exc:
-            exc.conn = self  # Nothing read yet: run() starts again later.
-            raise
-        try:
-            self.processInput()
-        except EOFError:
-            return
-
-    def processInput(self):
-        sock = self._sock
-        reader = SocketReader(sock, self.server.wait_for_data)
-        environ = parse_headers(read_netstring(reader, MAX_HEADER_BYTES))
+    def serve(self):
+        header = read_netstring(self, MAX_HEADER_BYTES)
+        if header is None:
+            return self.incomplete()
+        environ = parse_headers(header)
         try:
             length = int(environ["CONTENT_LENGTH"])
             if length < 0:
@@ -224,23 +129,70 @@ class SCGIConnection(scgi_base.Connection):
         except ValueError:
             raise ProtocolError(
                 f"invalid CONTENT_LENGTH {environ['CONTENT_LENGTH']!r}") from None
-        body = LimitedInput(reader, length)
+        body = LimitedInput(self, length)
         environ = self.server.base_environ(environ, body)
-        transport = SCGITransport(sock)
-        self.server.serve_request(environ, transport)
-        transport.flush()
-        if reader.eof or (body._left == 0 and not reader.buffered()):
-            # The whole request was read (or the peer has closed): nothing
-            # unread can turn close() into a reset under the response.
-            sock.close()
-        else:
-            # The end of the response is our EOF; wait for the peer's so
-            # unread body bytes do not reset the connection under it.
-            self.server.linger_close(sock)
+        self.server.serve_request(environ, SCGITransport(self))
+        # The end of the response is our EOF.  Unless the whole request was
+        # read (or the peer has closed), wait for the peer's, so unread body
+        # bytes do not reset the connection under the response.
+        self.close(linger=not (body._left == 0 and not self.buffered()))
+        return CLOSE
+
+    # -- reading, for read_netstring and LimitedInput
+
+    def peek(self, size):
+        return self._inbuf[self._inpos:self._inpos + size]
+
+    def arrived(self, need, inside=None):
+        """True once ``need`` unread bytes have arrived, False while they
+        have not: never waits.  At EOF: EOFError, or a ProtocolError naming
+        where the request was cut (``inside``)."""
+        try:
+            while self.buffered() < need:
+                if not self.read_now(need - self.buffered()):
+                    return False
+        except EOFError:
+            if inside is None:
+                raise
+            raise ProtocolError(f"connection closed inside {inside}") from None
+        return True
+
+    def _more(self, size):
+        """Wait (bounded) for more bytes inside the request; False at EOF."""
+        if self.peer_closed:
+            return False
+        try:
+            self.fill(self.buffered() + 1)
+        except EOFError:
+            return False
+        return True
+
+    def read(self, size):
+        """Up to ``size`` bytes, fewer only at EOF."""
+        parts = []
+        while size > 0 and (self.buffered() or self._more(size)):
+            part = self.take(size)
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+
+    def readline(self, size):
+        """Up to ``size`` bytes, up to and including the first newline."""
+        scanned = 0
+        while True:
+            available = self.buffered()
+            end = self._inbuf.find(b"\n", self._inpos + scanned,
+                                   self._inpos + min(available, size))
+            if end >= 0:
+                return self.take(end + 1 - self._inpos)
+            if available >= size or not self._more(size):
+                return self.take(size)
+            scanned = available
 
 
 class SCGIHandler(ProtocolHandler, scgi_base.BaseSCGIServer):
     protocol = "scgi"
+    connection_class = SCGIConnection
 
     def __init__(self, *, debug=False, multithreaded=False, multiprocess=True, max_conns=1,
                  allowed_peers=None):
@@ -251,6 +203,3 @@ class SCGIHandler(ProtocolHandler, scgi_base.BaseSCGIServer):
         self.setup_handler(debug=debug, multithreaded=multithreaded,
                            multiprocess=multiprocess, max_conns=max_conns,
                            allowed_peers=allowed_peers)
-
-    def run_connection(self, sock, addr):
-        SCGIConnection(sock, addr, self, None).run()

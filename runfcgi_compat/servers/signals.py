@@ -155,8 +155,9 @@ def wait_readable(fds, timeout=None):
 
 
 def wait_writable(sock, timeout=None):
-    """Return True if ``sock`` can take more bytes within ``timeout`` seconds."""
+    """Return True if ``sock`` (an int or an object with fileno) can take
+    more bytes within ``timeout`` seconds."""
     poller = select.poll()
-    poller.register(sock.fileno(), select.POLLOUT)
+    poller.register(sock if isinstance(sock, int) else sock.fileno(), select.POLLOUT)
     ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
     return bool(poller.poll(ms))

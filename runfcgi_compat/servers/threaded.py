@@ -72,8 +72,7 @@ import signal
 import threading
 import time
 
-from .base import NOTICE, HoldPolicy, Parked, close_expired, close_quietly, log
-from .fcgi_lane import CLOSED, SERVED
+from .base import CLOSED, NOTICE, SERVED, HoldPolicy, Parked, close_expired, close_quietly, log
 from .held import HeldConnections
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
 
@@ -594,7 +593,7 @@ class ThreadedPool:
     def _serve_held(self, parked):
         """Serve the next request on a held connection; as handle_connection."""
         if self._serve_kept is not None:
-            outcome = self._serve_kept(parked)  # FastCGI: in place (fcgi_lane).
+            outcome = self._serve_kept(parked)  # In place, no resume.
             if outcome == SERVED:
                 return parked
             if outcome == CLOSED:

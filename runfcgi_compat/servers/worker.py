@@ -32,8 +32,7 @@ import select
 import signal
 import time
 
-from .base import NOTICE, HoldPolicy, Parked, close_expired, close_quietly, log
-from .fcgi_lane import RESUME, SERVED
+from .base import NOTICE, SERVED, HoldPolicy, Parked, close_expired, close_quietly, log
 from .scoreboard import BUSY, EXITING, FREE, HOLDING, IDLE, STALLED
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
 
@@ -333,14 +332,12 @@ class WorkerProcess:
 
     def _serve_held(self, fd):
         """Serve the next request on held kept connection ``fd`` in place
-        (``fcgi_lane.serve_kept``); False: resume it instead."""
+        (``serve_kept``); False: resume it instead."""
         entry = self.held.get(fd)
         if entry is None or entry[0].first:
             return False
         self.mark(BUSY)
         outcome = self._serve_kept(entry[0])
-        if outcome == RESUME:
-            return False
         if outcome == SERVED:
             # Held as before, idle from now: to the end of the oldest-first order.
             del self.held[fd]

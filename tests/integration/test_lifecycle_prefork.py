@@ -376,11 +376,14 @@ def test_a_stop_waits_for_held_new_connections_together(start_server):
     assert code == 0
 
 
-def half_request(protocol):
+def half_request(protocol, in_app=True):
+    """A request cut short: inside its body (the app has started and waits
+    for the rest), or, without ``in_app``, inside its parameters."""
     from .hostile import valid_request
 
     data = valid_request(protocol, "/echo", b"x" * 64)
-    return data[:len(data) // 2]
+    # The last FastCGI records: STDIN with the 64-byte body, then an empty STDIN.
+    return data[:-8 - 32] if in_app else data[:len(data) // 4]
 
 
 def test_all_workers_stalled_on_peers_refuse_new_connections(start_server):
@@ -404,6 +407,23 @@ def test_all_workers_stalled_on_peers_refuse_new_connections(start_server):
     wait_until(lambda: "a worker is free again" in server.stderr() or _answered(server),
                30, "the pool to serve again")
     assert get(server).status == 200
+
+
+def test_requests_stalled_before_the_app_hold_no_worker(start_server):
+    # Half a request's parameters: the app has not started, so the
+    # connection waits for the rest with the pool, not in a worker.
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1, maxchildren=1)
+    stalled = []
+    try:
+        for _ in range(3):
+            sock = socket.create_connection(server.address)
+            stalled.append(sock)
+            sock.sendall(half_request("fcgi", in_app=False))
+        assert get(server, timeout=30).status == 200
+        assert "refusing new connections" not in server.stderr()
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 def _answered(server):

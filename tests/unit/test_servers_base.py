@@ -12,7 +12,6 @@ from runfcgi_compat.options import from_mapping
 from runfcgi_compat.servers import POOLS, PROTOCOLS, base, make_server
 from runfcgi_compat.servers.ajp import AJPHandler, AJPRequest, parse_forward_request
 from runfcgi_compat.servers.base import (
-    Parked,
     ProtocolError,
     Response,
     error_page,
@@ -20,7 +19,13 @@ from runfcgi_compat.servers.base import (
     peer_allowed,
 )
 from runfcgi_compat.servers.prefork import PreforkPool
-from runfcgi_compat.servers.scgi import LimitedInput, parse_headers, read_netstring
+from runfcgi_compat.servers.scgi import (
+    LimitedInput,
+    SCGIConnection,
+    SCGIHandler,
+    parse_headers,
+    read_netstring,
+)
 from runfcgi_compat.servers.signals import Notice, SignalBox, wait_readable
 from runfcgi_compat.servers.threaded import ThreadedPool
 
@@ -196,8 +201,8 @@ def test_error_page_with_debug_shows_the_traceback(monkeypatch):
 
 @pytest.fixture
 def socket_reader():
-    """Make a SocketReader over a connection that sends ``data``, then EOF."""
-    from runfcgi_compat.servers.scgi import SocketReader
+    """Make an SCGI connection whose peer sent ``data``, then EOF."""
+    from runfcgi_compat.servers.scgi import SCGIConnection, SCGIHandler
 
     opened = []
 
@@ -207,7 +212,7 @@ def socket_reader():
         theirs.sendall(data)
         theirs.close()
         ours.settimeout(5)
-        return SocketReader(ours, lambda sock: False)
+        return SCGIConnection(SCGIHandler(), ours.fileno(), "", ours)
 
     yield make
     for sock in opened:
@@ -317,31 +322,6 @@ def test_signal_box_records_and_wakes_then_restores():
     assert signal.getsignal(signal.SIGUSR1) == before
 
 
-# -- parking ------------------------------------------------------------------------
-
-
-class _ParkAlways:
-    def wait_for_request(self, handler, sock, first, notices):
-        raise Parked(first)
-
-
-@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
-def test_a_parked_connection_keeps_no_frames_alive(protocol):
-    # The frames it left would form a cycle with the handler's frame: each
-    # parked request would then wait for the cyclic collector.
-    handler = PROTOCOLS[protocol]()
-    handler.hold = _ParkAlways()
-    ours, theirs = socket.socketpair()
-    try:
-        parked = handler.handle_connection(ours, "")
-        assert isinstance(parked, Parked)
-        assert parked.__traceback__ is None
-        assert (parked.sock, parked.first, parked.conn is not None) == (ours, True, True)
-    finally:
-        ours.close()
-        theirs.close()
-
-
 # -- raw reads and writes ----------------------------------------------------------
 
 # Both versions: the C ones (never wait, keep the interpreter lock) when the
@@ -379,19 +359,34 @@ def test_the_c_read_never_waits_even_on_a_blocking_socket():
             base.recv_now(ours.fileno(), 100)  # os.read would hang here
 
 
-def test_read_some_waits_only_when_nothing_has_arrived():
+def test_fill_waits_only_when_nothing_has_arrived():
     ours, peer = socket.socketpair()
     waits = []
+    handler = SCGIHandler()
 
-    def wait(sock):
-        waits.append(sock)
+    def wait(conn):
+        waits.append(conn)
         peer.sendall(b"late")
         return True
 
+    handler.wait_for_data = wait
     with ours, peer:
         ours.settimeout(5)
+        conn = base.Connection(handler, ours.fileno(), "", ours)
         peer.sendall(b"early")
-        assert base.read_some(ours, 100, wait) == b"early"
+        conn.fill(5)
         assert waits == []
-        assert base.read_some(ours, 100, wait) == b"late"
-        assert waits == [ours]
+        conn.fill(9)
+        assert waits == [conn]
+        assert conn.take(100) == b"earlylate"
+
+
+def test_a_partial_scgi_header_is_kept_until_the_rest_arrives(socket_reader):
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        ours.settimeout(5)
+        conn = SCGIConnection(SCGIHandler(), ours.fileno(), "", ours)
+        peer.sendall(b"24:CONTENT_LE")
+        assert read_netstring(conn, 1000) is None  # Never waits for the rest.
+        peer.sendall(b"NGTH\x003\x00SCGI\x001\x00,")
+        assert read_netstring(conn, 1000) == b"CONTENT_LENGTH\x003\x00SCGI\x001\x00"

@@ -46,17 +46,17 @@ def failing_app(environ, start_response):
 
 @pytest.fixture
 def writes(monkeypatch):
-    """Count the FastCGI handler's writes (each is one ``send_all``)."""
-    from runfcgi_compat.servers import fcgi
+    """Count the connections' writes (each is one ``send_all``)."""
+    from runfcgi_compat.servers import base
 
     calls = []
-    real = fcgi.send_all
+    real = base.send_all
 
-    def counting(sock, data):
+    def counting(fd, data, timeout):
         calls.append(len(data))
-        return real(sock, data)
+        return real(fd, data, timeout)
 
-    monkeypatch.setattr(fcgi, "send_all", counting)
+    monkeypatch.setattr(base, "send_all", counting)
     return calls
 
 
@@ -138,13 +138,14 @@ def test_tcp_nodelay_on_accepted_sockets(serve, protocol):
         return [b""]
 
     address, handler = serve(protocol, app)
-    original = handler.run_connection
+    original = handler.connect
 
     def spy(sock, addr):
-        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-        return original(sock, addr)
+        conn = original(sock, addr)
+        seen.append(conn._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return conn
 
-    handler.run_connection = spy
+    handler.connect = spy
     client.request(address, protocol)
     client.request(address, protocol)
     assert seen == [1, 1]
@@ -533,18 +534,21 @@ def test_request_without_request_method_is_a_400_and_one_warning(serve, protocol
     assert client.request(address, protocol).status == 200
 
 
-def test_scgi_socket_reader_reads_lines_and_sizes_across_recvs():
-    import select
-
-    from runfcgi_compat.servers.scgi import LimitedInput, SocketReader, read_netstring
+def test_scgi_reader_reads_lines_and_sizes_across_recvs():
+    from runfcgi_compat.servers.scgi import (
+        LimitedInput,
+        SCGIConnection,
+        SCGIHandler,
+        read_netstring,
+    )
 
     ours, theirs = socket.socketpair()
     with ours, theirs:
         ours.settimeout(5)
         theirs.sendall(b"5:ab\0c\0,line one\nli")
-        reader = SocketReader(ours, lambda sock: bool(select.select([sock], [], [], 5)[0]))
-        assert read_netstring(reader, 100) == b"ab\0c\0"
-        body = LimitedInput(reader, 30)
+        conn = SCGIConnection(SCGIHandler(), ours.fileno(), "", ours)
+        assert read_netstring(conn, 100) == b"ab\0c\0"
+        body = LimitedInput(conn, 30)
 
         def later():
             time.sleep(0.05)
@@ -559,8 +563,8 @@ def test_scgi_socket_reader_reads_lines_and_sizes_across_recvs():
         assert body.read() == b"456789xy"
         assert body.read() == b""
         sender.join()
-        assert reader.read(10) == b"z"
-        assert reader.eof
+        assert conn.read(10) == b"z"
+        assert conn.peer_closed
 
 
 @pytest.mark.parametrize("read_body", [True, False])

@@ -199,10 +199,7 @@ class AJPRequest(ajp_base.Request):
 class AJPConnection(Connection, ajp_base.Connection):
     read_size = READ_SIZE
     logger = log  # flup's _cping logs through it.
-
-    def __init__(self, handler, fd, addr, sock=None):
-        Connection.__init__(self, handler, fd, addr, sock)
-        self._request = None
+    _request = None  # The request being served (flup's name).
 
     def serve(self):
         """Answer the packets that have arrived until a request has been

@@ -405,8 +405,7 @@ KEEP = "keep"  # Still open, no request in progress: the pool decides where it w
 CLOSE = "close"  # Closed: the pool forgets it.
 
 # Reads and writes never block when the C module is there (MSG_DONTWAIT);
-# without it a descriptor must be in non-blocking mode (a socket object
-# with a timeout is).
+# without it a descriptor must be in non-blocking mode.
 NEVER_BLOCKS = recv_now is not os.read
 
 
@@ -429,23 +428,26 @@ class Connection:
     # system calls rare, small enough never to copy a huge body whole.
     flush_threshold = 256 * 1024
 
+    # Class defaults, so that __init__ sets little: a connection is made
+    # for nearly every request when the web server does not keep them.
+    fresh = True  # No request has been served on it yet.
+    # The buffered bytes were found short of a whole request, and nothing
+    # has arrived since: only a wait can bring the rest.
+    short = False
+    closed = False
+    peer_closed = False
+    _inbuf = b""
+    _inpos = 0
+    _outbox_size = 0
+    _timeout = None  # flup's per-request alarm: never used.
+
     def __init__(self, handler, fd, addr, sock=None):
         self.server = handler  # flup's name for it.
         self.fd = fd
         self._addr = addr
         if sock is not None:
             self._sock = sock
-        self._timeout = None  # flup's per-request alarm: never used.
-        self.fresh = True  # No request has been served on it yet.
-        # The buffered bytes were found short of a whole request, and
-        # nothing has arrived since: only a wait can bring the rest.
-        self.short = False
-        self.closed = False
-        self.peer_closed = False
-        self._inbuf = b""
-        self._inpos = 0
         self._outbox = []
-        self._outbox_size = 0
 
     def __getattr__(self, name):
         # Reached only while ``_sock`` has not been made (see the class
@@ -532,10 +534,11 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        try:
-            self.flush()
-        except OSError:
-            pass
+        if self._outbox:
+            try:
+                self.flush()
+            except OSError:
+                pass
         if linger and not self.peer_closed:
             self.server.linger_close(self._sock)
         elif "_sock" in self.__dict__:
@@ -635,13 +638,16 @@ class ProtocolHandler:
         descriptor (``sock`` an int, as a prefork worker accepts); None
         when the peer is not allowed (then it is closed)."""
         if type(sock) is int:
-            fd = sock
-            sock = None if NEVER_BLOCKS else self.make_socket(fd)
+            fd, sock = sock, None
         else:
             fd = sock.fileno()
             # Bounds every read and write in the middle of a request: a peer
             # that stops sending or reading would pin us forever.
             sock.settimeout(self.idle_timeout or None)
+        if not NEVER_BLOCKS:
+            # os.read and os.write wait on a blocking descriptor: serve_next
+            # must not.
+            os.set_blocking(fd, False)
         conn = self.connection_class(self, fd, addr, sock)
         # An IP peer's address is a tuple, a UNIX socket peer's a str:
         # cheaper than the family, an enum built on every access.
@@ -719,7 +725,9 @@ class ProtocolHandler:
 
     def handle_accepted(self, fd, addr):
         """Serve a connection accepted as a bare descriptor; as handle_connection."""
-        return self._hold(self.connect(fd, addr), resumed=False)
+        # A web server writes its request right after connecting: read
+        # first, wait only if it has not come.
+        return self._hold(self.connect(fd, addr))
 
     def handle_connection(self, sock, addr):
         """Serve one accepted connection until it closes; never raise.
@@ -727,31 +735,32 @@ class ProtocolHandler:
         Return None, or a ``Parked`` when the hold policy parked the
         connection: then it is still open, for ``resume_connection``.
         """
-        return self._hold(self.connect(sock, addr), resumed=False)
+        return self._hold(self.connect(sock, addr))
 
     def resume_connection(self, parked):
         """Go on serving a connection parked earlier (found readable)."""
-        return self._hold(parked.conn, resumed=True)
+        return self._hold(parked.conn)
 
     def serve_kept(self, parked):
         """Serve the next request on a held, readable kept connection:
         SERVED (held as before) or CLOSED."""
         return SERVED if self.serve_next(parked.conn) is KEEP else CLOSED
 
-    def _hold(self, conn, resumed):
-        while conn is not None:
-            if not resumed and not conn.ready():
-                verdict = self.wait_for_request(conn, conn.fresh, returns_parked=True)
-                if verdict is False:
-                    conn.close()
-                    return None
-                if verdict is not True:
-                    verdict.conn = verdict.sock = conn
-                    verdict.addr = conn._addr
-                    return verdict
-            resumed = False
-            if self.serve_next(conn) is CLOSE:
+    def _hold(self, conn):
+        """Serve requests; between them ask the hold policy where to wait."""
+        if conn is None:
+            return None
+        while self.serve_next(conn) is KEEP:
+            if conn.ready():
+                continue  # The next request may be here already.
+            verdict = self.wait_for_request(conn, conn.fresh, returns_parked=True)
+            if verdict is False:
+                conn.close()
                 return None
+            if verdict is not True:
+                verdict.conn = verdict.sock = conn
+                verdict.addr = conn._addr
+                return verdict
         return None
 
     def wait_for_request(self, sock, first, returns_parked=False):

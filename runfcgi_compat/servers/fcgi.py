@@ -137,37 +137,6 @@ class FCGITransport:
         self.req._conn.flush()
 
 
-class WholeTransport:
-    """The ``base.Response`` transport for a request that arrived whole."""
-
-    def __init__(self, conn, request_id):
-        self.conn = conn
-        self.request_id = request_id
-
-    def send_head_and_body(self, status, headers, body):
-        # No abort check here: the request has just arrived whole, and most
-        # responses are this one write.
-        record = stdout_record(self.request_id, status, headers, body)
-        if record is not None:
-            self.conn.queue(record)
-            return
-        head = encode_head(status, headers)
-        if body and len(body) < 8192:
-            self.conn.queue_stream(FCGI_STDOUT, self.request_id, head + body)
-            return
-        self.conn.queue_stream(FCGI_STDOUT, self.request_id, head)
-        if body:
-            self.conn.queue_stream(FCGI_STDOUT, self.request_id, body)
-
-    def send_body(self, body):
-        if self.conn.whole_request_aborted(self.request_id):
-            raise RequestAborted("request aborted by the web server")
-        self.conn.queue_stream(FCGI_STDOUT, self.request_id, body)
-
-    def flush(self):
-        self.conn.flush()
-
-
 class FCGIConnection(Connection, fcgi_base.Connection):
     """One web-server connection: our reading, waiting and writing around
     flup's record dispatch.
@@ -175,60 +144,83 @@ class FCGIConnection(Connection, fcgi_base.Connection):
     ``serve`` takes the next request one of two ways, which give the app
     the same environ: whole, when all its records are in the read buffer
     (``fcgi_whole``: a GET or a small POST, nearly every request), else
-    record by record through flup's dispatch (``process_input``).
+    record by record through flup's dispatch (``process_input``).  For a
+    request served whole the connection is the response's transport
+    (``send_head_and_body``, ``send_body``, ``flush``); for one read record
+    by record, ``FCGITransport``.
     """
 
     read_size = READ_SIZE
-
-    def __init__(self, handler, fd, addr, sock=None):
-        # flup's __init__ would set ``_sock``, which we make only when
-        # needed (see base.Connection); what its methods use is set here.
-        Connection.__init__(self, handler, fd, addr, sock)
-        self._requests = {}
-        self._keepGoing = True
-        self._stdin_ended = False
-        self.ended = 0  # Requests ended on this connection.
+    # flup's __init__ is not called (it would make ``_sock``, see
+    # base.Connection); what its methods use has a class default here, so a
+    # connection costs one __init__.  ``_requests`` is made by the record
+    # path, the only one that uses it.
+    _requests = None
+    _keepGoing = True
+    _stdin_ended = False
+    ended = 0  # Requests ended on this connection.
+    request_id = None  # The request being served whole.
 
     def serve(self):
-        if not self.buffered() and not self.read_now():
+        if self._inpos == len(self._inbuf) and not self.read_now():
             return KEEP  # Nothing has come yet.
         try:
-            if self._serve_whole():
-                return KEEP if self._keepGoing else CLOSE
-            return self._serve_records()
+            # The request at the head of the buffer, if it arrived whole
+            # (see fcgi_whole) and no request read record by record is
+            # under way; else the record path.
+            parsed = None if self._requests else parse_whole(self._inbuf, self._inpos)
+        except MALFORMED:
+            parsed = None  # The record path reports it.
+        try:
+            if parsed is None:
+                return self._serve_records()
         except MALFORMED as exc:
             raise ProtocolError(
                 f"malformed FastCGI record ({exc.__class__.__name__}: {exc})") from None
-
-    def _serve_whole(self):
-        """Serve the request at the head of the buffer if it arrived whole;
-        False, having consumed nothing, if it did not (see fcgi_whole)."""
-        if self._requests:
-            return False  # A request read record by record is under way.
-        try:
-            parsed = parse_whole(self._inbuf, self._inpos)
-        except MALFORMED:
-            return False  # The record path reports it.
-        if parsed is None:
-            return False
         request_id, flags, params, body, self._inpos = parsed
         self._stdin_ended = True
+        self.request_id = request_id
         handler = self.server
-        environ = handler.base_environ(params, io.BytesIO(body))
-        handler.serve_whole(environ, WholeTransport(self, request_id))
-        self.queue(end_of_request(request_id))
+        handler.serve_whole(handler.base_environ(params, io.BytesIO(body)), self)
+        # The end of the response travels with it: one write.
+        self._outbox.append(end_of_request(request_id))
         self.flush()
         self.ended += 1
         self.fresh = False
-        if not flags & FCGI_KEEP_CONN:
-            self._keepGoing = False
-            self._cleanupSocket()
-        return True
+        if flags & FCGI_KEEP_CONN:
+            return KEEP
+        self._keepGoing = False
+        self.close()  # All of the request was read: nothing can reset.
+        return CLOSE
+
+    # -- the transport (see base.Response) of a request served whole
+
+    def send_head_and_body(self, status, headers, body):
+        # No abort check here: the request has just arrived whole, and most
+        # responses are this one write.
+        record = stdout_record(self.request_id, status, headers, body)
+        if record is not None:
+            self._outbox.append(record)  # Under flush_threshold: no check.
+            return
+        head = encode_head(status, headers)
+        if body and len(body) < 8192:
+            self.queue_stream(FCGI_STDOUT, self.request_id, head + body)
+            return
+        self.queue_stream(FCGI_STDOUT, self.request_id, head)
+        if body:
+            self.queue_stream(FCGI_STDOUT, self.request_id, body)
+
+    def send_body(self, body):
+        if self.whole_request_aborted(self.request_id):
+            raise RequestAborted("request aborted by the web server")
+        self.queue_stream(FCGI_STDOUT, self.request_id, body)
 
     def _serve_records(self):
         """Dispatch the buffered records until a request has ended.  Until
         its app runs, only what has arrived is read: when a record is not
         all there, it is left for the pool to wait for (``incomplete``)."""
+        if self._requests is None:
+            self._requests = {}
         ended = self.ended
         while self.ended == ended and self._keepGoing:
             if not self._requests and self.buffered():
@@ -422,15 +414,16 @@ class FastCGIHandler(ProtocolHandler, fcgi_base.BaseFCGIServer):
             b"FCGI_MPXS_CONNS": 0,
         }
 
-    def serve_whole(self, environ, transport):
-        """serve_request for a request read whole; the web server's
-        FCGI_ABORT_REQUEST ends it quietly, its hanging up is passed on."""
+    def serve_whole(self, environ, conn):
+        """serve_request for a request read whole (``conn`` is its
+        transport); the web server's FCGI_ABORT_REQUEST ends it quietly,
+        its hanging up is passed on."""
         try:
-            self.serve_request(environ, transport)
+            self.serve_request(environ, conn)
         except RequestAborted:
-            if transport.conn.peer_closed:
+            if conn.peer_closed:
                 raise
-            log.info("fcgi: request %s aborted by the web server", transport.request_id)
+            log.info("fcgi: request %s aborted by the web server", conn.request_id)
 
     def handler(self, req):
         """flup's per-request hook: build the environ and run the app."""

@@ -351,6 +351,10 @@ class ThreadedPool:
         """Close the idle connections and what ``open()`` made."""
         for parked in self._conns:
             self._close_idle(self._conns.pop(parked.sock.fileno()))
+        with self._lock:
+            returned, self._returned = self._returned, []
+        for parked in returned:
+            close_quietly(parked.sock)
         self._selector.close()
         self._box.close()
         self._listen.setblocking(self._was_blocking)
@@ -468,7 +472,8 @@ class ThreadedPool:
 
     def _close_expired(self, now):
         for parked in self._conns.expired(now):
-            log.debug("%s: idle connection timed out", self.handler.protocol)
+            log.debug("%s: idle connection timed out after %ss",
+                      self.handler.protocol, self.handler.idle_timeout)
             self._close_idle(parked)
 
     def _close_idle(self, parked):
@@ -538,7 +543,11 @@ class ThreadedPool:
                     self._threads -= 1
                     wake = self._wake_main(self._stopping)
                     break
-            parked = self._serve(item)
+            try:
+                parked = self._serve(item)
+            except Exception:  # A handler never raises; if one did, the thread lives on.
+                log.exception("threaded: unexpected error serving a connection")
+                parked = None
             with lock:
                 self._idle += 1
                 if parked is not None:

@@ -206,7 +206,8 @@ class ThreadedPool:
         # Under the lock:
         self._threads = 0  # Started and not yet left.
         self._idle = 0  # Threads waiting for work.
-        self._queued = 0  # Items in the work queue (None included).
+        self._queued = 0  # Connections in the work queue.
+        self._leaving = 0  # Threads told to leave (a None each) and not gone yet.
         self._returned = []  # Connections handed back, for the main thread.
         self._backlog = False  # A new connection waits while no thread is free.
         self._full = False  # No thread is free: one that becomes free wakes the main thread.
@@ -265,7 +266,7 @@ class ThreadedPool:
         now = self.clock()
         with self._lock:
             self._keep_spare_threads()
-            self._fewest_spare = self._idle
+            self._fewest_spare = self._spare()
         self._window_end = now + self.spare_linger
 
     def turn(self, wait=None):
@@ -331,8 +332,8 @@ class ThreadedPool:
             self._take_returned(now)
             self._close_expired(now)
             with self._lock:
-                self._retire(self._idle - self._queued)  # Idle threads leave.
-                busy = self._threads - self._idle
+                self._retire(self._spare())  # Idle threads leave.
+                busy = self._threads - self._idle + self._queued
             if not busy and not self._conns:
                 log.info("threaded: all connections closed")
                 return
@@ -446,9 +447,9 @@ class ThreadedPool:
         with self._lock:
             self._counts[count] += 1
             self._queued += 1
-            spare = self._idle - self._queued
+            spare = self._spare()
             self._fewest_spare = min(self._fewest_spare, spare)
-            if spare < 0 and self._threads < self.maxchildren:
+            if spare < 0 and self._threads - self._leaving < self.maxchildren:
                 self._start_thread()
         self._work.put(item)
 
@@ -494,11 +495,15 @@ class ThreadedPool:
     def _free_slots(self):
         """Connections a thread could take now: idle threads with nothing
         queued for them, and room for new threads."""
-        return self._idle - self._queued + self.maxchildren - self._threads
+        return self._spare() + self.maxchildren - (self._threads - self._leaving)
+
+    def _spare(self):
+        """Idle threads with nothing queued for them, and not leaving."""
+        return self._idle - self._queued - self._leaving
 
     def _keep_spare_threads(self):
-        while (self._idle - self._queued < self.minspare
-               and self._threads < self.maxchildren and not self._stopping):
+        while (self._spare() < self.minspare and not self._stopping
+               and self._threads - self._leaving < self.maxchildren):
             if not self._start_thread():
                 return
 
@@ -506,12 +511,12 @@ class ThreadedPool:
         """End the linger window: threads that stayed spare beyond
         ``maxspare`` through all of it leave."""
         self._retire(self._fewest_spare - self.maxspare)
-        self._fewest_spare = self._idle - self._queued
+        self._fewest_spare = self._spare()
         self._window_end = now + self.spare_linger
 
     def _retire(self, count):
         for _ in range(count):
-            self._queued += 1
+            self._leaving += 1
             self._work.put(None)
 
     def _start_thread(self):
@@ -537,12 +542,13 @@ class ThreadedPool:
         while True:
             item = take()
             with lock:
-                self._queued -= 1
                 self._idle -= 1
                 if item is None:
+                    self._leaving -= 1
                     self._threads -= 1
                     wake = self._wake_main(self._stopping)
                     break
+                self._queued -= 1
             try:
                 parked = self._serve(item)
             except Exception:  # A handler never raises; if one did, the thread lives on.
@@ -591,7 +597,7 @@ class ThreadedPool:
         """Whether a thread may serve the next request on kept ``sock`` at
         once: nothing else waits for a thread, and the request is here."""
         with self._lock:
-            if self._queued > self._idle or self._backlog:
+            if self._spare() < 0 or self._backlog:
                 return False
         if not readable_now(sock):
             return False

@@ -91,13 +91,12 @@ class LineHandler:
         try:
             while True:
                 if b"\n" not in conn.buffer:
-                    stopping = self.stop_notice is not None and self.stop_notice.is_set()
-                    if stopping and not conn.first:
-                        break
-                    verdict = self.hold.wait_for_request(self, sock, conn.first, [])
+                    verdict = self.wait(conn)
                     if verdict is not True:
-                        verdict.sock, verdict.conn = sock, conn
-                        return verdict
+                        if verdict:
+                            verdict.sock, verdict.conn = sock, conn
+                            return verdict
+                        break
                     data = sock.recv(4096)
                     if not data:
                         break
@@ -110,6 +109,17 @@ class LineHandler:
             pass
         sock.close()
         return None
+
+    def wait(self, conn):
+        """True: bytes are here; False: close; or the Parked to return."""
+        if conn.buffer:  # Half a request, as a FastCGI request whose records stop.
+            try:
+                return self.hold.wait_mid_request(self, conn.sock, parkable=True)
+            except Parked as parked:
+                return parked
+        if self.stop_notice is not None and self.stop_notice.is_set() and not conn.first:
+            return False
+        return self.hold.wait_for_request(self, conn.sock, conn.first, [])
 
 
 @pytest.fixture
@@ -432,9 +442,10 @@ def test_threads_idle_beyond_maxspare_for_a_whole_linger_window_leave(pools, cli
 
 def test_a_stop_closes_idle_kept_connections_and_waits_for_fresh_ones(pools, clients):
     pool, app, address = pools()
-    kept, fresh = clients(address), clients(address)
+    kept, fresh, half = clients(address), clients(address), clients(address)
     assert ask(pool, kept, b"x") == b"x!\n"
-    turn_until(pool, lambda: settled(pool, 2), "both idle in the main thread")
+    half.sendall(b"ha")  # Half a request: parked as such.
+    turn_until(pool, lambda: settled(pool, 3), "all three idle in the main thread")
     done = threading.Event()
     stopper = threading.Thread(target=lambda: (pool.finish(), done.set()))
     stopper.start()
@@ -446,6 +457,9 @@ def test_a_stop_closes_idle_kept_connections_and_waits_for_fresh_ones(pools, cli
         fresh.settimeout(LIMIT)
         assert fresh.recv(4096) == b"first!\n"
         assert fresh.recv(1) == b""  # Kept no longer: closed after its request.
+        half.sendall(b"lf\n")  # The rest of a request stalled half-way.
+        half.settimeout(LIMIT)
+        assert half.recv(4096) == b"half!\n"
     finally:
         stopper.join(LIMIT)
     assert done.is_set()

@@ -195,8 +195,8 @@ def test_requests_stalled_before_the_app_are_parked_too(start_server):
 
 def keep_busy_until(kept, done, cycles=400):
     """Send requests on ``kept`` in turn, each as soon as the last one is
-    answered (well within ThreadHold's park_after), until ``done()`` or
-    ``cycles`` requests; return how many were sent."""
+    answered, until ``done()`` or ``cycles`` requests; return how many
+    were sent."""
     for count in range(cycles):
         if done():
             return count
@@ -206,9 +206,10 @@ def keep_busy_until(kept, done, cycles=400):
 
 @pytest.mark.parametrize("waiting", ["new connection", "parked kept connection"])
 def test_busy_kept_connections_take_turns_with_waiting_ones(start_server, waiting):
-    # Two threads, each held by a kept connection whose next request always
-    # comes within park_after: a third connection used to wait for as long
-    # as the load lasted.
+    # Two threads, each busy with a kept connection whose next request
+    # comes as soon as the last is answered: a third connection must still
+    # get its turn (the threads hand their connections back while it waits),
+    # where it once waited for as long as the load lasted.
     server = start_threaded(start_server, "fcgi", maxchildren=2, maxspare=2, minspare=2)
     busy = [client.FastCGIConnection(server.address, timeout=30) for _ in range(2)]
     third = client.FastCGIConnection(server.address, timeout=30)
@@ -300,8 +301,9 @@ def fcgi_kept_request(path):
 
 @pytest.mark.parametrize("protocol", ["fcgi", "ajp"])
 def test_slow_requests_on_kept_connections_still_run_side_by_side(start_server, protocol):
-    # The thread serving the held connections is stuck in a slow view: the
-    # others' requests go to other threads (after park_after), all at once.
+    # Three slow views on three kept connections run at once, each in a
+    # thread of its own: an idle kept connection holds no thread, and one
+    # thread's slow view never holds up the next request on another.
     server = start_threaded(start_server, protocol)
     conns = kept_connections(server, protocol, 3)
     results = {}

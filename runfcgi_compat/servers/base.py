@@ -471,6 +471,13 @@ class Connection:
         call serve_next again at once, without waiting for the socket."""
         return self._inpos < len(self._inbuf) and not self.short
 
+    def arriving(self):
+        """True while a request is on its way: a fresh connection's first,
+        or one whose first bytes have come.  A stopping pool gives such a
+        connection the handler's ``first_request_grace`` instead of closing
+        it: its web server is sending a request."""
+        return self.fresh or self._inpos < len(self._inbuf)
+
     def incomplete(self):
         """What serve() returns when the next request has not all come:
         KEEP, its bytes kept here for the next call."""

@@ -215,6 +215,11 @@ class FCGIConnection(Connection, fcgi_base.Connection):
             raise RequestAborted("request aborted by the web server")
         self.queue_stream(FCGI_STDOUT, self.request_id, body)
 
+    def arriving(self):
+        # Records of a request already dispatched (its parameters so far)
+        # count as a request on its way too.
+        return bool(self._requests) or Connection.arriving(self)
+
     def _serve_records(self):
         """Dispatch the buffered records until a request has ended.  Until
         its app runs, only what has arrived is read: when a record is not

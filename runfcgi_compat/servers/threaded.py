@@ -1,61 +1,62 @@
-"""The threaded pool: one process, threads for the requests being served.
+"""The threaded pool: one process, a main thread that waits, threads that serve.
 
-Replaces flup's ``ThreadedServer``/``ThreadPool``, whose shutdown hung on
-any idle open connection, never timed idle connections out (60 idle kept
-connections exhausted 50 threads), and used ``setDaemon``/``notifyAll``/
-``currentThread`` (warnings on 3.13, errors under ``-W error``).
+The shape of gunicorn's gthread worker and of waitress, which operators
+know.  It replaces flup's ``ThreadedServer``/``ThreadPool``, whose shutdown
+hung on any idle open connection, which never timed idle connections out
+(60 idle kept connections exhausted 50 threads), and which used
+``setDaemon``/``notifyAll``/``currentThread`` (errors under ``-W error``).
 
-* The main thread waits in a selector on the listening socket, a signal
-  wake-up fd and every *parked* connection, accepts, and queues work for
-  the threads.  It stops accepting while all ``maxchildren`` threads are
-  busy, so surplus connections wait in the kernel's backlog, not in our
-  memory.
-* Kept connections between two requests are *held* (``held.py``): as soon
-  as a request is answered its connection goes into one ``epoll`` set,
-  and a thread that has just finished a request takes the next one whose
-  request has come and serves it, with no wake-up and no hand-off of the
-  interpreter lock.  Under load one thread serves request after request,
-  as a prefork worker does; a thread per kept connection, each sleeping
-  on its own, cost a wake-up and a lock hand-off at every request (kept
-  connections gained 1.1-1.3x over new ones then, 1.7x now; see
-  bench/PROFILE.rst).  Only the thread that took one last goes on taking
-  them, unless it has been inside a request for ``park_after`` seconds
-  (a slow view): two threads taking turns would hand the lock to each
-  other at every request.  When none is ready, one thread (the leader)
-  waits for them, if no other is inside a request; otherwise the main thread
-  watches them whenever no thread will (no leader, and no thread busy or
-  none has taken one for ``park_after``).  So a request on a held
-  connection waits at most about ``park_after`` behind slow views, and
-  held connections are served in the order their requests come, however
-  many there are: an idle one costs a descriptor, never a thread.
-* A fresh connection that has sent nothing for ``park_after`` seconds is
-  handed back to the main thread, which parks it in the selector and
-  queues it again when the peer sends something; so is a FastCGI request
-  whose records stop before the app has started.  A parked or held
-  connection closes after the handler's ``idle_timeout``; if descriptors
-  run out, the longest-idle goes first.
-* Between ``minspare`` and ``maxspare`` idle threads are kept; a thread
-  beyond ``maxspare`` leaves only after ``spare_linger`` idle seconds, so a
-  burst does not start and end threads over and over.
-* Fair shares when connections outnumber threads: while every thread is
-  busy and a parked connection has become ready, or a new connection
-  waits in the backlog, a fresh connection is parked at once instead of
-  waited for.
-* A thread that has finished with a connection tries ``accept()`` itself
-  on the (non-blocking) listening socket before it goes back to wait for
-  work (leader/follower): under load, connections go from the kernel to a
-  thread with no hand-off through the main thread.
+* The main thread owns one ``selectors.DefaultSelector`` (epoll on Linux,
+  kqueue on the BSDs and macOS, poll elsewhere) and everything in it: the
+  listening socket, every *idle* connection -- a kept one between two
+  requests, a fresh one whose first request has not arrived, a FastCGI
+  request whose records stopped before the app started -- and the signal
+  box's pipe, which the worker threads also write to when the main thread
+  must look at something (the wake-up).  It accepts new connections and,
+  when an idle connection becomes readable, takes it out of the selector;
+  either way the connection goes into the work queue.
+* Worker threads take connections from the queue and serve them
+  (``_serve``: the pool's one use of the protocol handler, through its
+  contract ``connect``/``serve_next``, see base.py).  When a connection
+  has no request in progress, its thread serves the next one at once only
+  if it is already buffered or already arrived (a poll that never waits),
+  and nothing else is waiting for a thread; otherwise it hands the
+  connection back to the main thread and takes the next work.  An idle
+  connection never holds a thread.
+* At most ``maxchildren`` threads.  The main thread accepts only while a
+  thread is free for the new connection, so surplus connections wait in
+  the kernel's backlog, not in our memory.  Idle connections whose
+  request arrives are queued even when every thread is busy; while
+  anything is queued, or a new connection waits in the backlog, threads
+  hand their connection back after every request instead of serving it
+  again, so busy kept connections take turns with waiting ones.  The main
+  thread accepts before it queues idle connections that became readable
+  in the same turn, so a busy kept connection cannot take every free
+  slot from the backlog.
+* Idle connections sit in one table, oldest first (``IdleConnections``),
+  which the main thread sweeps every turn: one closes after the handler's
+  ``idle_timeout``; when ``accept()`` runs out of descriptors the
+  longest-idle one is closed to make room.
+* Between ``minspare`` and ``maxspare`` idle threads are kept: the main
+  thread starts threads up to ``minspare`` idle ones, and retires those
+  that stayed idle beyond ``maxspare`` through a whole ``spare_linger``
+  window, so a burst does not start and end threads over and over.
+* Shared state (the thread counts, the queued work count, the connections
+  handed back, the counters of ``stats()``) is under one lock; the
+  selector, the idle table and the listening socket belong to the main
+  thread alone.  Tests drive the main thread one ``turn()`` at a time with
+  a fake ``clock``.
 * ``maxrequests`` does not apply (as in Django 1.8's runfcgi): there is no
   process to recycle.
 
 Signals (main thread):
 
-* SIGTERM, SIGINT: graceful stop.  Accepting stops, idle connections are
-  closed (a fresh one still gets the handler's ``first_request_grace`` to
-  send its request), requests in progress finish; after
-  ``graceful_timeout`` seconds (or a second SIGTERM/SIGINT) ``serve()``
-  returns anyway and the remaining threads (daemon threads) die with the
-  process.
+* SIGTERM, SIGINT: graceful stop.  Accepting stops, idle kept connections
+  are closed (a fresh one, or one whose request stopped half-way, still
+  gets the handler's ``first_request_grace`` to send the rest), requests
+  in progress finish; after ``graceful_timeout`` seconds (or a second
+  SIGTERM/SIGINT) ``serve()`` returns anyway and the remaining threads
+  (daemon threads) die with the process.
 * SIGHUP: logged and otherwise ignored (a documented no-op).  A reload
   needs a new process, and re-executing this one in place would need every
   thread drained first: a pause, not a reload.  Use ``method=prefork`` for
@@ -64,7 +65,6 @@ Signals (main thread):
 """
 import collections
 import errno
-import os
 import queue
 import select
 import selectors
@@ -72,93 +72,84 @@ import signal
 import threading
 import time
 
-from .base import CLOSED, NOTICE, SERVED, HoldPolicy, Parked, close_expired, close_quietly, log
-from .held import HeldConnections
-from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
+from .base import KEEP, close_quietly, log
+from .signals import STOP_SIGNALS, Notice, SignalBox
 
 POOL_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1)
-# accept() errors that a closed parked connection can cure.
+# accept() errors that closing an idle connection can cure.
 OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+# accept() errors that concern one connection only: try the next.
+CONNECTION_ERRORS = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM)
+
+# What the selector's keys carry, besides an idle connection.
+LISTENER = "listener"
+BOX = "box"
 
 
-class ThreadHold(HoldPolicy):
-    """Wait briefly with a fresh connection, then park it with the main thread.
+def readable_now(conn):
+    """True if ``conn`` has bytes (or its end) to read now; never waits."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
-    ``crowded()`` says whether others are waiting for a thread; then the
-    connection is parked at once, so that threads take turns.  With
-    ``hold_kept`` a kept connection between requests is parked at once
-    too, for the pool's held set, unless this thread is resuming it
-    because the held set found it ready (``resuming``).
+
+class IdleConnections:
+    """The main thread's idle connections, oldest first, with deadlines.
+
+    Every connection gets the same timeout when it is added, so the oldest
+    expires first and a sweep stops at the first one still in time.
     """
 
-    def __init__(self, park_after, crowded=bool, hold_kept=False):
-        self.park_after = park_after
-        self.crowded = crowded  # The default, bool(), is False: never crowded.
-        # Kept connections go to the pool's held set as soon as a request
-        # is answered (see held.py), not after park_after.
-        self.hold_kept = hold_kept
-        self._ms = max(0, int(park_after * 1000 + 0.999))
-        # Each thread's poller, kept from one request to the next: building
-        # one per wait (with its registrations) was a tenth of the threaded
-        # server's Python time with kept connections.
-        self._local = threading.local()
+    def __init__(self):
+        self._table = collections.OrderedDict()  # fd -> (connection, deadline or None)
 
-    def resuming(self, sock):
-        """This thread resumes held ``sock``, found readable; None: done."""
-        self._local.ready = sock
+    def __len__(self):
+        return len(self._table)
 
-    def wait_for_request(self, handler, sock, first, notices):
-        local = self._local
-        if self.hold_kept and not first:
-            if getattr(local, "ready", None) is sock:
-                local.ready = None
-                return True  # Resumed from the held set: its bytes are here.
-            return Parked(first)
-        if self.crowded():
-            return Parked(first)
-        poller = getattr(local, "poller", None)
-        if poller is None or local.notices != notices:
-            poller = local.poller = select.poll()
-            for notice in notices:
-                poller.register(notice.fileno(), select.POLLIN)
-            local.notices, local.fd = notices, None
-        fd = sock.fileno()
-        if local.fd != fd:
-            if local.fd is not None:
-                poller.unregister(local.fd)
-            poller.register(fd, select.POLLIN | select.POLLPRI)
-            local.fd = fd
-        events = poller.poll(self._ms)
-        for ready_fd, _ in events:
-            if ready_fd == fd:
-                return True
-        if events:
-            return NOTICE
-        return Parked(first)
+    def __iter__(self):
+        return iter([conn for conn, _ in self._table.values()])
 
-    def wait_mid_request(self, handler, sock, parkable=False):
-        # A request whose parameters stop half-way has not reached the app
-        # yet: park it like an idle connection, so stalled peers cannot
-        # occupy the threads either.  Once the app runs, it must wait.
-        if parkable:
-            if wait_readable([sock], self.park_after):
-                return True
-            parked = Parked(False)
-            parked.mid_request = True
-            raise parked
-        return super().wait_mid_request(handler, sock)
+    def add(self, conn, deadline):
+        fd = conn.fileno()
+        self._table.pop(fd, None)
+        self._table[fd] = (conn, deadline)
+
+    def pop(self, fd):
+        return self._table.pop(fd)[0]
+
+    def oldest(self):
+        """The longest-idle connection; None if there is none."""
+        for conn, _ in self._table.values():
+            return conn
+        return None
+
+    def next_deadline(self):
+        for _, deadline in self._table.values():
+            return deadline
+        return None
+
+    def expired(self, now):
+        """Remove and return the connections whose deadline has passed."""
+        gone = []
+        while self._table:
+            conn, deadline = next(iter(self._table.values()))
+            if deadline is None or deadline > now:
+                break
+            self._table.popitem(last=False)
+            gone.append(conn)
+        return gone
 
 
 class ThreadedPool:
     # Seconds to let requests in progress finish after SIGTERM.
     graceful_timeout = 30.0
-    # Seconds a thread waits on a quiet connection before parking it.  Under
-    # load the next request on a kept connection follows within a fraction
-    # of a millisecond and never leaves the thread; a longer wait would let
-    # idle connections hold threads again.
-    park_after = 0.005
-    # Seconds an idle thread beyond ``maxspare`` waits before it ends.
+    # Seconds an idle thread beyond ``maxspare`` stays before it leaves.
     spare_linger = 2.0
+    # Seconds the main thread stops accepting after accept() failed in a
+    # way no idle connection can cure.
+    accept_pause = 0.5
+    # The time the main thread's deadlines are measured in (tests: a fake).
+    clock = staticmethod(time.monotonic)
 
     def __init__(self, handler, load_app, *, maxspare, minspare, maxchildren,
                  maxrequests=0, on_reopen_logs=None):
@@ -168,320 +159,284 @@ class ThreadedPool:
         self.minspare = min(minspare, maxspare, maxchildren)
         self.maxchildren = maxchildren
         self.on_reopen_logs = on_reopen_logs
+        self._work = queue.SimpleQueue()  # Connections for the threads; None: leave.
         self._lock = threading.Lock()
-        self._queue = queue.SimpleQueue()  # (handler method, argument...); None: leave
-        self._queued = 0  # Work items put and not yet taken.
-        self._leaving = 0  # None items put (stopping) and not yet taken.
-        self._listen = None
-        self._accepting = False  # Threads may accept() themselves.
-        self._paused = False  # No thread is free: the main thread does not accept.
-        # New connections wait in the backlog while no thread is free: busy
-        # threads give up their kept connections for them (see _crowded).
-        self._backlog = False
-        self._returned = collections.deque()  # Parked, from the threads
-        self._parked = {}  # fd -> (Parked, deadline); insertion order = age
-        self._held = None  # Kept connections between requests (held.py).
-        # A thread waits for the held connections' next request (_lead).
-        self._leader = False
-        # Threads inside a request; only when none is may a thread lead.
-        self._serving = 0
-        # The thread that took a held connection last, and when (_take_held).
-        self._taker = None
-        self._taken_at = 0.0
-        # The main thread sleeps without looking at the held connections:
-        # whoever leaves them unwatched must wake it (see _watch_held).
-        self._main_long = False
-        self._threads = set()
-        self._idle = 0
+        # Under the lock:
+        self._threads = 0  # Started and not yet left.
+        self._idle = 0  # Threads waiting for work.
+        self._queued = 0  # Connections in the work queue.
+        self._leaving = 0  # Threads told to leave (a None each) and not gone yet.
+        self._returned = []  # Connections handed back, for the main thread.
+        self._backlog = False  # A new connection waits while no thread is free.
+        self._full = False  # No thread is free: one that becomes free wakes the main thread.
         self._stopping = False
+        # The main thread sleeps only if nothing changed since it looked:
+        # a thread with news for it counts them, and wakes it if it sleeps.
+        self._news = 0
+        self._seen = 0  # _news when the main thread last looked.
+        self._asleep = False  # The main thread is in select() (or about to be).
+        self._woken = False  # A wake-up byte is on its way.
+        self._fewest_spare = 0  # Fewest spare threads in this linger window.
+        self._idle_connections = 0  # len(self._conns), as of the last turn.
+        self._counts = dict.fromkeys(("accepted", "resumed", "returned", "again"), 0)
+        # The main thread's alone:
+        self._conns = IdleConnections()
+        self._selector = None
+        self._listen = None
+        self._listening = False
+        self._accept_after = None  # Accepting paused until then (accept_pause).
+        self._window_end = 0.0  # End of the spare threads' linger window.
+
+    # -- the main thread
 
     def serve(self, listen_sock):
         """Serve on ``listen_sock`` until a graceful stop; return None."""
-        self.handler.set_app(self.load_app())
+        self.open(listen_sock)
+        try:
+            self._box.install()
+            # The runner holds these until a handler exists (see runner.run).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, POOL_SIGNALS)
+            while self.turn():
+                pass
+            self.finish()
+        finally:
+            self._box.restore()
+            self.close()
+
+    def open(self, listen_sock):
+        """Load the app, start ``minspare`` threads and watch ``listen_sock``.
+
+        ``serve()`` is ``open()``, ``turn()`` until a stop signal,
+        ``finish()`` and ``close()``; tests call them one at a time.
+        """
+        handler = self.handler
+        handler.set_app(self.load_app())
         self._stop = Notice()
-        self.handler.stop_notice = self._stop
-        self.handler.hold = ThreadHold(self.park_after, self._crowded, hold_kept=True)
-        self._serve_kept = getattr(self.handler, "serve_kept", None)
-        self._held = HeldConnections(self.handler)
-        self._bell = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._box = SignalBox(POOL_SIGNALS)
         self._selector = selectors.DefaultSelector()
-        was_blocking = listen_sock.getblocking()
+        self._selector.register(self._box, selectors.EVENT_READ, BOX)
+        self._was_blocking = listen_sock.getblocking()
         listen_sock.setblocking(False)
-        self.handler.prepare_listener(listen_sock)
+        handler.prepare_listener(listen_sock)
         self._listen = listen_sock
-        # The leader's poll (one thread at a time): the held connections,
-        # new connections, the bell (_dispatch) and the stop.
-        self._leader_poll = select.poll()
-        for fd in (self._held.fileno(), listen_sock.fileno(), self._bell, self._stop.fileno()):
-            self._leader_poll.register(fd, select.POLLIN)
-        self._box.install()
-        # The runner holds these until a handler exists (see runner.run).
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, POOL_SIGNALS)
-        try:
-            self._selector.register(self._box, selectors.EVENT_READ)
-            self._accept_loop(listen_sock)
-            self._drain()
-        finally:
-            for parked, _ in list(self._parked.values()):
-                self._close_parked(parked)
-            self._held.close()
-            os.close(self._bell)
-            self._selector.close()
-            self._box.restore()
-            self._box.close()
-            listen_sock.setblocking(was_blocking)
-
-    # -- main thread
-
-    def _accept_loop(self, listen_sock):
-        listening = False
-        watching_held = False
-        # The held set's take count when we last saw it change, and when.
-        self._taken_seen = (0, time.monotonic())
-        while True:
-            for signum in self._box.drain():
-                if signum in STOP_SIGNALS:
-                    log.info("threaded: %s received; stopping gracefully",
-                             signal.Signals(signum).name)
-                    self._accepting = False
-                    self._backlog = False
-                    self._watch(listen_sock, False, listening)
-                    return
-                if signum == signal.SIGHUP:
-                    log.warning("threaded: SIGHUP ignored; restart the process to "
-                                "load new code (method=prefork reloads on SIGHUP)")
-                elif signum == signal.SIGUSR1:
-                    self._reopen_logs()
-            self._park_returned()
-            with self._lock:
-                self._keep_spare_threads()
-                can_accept = self._free_slots() > 0
-                self._accepting = True
-                self._paused = not can_accept
-            # While no thread is free the listener is still watched, to
-            # notice a new connection waiting; once one is, the threads
-            # accept it (see _worker) and the listener rests until then.
-            listening = self._watch(listen_sock, can_accept or not self._backlog, listening)
-            timeout = self._next_expiry()
-            watch, soon = self._watch_held()
-            if soon is not None:
-                timeout = soon if timeout is None else min(timeout, soon)
-            watching_held = self._watch(self._held, watch, watching_held)
-            for key, _ in self._selector.select(timeout):
-                if key.fileobj is listen_sock:
-                    if can_accept:
-                        self._accept(listen_sock)
-                    else:
-                        self._backlog = True
-                elif key.fileobj is self._held:
-                    # A leader, if one has come since we looked, takes it:
-                    # we stop watching on the next turn of the loop.
-                    if not self._leader:
-                        self._dispatch_held()
-                elif key.fileobj is not self._box:
-                    self._unpark(key.fd)
-            self._main_long = False
-            self._expire_parked()
-
-    def _watch(self, fileobj, want, watched):
-        """(Un)register ``fileobj`` in the selector as ``want`` says; return it."""
-        if want and not watched:
-            self._selector.register(fileobj, selectors.EVENT_READ)
-        elif watched and not want:
-            self._selector.unregister(fileobj)
-        return want
-
-    def _accept(self, listen_sock):
-        try:
-            conn, addr = listen_sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            if exc.errno in OUT_OF_DESCRIPTORS:
-                # The longest-parked connection is the least likely to be
-                # used again: its descriptor serves a waiting one better.
-                if self._parked:
-                    self._close_parked(self._parked[next(iter(self._parked))][0])
-                    return
-                if self._held.close_oldest():
-                    return
-            log.warning("threaded: accept() failed: %s", exc)
-            wait_readable([self._box], 0.5)
-            return
-        self._dispatch(self.handler.handle_connection, conn, addr)
-
-    def _watch_held(self):
-        """Whether the main thread must watch the held connections now, and
-        in how many seconds to look again (None: only when woken).
-
-        Threads take them while they serve requests, and one of them (the
-        leader) waits for them; the main thread watches them only when no
-        thread will: no leader, and no thread busy, or none has taken one
-        for ``park_after`` seconds (every busy thread is inside a long
-        request).  Without a leader it looks again every ``park_after``.
-        """
-        held = self._held
-        # Set before reading _leader: a leader that leaves after the read
-        # sees it and wakes us (see _lead).
-        self._main_long = True
-        if self._leader:
-            return False, None
-        busy = len(self._threads) > self._idle
-        # Nothing held now is not enough to sleep: a busy thread may hold
-        # one and go on to a long request (once kept connections are used).
-        if not held and not (busy and held.taken):
-            return False, None
-        self._main_long = False
-        now = time.monotonic()
-        taken, since = self._taken_seen
-        if held.taken != taken:
-            self._taken_seen = taken, since = held.taken, now
-        quiet = now - since
-        if quiet >= self.park_after or not busy:
-            return True, None
-        return False, self.park_after - quiet
-
-    def _dispatch_held(self):
-        """Hand the ready held connections to threads (see _watch_held)."""
-        while True:
-            parked = self._held.take()
-            if parked is None:
-                return
-            self._dispatch(self._serve_held, parked)
-
-    def _park_returned(self):
-        """Watch the connections threads handed back (see ThreadHold)."""
-        while self._returned:
-            parked = self._returned.popleft()
-            if self._stop.is_set() and not parked.first:
-                self._close_parked(parked)
-                continue
-            fd = parked.sock.fileno()
-            idle = self.handler.idle_timeout
-            if self._stop.is_set():
-                idle = self.handler.first_request_grace
-            deadline = None if not idle else time.monotonic() + idle
-            self._parked[fd] = (parked, deadline)
-            self._selector.register(fd, selectors.EVENT_READ)
-
-    def _unpark(self, fd):
-        parked, _ = self._parked.pop(fd)
-        self._selector.unregister(fd)
-        self._dispatch(self.handler.resume_connection, parked)
-
-    def _next_expiry(self):
-        """Seconds until the oldest parked or held connection times out;
-        None: none."""
-        first = self._held.next_deadline()
-        for _, deadline in self._parked.values():
-            if deadline is not None:
-                first = deadline if first is None else min(first, deadline)
-                break
-        return None if first is None else max(0.0, first - time.monotonic())
-
-    def _expire_parked(self):
-        now = time.monotonic()
-        close_expired(self._parked, now, self._close_parked, self.handler)
-        self._held.expire(now)
-
-    def _close_parked(self, parked):
-        fd = parked.sock.fileno()
-        if self._parked.pop(fd, None) is not None:
-            self._selector.unregister(fd)
-        close_quietly(parked.sock)
-
-    def _crowded(self):
-        """Whether work waits for a thread (read without the lock: a stale
-        answer costs one park too many, or one request's delay)."""
-        return self._backlog or self._free_slots() < 0
-
-    def _free_slots(self):
-        """Connections we can take now: idle threads, or room for new ones."""
-        return self._idle - self._queued + (self.maxchildren - len(self._threads))
-
-    def _dispatch(self, *work):
-        ring = False
+        now = self.clock()
         with self._lock:
-            self._queued += 1
-            leaving = self._leaving
-            if self._idle - leaving < self._queued:
-                if len(self._threads) - leaving < self.maxchildren:
-                    self._start_thread()
-                else:
-                    # Every thread is busy: the leader, if any, only waits.
-                    ring = self._leader
-        self._queue.put(work)
-        if ring:
-            os.eventfd_write(self._bell, 1)
+            self._keep_spare_threads()
+            self._fewest_spare = self._spare()
+        self._window_end = now + self.spare_linger
 
-    def _keep_spare_threads(self):
-        while self._idle < self.minspare and len(self._threads) < self.maxchildren:
-            if not self._start_thread():
-                break
-
-    def _start_thread(self):
-        """Start one worker thread; return False if the OS refused."""
-        # Called with self._lock held.  Daemon threads: a request still
-        # running after the graceful timeout must not keep the process alive.
-        thread = threading.Thread(target=self._worker, name="runfcgi-worker", daemon=True)
-        self._threads.add(thread)
-        self._idle += 1
-        try:
-            thread.start()
-        except RuntimeError as exc:  # "can't start new thread": limits reached.
-            self._threads.discard(thread)
-            self._idle -= 1
-            log.error("threaded: cannot start a thread: %s", exc)
-            return False
+    def turn(self, wait=None):
+        """Wait for what comes next (at most ``wait`` seconds, if given)
+        and act on it; False once a stop signal has arrived."""
+        now = self.clock()
+        self._take_returned(now)
+        self._close_expired(now)
+        with self._lock:
+            if now >= self._window_end:
+                self._retire_spare_threads(now)
+            self._keep_spare_threads()
+            free = self._free_slots()
+            self._full = free <= 0
+            if free > 0:
+                self._backlog = False
+            backlog = self._backlog
+            lingering = self._threads > self.maxspare
+        paused = self._accept_after is not None and now < self._accept_after
+        self._watch_listener(not paused and (free > 0 or not backlog))
+        deadlines = [self._conns.next_deadline(), self._accept_after if paused else None,
+                     self._window_end if lingering else None]
+        signals, listener, ready = self._wait(now, deadlines, wait)
+        for signum in signals:
+            if signum in STOP_SIGNALS:
+                log.info("threaded: %s received; stopping gracefully",
+                         signal.Signals(signum).name)
+                self._dispatch(ready)
+                return False
+            if signum == signal.SIGHUP:
+                log.warning("threaded: SIGHUP ignored; restart the process to "
+                            "load new code (method=prefork reloads on SIGHUP)")
+            elif signum == signal.SIGUSR1:
+                self._reopen_logs()
+        # New connections first: queued idle ones must not take every free
+        # thread from the ones in the backlog (see the module docstring).
+        if listener:
+            self._accept()
+        self._dispatch(ready)
         return True
 
-    def _drain(self):
-        """Stop: close idle connections, wait (bounded) for busy ones.
+    def finish(self):
+        """The graceful stop: stop accepting, close idle kept connections,
+        let requests in progress finish (bounded by ``graceful_timeout``).
 
-        Parked fresh connections keep their first-request grace: a web
-        server that has just connected is about to send a request.
+        Fresh connections, and requests stalled half-way, get the handler's
+        ``first_request_grace``: a web server that has just connected is
+        about to send its request.
         """
         self._stop.set()
-        self._accepting = False
-        deadline = time.monotonic() + self.graceful_timeout
+        self._watch_listener(False)
+        now = self.clock()
         with self._lock:
             self._stopping = True
-            # Wake the idle threads; one None each.  Busy ones leave when
-            # they find nothing queued.
-            count = max(0, self._idle - self._queued - self._leaving)
-            self._leaving += count
-        for _ in range(count):
-            self._queue.put(None)
-        self._held.close_all()
-        for parked, _ in list(self._parked.values()):
-            if not parked.first:
-                self._close_parked(parked)
+        grace = now + self.handler.first_request_grace
+        for conn in self._conns:
+            if conn.arriving():
+                self._conns.add(conn, grace)
             else:
-                self._parked[parked.sock.fileno()] = (
-                    parked, time.monotonic() + self.handler.first_request_grace)
+                self._close_idle(self._conns.pop(conn.fileno()))
+        deadline = now + self.graceful_timeout
         while True:
-            self._park_returned()
-            self._held.close_all()  # Kept ones a thread held meanwhile.
-            self._expire_parked()
+            self._take_returned(now)
+            self._close_expired(now)
             with self._lock:
-                busy = len(self._threads)
-            if not busy and not self._parked:
+                self._retire(self._spare())  # Idle threads leave.
+                busy = self._threads - self._idle + self._queued
+            if not busy and not self._conns:
                 log.info("threaded: all connections closed")
                 return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if now >= deadline:
                 log.warning("threaded: %d connections still busy after %ss; exiting anyway",
                             busy, self.graceful_timeout)
                 return
-            expiry = self._next_expiry()
-            timeout = remaining if expiry is None else min(remaining, expiry)
-            for key, _ in self._selector.select(timeout):
-                if key.fileobj is not self._box:
-                    self._unpark(key.fd)
-            if any(s in STOP_SIGNALS for s in self._box.drain()):
+            signals, _, ready = self._wait(now, [deadline, self._conns.next_deadline()])
+            self._dispatch(ready)
+            if any(signum in STOP_SIGNALS for signum in signals):
                 log.warning("threaded: second stop signal; exiting now")
                 return
+            now = self.clock()
+
+    def close(self):
+        """Close the idle connections and what ``open()`` made."""
+        for conn in self._conns:
+            self._close_idle(self._conns.pop(conn.fileno()))
+        with self._lock:
+            returned, self._returned = self._returned, []
+        for conn in returned:
+            close_quietly(conn)
+        self._selector.close()
+        self._box.close()
+        self._listen.setblocking(self._was_blocking)
+
+    def stats(self):
+        """Counters and the pool's state now, from any thread (for tests).
+
+        ``accepted``: new connections queued; ``resumed``: idle ones queued
+        once readable; ``returned``: connections handed back by threads;
+        ``again``: requests a thread served at once because they had
+        already arrived (one buffered with the last is not counted);
+        ``backlog``: a new connection waits for a free thread;
+        ``idle_connections``: the main thread's, and those handed back to it.
+        With a fake clock, ``idle_connections`` is as of the last turn.
+        """
+        with self._lock:
+            return dict(self._counts, threads=self._threads, idle_threads=self._idle,
+                        queued=self._queued, backlog=self._backlog,
+                        idle_connections=self._idle_connections + len(self._returned))
+
+    def _wait(self, now, deadlines, wait=None):
+        """Sleep in the selector until something happens or the first of
+        ``deadlines`` (None: none) passes; return (signals, whether the
+        listener is readable, the idle connections that became readable)."""
+        due = [d for d in deadlines if d is not None]
+        timeout = max(0.0, min(due) - now) if due else None
+        if wait is not None:
+            timeout = wait if timeout is None else min(timeout, wait)
+        with self._lock:
+            if self._news != self._seen:
+                timeout = 0  # Something changed since we looked: look again.
+            else:
+                self._asleep = True
+        try:
+            events = self._selector.select(timeout)
+        finally:
+            with self._lock:
+                self._asleep = self._woken = False
+        signals, listener, ready = [], False, []
+        for key, _ in events:
+            if key.data is LISTENER:
+                listener = True
+            elif key.data is BOX:
+                signals = self._box.drain()
+            else:
+                self._selector.unregister(key.fd)
+                ready.append(self._conns.pop(key.fd))
+        with self._lock:
+            self._idle_connections = len(self._conns)
+        return signals, listener, ready
+
+    def _watch_listener(self, want):
+        if want and not self._listening:
+            self._selector.register(self._listen, selectors.EVENT_READ, LISTENER)
+        elif self._listening and not want:
+            self._selector.unregister(self._listen)
+        self._listening = want
+
+    def _accept(self):
+        """Accept new connections while a thread is free for them."""
+        while True:
+            with self._lock:
+                if self._free_slots() <= 0:
+                    self._backlog = True  # Maybe; the threads give way until we know.
+                    return
+            try:
+                fd, addr = self._listen._accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in CONNECTION_ERRORS:
+                    continue
+                oldest = self._conns.oldest()
+                if exc.errno in OUT_OF_DESCRIPTORS and oldest is not None:
+                    # The longest-idle connection is the least likely to be
+                    # used again: its descriptor serves a waiting one better.
+                    self._close_idle(self._conns.pop(oldest.fileno()))
+                    continue
+                log.warning("threaded: accept() failed: %s", exc)
+                self._accept_after = self.clock() + self.accept_pause
+                return
+            self._queue((fd, addr), "accepted")
+
+    def _dispatch(self, ready):
+        for conn in ready:
+            self._queue(conn, "resumed")
+
+    def _queue(self, item, count):
+        with self._lock:
+            self._counts[count] += 1
+            self._queued += 1
+            spare = self._spare()
+            self._fewest_spare = min(self._fewest_spare, spare)
+            if spare < 0 and self._threads - self._leaving < self.maxchildren:
+                self._start_thread()
+        self._work.put(item)
+
+    def _take_returned(self, now):
+        """Watch the connections the threads handed back."""
+        with self._lock:
+            returned, self._returned = self._returned, []
+            self._seen = self._news
+        if not returned:
+            return
+        idle = self.handler.idle_timeout
+        if self._stop.is_set():
+            idle = self.handler.first_request_grace
+        deadline = now + idle if idle else None
+        for conn in returned:
+            if self._stop.is_set() and not conn.arriving():
+                close_quietly(conn)
+                continue
+            self._conns.add(conn, deadline)
+            self._selector.register(conn.fileno(), selectors.EVENT_READ, conn)
+
+    def _close_expired(self, now):
+        for conn in self._conns.expired(now):
+            log.debug("%s: idle connection timed out after %ss",
+                      self.handler.protocol, self.handler.idle_timeout)
+            self._close_idle(conn)
+
+    def _close_idle(self, conn):
+        """Close an idle connection already taken out of the table."""
+        self._selector.unregister(conn.fileno())
+        close_quietly(conn)
 
     def _reopen_logs(self):
         if self.on_reopen_logs is None:
@@ -491,169 +446,120 @@ class ThreadedPool:
         except Exception:
             log.exception("threaded: reopening the log files failed")
 
+    # -- threads (the methods below are called with the lock held)
+
+    def _free_slots(self):
+        """Connections a thread could take now: idle threads with nothing
+        queued for them, and room for new threads."""
+        return self._spare() + self.maxchildren - (self._threads - self._leaving)
+
+    def _spare(self):
+        """Idle threads with nothing queued for them, and not leaving."""
+        return self._idle - self._queued - self._leaving
+
+    def _keep_spare_threads(self):
+        while (self._spare() < self.minspare and not self._stopping
+               and self._threads - self._leaving < self.maxchildren):
+            if not self._start_thread():
+                return
+
+    def _retire_spare_threads(self, now):
+        """End the linger window: threads that stayed spare beyond
+        ``maxspare`` through all of it leave."""
+        self._retire(self._fewest_spare - self.maxspare)
+        self._fewest_spare = self._spare()
+        self._window_end = now + self.spare_linger
+
+    def _retire(self, count):
+        for _ in range(count):
+            self._leaving += 1
+            self._work.put(None)
+
+    def _start_thread(self):
+        """Start one worker thread; return False if the OS refused."""
+        # Daemon threads: a request still running after the graceful
+        # timeout must not keep the process alive.
+        thread = threading.Thread(target=self._worker, name="runfcgi-worker", daemon=True)
+        self._threads += 1
+        self._idle += 1
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": limits reached.
+            self._threads -= 1
+            self._idle -= 1
+            log.error("threaded: cannot start a thread: %s", exc)
+            return False
+        return True
+
     # -- worker threads
 
     def _worker(self):
-        me = threading.current_thread()
-        lock, get = self._lock, self._queue.get
-        handle = self.handler.handle_connection
-        held, serve_held, stop = self._held, self._serve_held, self._stop
+        lock, take = self._lock, self._work.get
         while True:
-            if self._stopping:
-                with lock:
-                    if self._queued <= 0:
-                        self._leave(me)
-                        break
-            try:
-                work = get(timeout=self.spare_linger)
-            except queue.Empty:
-                with lock:
-                    leave = self._stopping or self._idle > self.maxspare
-                    if leave:
-                        self._leave(me)
-                if leave:
-                    break
-                continue
+            item = take()
             with lock:
-                if work is None:
+                self._idle -= 1
+                if item is None:
                     self._leaving -= 1
-                    self._leave(me)
+                    self._threads -= 1
+                    wake = self._wake_main(self._stopping)
                     break
                 self._queued -= 1
-                self._idle -= 1
-            wake = False
             try:
-                while work is not None:
-                    serve, *args = work
-                    work = None
-                    with lock:
-                        self._serving += 1
-                    parked = serve(*args)  # Never raises.
-                    with lock:
-                        self._serving -= 1
-                    if parked is not None:
-                        if parked.first or parked.mid_request:
-                            self._returned.append(parked)
-                            wake = True
-                        elif stop.is_set():
-                            close_quietly(parked.sock)
-                        else:
-                            held.hold(parked)
-                    if held:
-                        # The next held connection whose request has come,
-                        # served at once by this thread (see held.py).
-                        parked = self._take_held(me)
-                        if parked is not None:
-                            work = (serve_held, parked)
-                            continue
-                    # Leader/follower: take the next connection ourselves.
-                    if self._accepting:
-                        try:
-                            conn, addr = self._listen.accept()
-                        except OSError:
-                            # None waiting (or an error the main thread handles).
-                            # The backlog is empty: once woken (below, as it is
-                            # paused), the main thread watches the listener again.
-                            self._backlog = False
-                        else:
-                            work = (handle, conn, addr)
-                    if work is None and held:
-                        work = self._lead(me)
-            finally:
-                with lock:
-                    self._idle += 1
-                    # Held connections left with nobody to take them (no
-                    # leader, no thread busy): the main thread watches them.
-                    wake = wake or self._paused or self._stopping or (
-                        held and not self._leader and (
-                            self._main_long or len(self._threads) <= self._idle))
-                if wake:
-                    self._box.wake()
-        self._box.wake()  # Capacity or drain state changed.
-
-    def _take_held(self, me, leading=False):
-        """The next held connection with a request, for this thread; None.
-
-        None when another thread has taken one within ``park_after``: it is
-        serving them, and two threads serving them would only hand the
-        interpreter lock to each other at every request.  A thread busy
-        for longer (a slow view, waiting on a database) no longer counts,
-        and others take its turns.  None too while a leader waits: it is
-        woken by every request anyway, and takes them.
-        """
-        now = time.monotonic()
-        if not leading and (self._leader or (
-                self._taker is not me and now - self._taken_at < self.park_after)):
-            return None
-        parked = self._held.take()
-        if parked is not None:
-            self._taker, self._taken_at = me, now
-        return parked
-
-    def _serve_held(self, parked):
-        """Serve the next request on a held connection; as handle_connection."""
-        if self._serve_kept is not None:
-            outcome = self._serve_kept(parked)  # In place, no resume.
-            if outcome == SERVED:
-                return parked
-            if outcome == CLOSED:
-                return None
-        hold = self.handler.hold
-        hold.resuming(parked.sock)
-        try:
-            return self.handler.resume_connection(parked)
-        finally:
-            hold.resuming(None)
-
-    def _lead(self, me):
-        """Wait for the held connections' next request, as the one thread
-        that does (leader/follower); return the work found, or None.
-
-        Not while another thread serves a request: it takes the next held
-        connection itself when it is done, and a leader would be woken for
-        every request that came meanwhile.  Nor when no other thread could
-        take the main thread's work: then the main thread watches the held
-        connections itself.  The leader also takes new connections, and
-        gives up on the bell (work queued that only it could take) and on a
-        stop.
-        """
-        with self._lock:
-            if (self._leader or self._stopping or self._free_slots() <= 0
-                    or self._serving):
-                return None
-            self._leader = True
-        held_fd, listen_fd = self._held.fileno(), self._listen.fileno()
-        try:
-            while not self._stop.is_set():
-                events = self._leader_poll.poll(self.spare_linger * 1000)
-                if not events:
-                    return None
-                for fd, _ in events:
-                    if fd == held_fd:
-                        parked = self._take_held(me, leading=True)
-                        if parked is not None:
-                            return (self._serve_held, parked)
-                    elif fd == listen_fd:
-                        if not self._accepting:
-                            return None  # Starting or stopping: not ours yet.
-                        try:
-                            conn, addr = self._listen.accept()
-                        except OSError:
-                            continue
-                        return (self.handler.handle_connection, conn, addr)
-                    elif fd == self._bell:
-                        try:
-                            os.eventfd_read(self._bell)
-                        except BlockingIOError:
-                            pass
-                        return None
-            return None
-        finally:
-            self._leader = False
-            if self._main_long:
+                conn = self._serve(item)
+            except Exception:  # A handler never raises; if one did, the thread lives on.
+                log.exception("threaded: unexpected error serving a connection")
+                conn = None
+            with lock:
+                self._idle += 1
+                if conn is not None:
+                    self._counts["returned"] += 1
+                    self._returned.append(conn)
+                # A connection to watch; a free thread for the backlog; or
+                # one fewer to wait for.
+                wake = self._wake_main(conn is not None or self._full or self._stopping)
+            if wake:
                 self._box.wake()
+        if wake:
+            self._box.wake()
 
-    def _leave(self, me):
-        # Called with self._lock held.
-        self._idle -= 1
-        self._threads.discard(me)
+    def _wake_main(self, news):
+        """Tell the main thread if there is ``news``; return whether this
+        thread must wake it (lock held)."""
+        if not news:
+            return False
+        self._news += 1
+        if self._asleep and not self._woken:
+            self._woken = True
+            return True
+        return False
+
+    def _serve(self, item):
+        """Serve a connection (a new one is ``(fd, addr)``) while its
+        requests have come; return it when it must wait for the next (None:
+        closed).  All the pool knows of the protocol is this contract."""
+        handler = self.handler
+        conn = handler.connect(*item) if type(item) is tuple else item
+        if conn is None:
+            return None
+        while handler.serve_next(conn) is KEEP:
+            if conn.ready():
+                continue  # The next request was buffered with the last.
+            # A request on its way (a fresh connection's, or the rest of
+            # one) is read at once if it has come; a kept connection's next
+            # request only if nothing else waits for this thread.
+            if not (readable_now(conn) if conn.arriving() else self.serve_again(conn)):
+                return conn
+        return None
+
+    def serve_again(self, conn):
+        """Whether a thread may serve the next request on kept ``conn`` at
+        once: nothing else waits for a thread, and the request is here."""
+        with self._lock:
+            if self._spare() < 0 or self._backlog:
+                return False
+        if not readable_now(conn):
+            return False
+        with self._lock:
+            self._counts["again"] += 1
+        return True

@@ -18,6 +18,7 @@ The app, by path:
   test wants, with no sleeps.
 * ``/boom``: raise.  ``/stream-boom``: one chunk, then raise.
 * ``/big?<n>``: n bytes.  ``/echo``: the request body.
+* ``/pool``: the threaded pool's ``stats()``, as JSON.
 """
 import json
 import logging
@@ -26,7 +27,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -41,7 +41,7 @@ if __name__ != "__main__":
 # -- the launched side ----------------------------------------------------------
 
 
-def make_app(control_dir):
+def make_app(control_dir, pool=None):
     control = Path(control_dir)
 
     def app(environ, start_response):
@@ -65,9 +65,9 @@ def make_app(control_dir):
         elif path == "/big":
             start_response("200 OK", [("Content-Type", "application/octet-stream")])
             return [b"x" * int(query)]
-        elif path == "/thread":
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [str(threading.get_ident()).encode()]
+        elif path == "/pool":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps(pool.stats()).encode()]
         elif path == "/echo":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             data = environ["wsgi.input"].read(length)
@@ -108,7 +108,7 @@ def launch(config):
     def load_app():
         if os.path.exists(os.path.join(control, "fail-load")):
             raise RuntimeError("load_app told to fail")
-        return make_app(control)
+        return make_app(control, server)
 
     def reopen_logs():
         with open(os.path.join(control, "reopened"), "a") as log:

@@ -71,9 +71,9 @@ def server_memory(backend):
     return total
 
 
-def drive(port, requests=REQUESTS, clients=CLIENTS):
+def drive(port, requests=REQUESTS, clients=CLIENTS, paths=PATHS):
     """Send ``requests`` GETs over FastCGI, ``clients`` at a time; return what
-    came back: {"ok", "failed", "pids"} (the pids the hello view named)."""
+    came back: {"ok", "failed", "pids"} (the pids the views named)."""
     lock = threading.Lock()
     counts = {"ok": 0, "failed": 0}
     pids = set()
@@ -85,7 +85,7 @@ def drive(port, requests=REQUESTS, clients=CLIENTS):
                 number = next(numbers, None)
             if number is None:
                 return
-            path = PATHS[number % len(PATHS)]
+            path = paths[number % len(paths)]
             try:
                 with socket.create_connection((bench.HOST, port), 10) as sock:
                     sock.sendall(bench.fcgi_request_bytes(path))
@@ -98,7 +98,7 @@ def drive(port, requests=REQUESTS, clients=CLIENTS):
                     continue
                 counts["ok"] += 1
                 found = re.search(rb"pid (\d+)", answer)
-                if path == "/" and found:
+                if found:
                     pids.add(int(found.group(1)))
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -107,6 +107,15 @@ def drive(port, requests=REQUESTS, clients=CLIENTS):
     for thread in threads:
         thread.join()
     return counts | {"pids": sorted(pids)}
+
+
+def collect_everywhere(port, workers, limit=400):
+    """Ask for /gc/ until ``workers`` different workers have run it; return them."""
+    pids = set()
+    while len(pids) < workers and limit > 0:
+        pids.update(drive(port, CLIENTS, paths=["/gc/"])["pids"])
+        limit -= CLIENTS
+    return sorted(pids)
 
 
 def wait_for_workers(backend, count, timeout=60.0):
@@ -147,6 +156,11 @@ def one_round(procs, requests):
         # Let the pools settle (a master notices idle workers within a second).
         time.sleep(1.5)
         sums = {name: server_memory(backend) for name, backend in servers.items()}
+        # Then what a long-running worker comes to: its first full collection.
+        collected = {name: collect_everywhere(backend.port, WORKERS)
+                     for name, backend in servers.items()}
+        time.sleep(1.5)
+        after = {name: server_memory(backend) for name, backend in servers.items()}
     finally:
         for backend in servers.values():
             if backend.proc is not None:
@@ -154,7 +168,9 @@ def one_round(procs, requests):
     result = {}
     for name in servers:
         result[name] = sums[name] | {"served": served[name]}
+        result[f"{name}_collected"] = after[name] | {"workers": collected[name]}
     result["ratio"] = bench.ratio(sums["runfcgi"]["Pss"], sums["uwsgi"]["Pss"])
+    result["ratio_collected"] = bench.ratio(after["runfcgi"]["Pss"], after["uwsgi"]["Pss"])
     return result
 
 
@@ -171,13 +187,22 @@ def run(args, procs):
             return {"error": res["error"], "rounds": out}
         out.append(res)
         bench.log(f"memory: runfcgi {res['runfcgi']['Pss'] / 1024:.1f} MiB, "
-                  f"uWSGI {res['uwsgi']['Pss'] / 1024:.1f} MiB PSS: {res['ratio']:.3f}x")
+                  f"uWSGI {res['uwsgi']['Pss'] / 1024:.1f} MiB PSS: {res['ratio']:.3f}x; "
+                  f"after a full collection in each worker "
+                  f"{res['runfcgi_collected']['Pss'] / 1024:.1f} and "
+                  f"{res['uwsgi_collected']['Pss'] / 1024:.1f} MiB: "
+                  f"{res['ratio_collected']:.3f}x")
     ratios = [r["ratio"] for r in out]
     return {
         "workers": WORKERS, "requests": REQUESTS,
         "runfcgi_pss_mib": statistics.median(r["runfcgi"]["Pss"] for r in out) / 1024,
         "uwsgi_pss_mib": statistics.median(r["uwsgi"]["Pss"] for r in out) / 1024,
         "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "collected_runfcgi_pss_mib": statistics.median(
+            r["runfcgi_collected"]["Pss"] for r in out) / 1024,
+        "collected_uwsgi_pss_mib": statistics.median(
+            r["uwsgi_collected"]["Pss"] for r in out) / 1024,
+        "collected_ratio": statistics.median(r["ratio_collected"] for r in out),
         "rounds": out,
     }
 
@@ -190,6 +215,10 @@ def check(memory):
     detail = (f"runfcgi {memory['runfcgi_pss_mib']:.1f} MiB, uWSGI "
               f"{memory['uwsgi_pss_mib']:.1f} MiB; rounds {memory['ratio_min']:.3f}-"
               f"{memory['ratio_max']:.3f}x")
+    if memory.get("collected_ratio") is not None:
+        detail += (f"; after a full collection in each worker {memory['collected_ratio']:.2f}x "
+                   f"({memory['collected_runfcgi_pss_mib']:.1f} vs "
+                   f"{memory['collected_uwsgi_pss_mib']:.1f} MiB)")
     noisy = memory["ratio_min"] <= GOAL < memory["ratio_max"]
     return r, r <= GOAL, detail, noisy
 
@@ -212,6 +241,9 @@ def print_memory(memory):
                         f"workers {statistics.mean(workers) / 1024 if workers else 0:.1f} each,"
                         f" {len(s['served']['pids'])} served)")
         print(f"  round {number}: " + "; ".join(line) + f": {res['ratio']:.3f}x")
+        print(f"    then a full collection in each worker: runfcgi "
+              f"{res['runfcgi_collected']['Pss'] / 1024:.1f} MiB, uWSGI "
+              f"{res['uwsgi_collected']['Pss'] / 1024:.1f} MiB: {res['ratio_collected']:.3f}x")
 
 
 def main(argv=None):
@@ -239,7 +271,11 @@ def main(argv=None):
                                                for p in res[name]["per_process"]],
                        "served_by": len(res[name]["served"]["pids"]),
                        "failed": res[name]["served"]["failed"]}
-                for name in ("runfcgi", "uwsgi")} | {"ratio": round(res["ratio"], 4)}))
+                for name in ("runfcgi", "uwsgi")} | {
+                    "ratio": round(res["ratio"], 4),
+                    "collected_pss_mib": {name: round(res[f"{name}_collected"]["Pss"] / 1024, 2)
+                                          for name in ("runfcgi", "uwsgi")},
+                    "collected_ratio": round(res["ratio_collected"], 4)}))
     finally:
         with contextlib.suppress(Exception):
             procs.stop_all()

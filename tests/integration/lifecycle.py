@@ -18,7 +18,9 @@ The app, by path:
   test wants, with no sleeps.
 * ``/boom``: raise.  ``/stream-boom``: one chunk, then raise.
 * ``/big?<n>``: n bytes.  ``/echo``: the request body.
+* ``/frozen``: the worker's pid and ``gc.get_freeze_count()``.
 """
+import gc
 import json
 import logging
 import os
@@ -65,6 +67,9 @@ def make_app(control_dir):
         elif path == "/big":
             start_response("200 OK", [("Content-Type", "application/octet-stream")])
             return [b"x" * int(query)]
+        elif path == "/frozen":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [f"{os.getpid()} {gc.get_freeze_count()}".encode()]
         elif path == "/thread":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [str(threading.get_ident()).encode()]

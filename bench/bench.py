@@ -1,4 +1,4 @@
-"""The benchmark of issue #5: runfcgi against flup, uWSGI, gunicorn and the ceiling.
+"""The benchmark of issues #5 and #16: runfcgi against flup, uWSGI, gunicorn and the ceiling.
 
 Run it through ``bench/run`` (which installs what it needs); ``bench/run --help``
 lists the options and ``bench/README.rst`` says how to read the results.
@@ -8,8 +8,10 @@ target.  wrk (``-t1 -c8``) drives each target in short rounds, interleaved so
 that the machine's noise lands on every target alike; the figures that matter
 are ratios taken within one run.  Then single requests time large bodies
 through nginx and Apache, and a large upload's memory cost is sampled from
-/proc.  Every process started here runs in a session of its own and is
-stopped by its id at the end, also on Ctrl-C.
+/proc.  Then two parts with servers of their own: slow views beside fast
+ones (``slowviews.py``) and memory against uWSGI (``memory.py``).  Every
+process started here runs in a session of its own and is stopped by its id
+at the end, also on Ctrl-C.
 """
 import argparse
 import contextlib

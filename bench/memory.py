@@ -13,7 +13,9 @@ process of each (master and workers).  PSS counts a page shared by n
 processes as 1/n in each, so the sum is what the server as a whole costs.
 Both servers are sampled at the same moment, so the pages they share with
 each other and with the rest of the machine (libc, libpython) are split
-alike.  The target: runfcgi at most 0.9x uWSGI.
+alike.  The target: runfcgi at most 0.9x uWSGI.  Then both are asked for
+``/gc/`` (a full garbage collection) until every worker has run one, and
+summed again: what any long-running worker comes to (shown, not a target).
 """
 import contextlib
 import json
@@ -130,7 +132,7 @@ def wait_for_workers(backend, count, timeout=60.0):
     return False
 
 
-def backends(procs):
+def backends():
     """The two servers, as bench.Backend objects (not yet started)."""
     env = bench.bench_env()
     cwd = str(bench.BENCH)
@@ -145,7 +147,7 @@ def backends(procs):
 
 def one_round(procs, requests):
     """Start both servers, drive them alike, sample both, stop them."""
-    servers = backends(procs)
+    servers = backends()
     try:
         for backend in servers.values():
             backend.start(procs)

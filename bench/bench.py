@@ -1309,7 +1309,7 @@ def main(argv=None):
     parser.add_argument("--only", help="comma-separated substrings of target keys to measure "
                         "(slow-views and memory name those two parts)")
     parser.add_argument("--skip-bodies", action="store_true",
-                        help="skip large bodies, uploads and the memory check")
+                        help="skip large bodies, uploads and the upload RSS check")
     parser.add_argument("--no-flup-bodies", dest="flup_bodies", action="store_false",
                         help="do not time flup's large bodies (they take up to --flup-timeout)")
     parser.add_argument("--flup-timeout", type=float, default=15,

@@ -1,4 +1,4 @@
-"""The benchmark of issue #5: runfcgi against flup, uWSGI, gunicorn and the ceiling.
+"""The benchmark of issues #5 and #16: runfcgi against flup, uWSGI, gunicorn and the ceiling.
 
 Run it through ``bench/run`` (which installs what it needs); ``bench/run --help``
 lists the options and ``bench/README.rst`` says how to read the results.
@@ -8,8 +8,10 @@ target.  wrk (``-t1 -c8``) drives each target in short rounds, interleaved so
 that the machine's noise lands on every target alike; the figures that matter
 are ratios taken within one run.  Then single requests time large bodies
 through nginx and Apache, and a large upload's memory cost is sampled from
-/proc.  Every process started here runs in a session of its own and is
-stopped by its id at the end, also on Ctrl-C.
+/proc.  Then two parts with servers of their own: slow views beside fast
+ones (``slowviews.py``) and memory against uWSGI (``memory.py``).  Every
+process started here runs in a session of its own and is stopped by its id
+at the end, also on Ctrl-C.
 """
 import argparse
 import contextlib
@@ -280,12 +282,16 @@ def bench_env():
     return env
 
 
-def runfcgi_argv(protocol, method, threads):
-    def argv(port):
+def runfcgi_argv(protocol, method, threads, pool=None):
+    """``pool``: the pool's options instead of the benchmark's (2 prefork workers)."""
+    if pool is None:
         maxchildren = 2 if method == "prefork" else threads
+        pool = {"maxspare": 2, "minspare": 2, "maxchildren": maxchildren}
+
+    def argv(port):
         return [PY, str(REPO / "example" / "manage.py"), "runfcgi", "daemonize=false",
                 f"protocol={protocol}", f"method={method}", f"host={HOST}", f"port={port}",
-                "maxspare=2", "minspare=2", f"maxchildren={maxchildren}"]
+                *(f"{name}={value}" for name, value in pool.items())]
     return argv
 
 
@@ -294,8 +300,8 @@ def flup_argv(protocol, method, threads):
                          str(threads)]
 
 
-def uwsgi_argv(port):
-    common = [f"--fastcgi-socket={HOST}:{port}", "--master", "--processes=2",
+def uwsgi_argv(port, processes=2):
+    common = [f"--fastcgi-socket={HOST}:{port}", "--master", f"--processes={processes}",
               "--module=benchsite.wsgi:application", f"--pythonpath={BENCH}",
               f"--pythonpath={REPO / 'example'}", "--disable-logging", "--die-on-term",
               "--need-app", "--env=DJANGO_SETTINGS_MODULE=benchsite.settings"]
@@ -819,8 +825,8 @@ def ratio(a, b):
     return a / b
 
 
-def make_checks(summary, fresh, bodies, uploads):
-    """The issue's targets, each PASS, MISS or N/A (not measured)."""
+def make_checks(summary, fresh, bodies, uploads, slow=None, memory=None):
+    """The issues' targets, each PASS, MISS or N/A (not measured)."""
     def rps(key):
         s = summary.get(key)
         return s["rps_median"] if s else None
@@ -898,6 +904,16 @@ def make_checks(summary, fresh, bodies, uploads):
         None if r is None else r >= 0.5,
         f"AJP {ajp:.3f} s, FastCGI {fcgi:.3f} s" if r is not None else
         _errors(uploads, "runfcgi-apache-"))
+    import memory as memory_part
+    import slowviews
+
+    for method in ("prefork", "threaded"):
+        value, passed, detail, noisy = slowviews.check(slow, method)
+        add(f"{method}: fast p99 beside slow views, keep_conn vs without", value,
+            f"<= {slowviews.GOAL:g}x", passed, detail, noisy)
+    value, passed, detail, noisy = memory_part.check(memory)
+    add(f"memory: PSS of {memory_part.WORKERS} prefork workers vs uWSGI", value,
+        f"<= {memory_part.GOAL:g}x", passed, detail, noisy)
     return checks
 
 
@@ -1290,9 +1306,10 @@ def main(argv=None):
                         help="threads of the threaded servers (runfcgi maxchildren, flup "
                              "maxThreads; default 16: flup refuses connections beyond it, "
                              "and nginx opens up to -c of them)")
-    parser.add_argument("--only", help="comma-separated substrings of target keys to measure")
+    parser.add_argument("--only", help="comma-separated substrings of target keys to measure "
+                        "(slow-views and memory name those two parts)")
     parser.add_argument("--skip-bodies", action="store_true",
-                        help="skip large bodies, uploads and the memory check")
+                        help="skip large bodies, uploads and the upload RSS check")
     parser.add_argument("--no-flup-bodies", dest="flup_bodies", action="store_false",
                         help="do not time flup's large bodies (they take up to --flup-timeout)")
     parser.add_argument("--flup-timeout", type=float, default=15,
@@ -1306,6 +1323,9 @@ def main(argv=None):
                         help="instead of the benchmark: py-spy and strace on runfcgi under load "
                              "(--only picks servers; see profile_run.py)")
     args = parser.parse_args(argv)
+    import memory as memory_part  # both import this module: not at its top
+    import slowviews
+
     if args.profile:
         import profile_run
 
@@ -1334,7 +1354,14 @@ def main(argv=None):
 
     started = datetime.datetime.now()
     backends, targets, order = build(args, runfcgi_ok)
+    wanted = [w.strip() for w in (args.only or "").split(",") if w.strip()]
+    # The parts after the throughput rounds start servers of their own.
+    parts = [p for p in (slowviews, memory_part)
+             if runfcgi_ok and (not wanted or any(w in p.KEY for w in wanted))]
+    if wanted and not targets:
+        backends = {}  # --only names none of the throughput targets: skip them
     fresh, bodies, uploads, rss = {}, {}, {}, {}
+    slow = memory = None
     interrupted = False
     try:
         log(f"starting {len(backends)} backends (logs in {tmp})")
@@ -1366,8 +1393,13 @@ def main(argv=None):
                 if backends.get(key) is not None and backends[key].ok:
                     kept = 4 if "prefork" in key else args.threads + 2
                     fresh[key] = check_fresh_connection(backends[key], kept)
-        if not args.skip_bodies:
+        if not args.skip_bodies and backends:
             bodies, uploads, rss = bodies_and_uploads(args, procs, tmp, backends, targets)
+        procs.stop_all()  # the idle servers above must not share the machine below
+        if slowviews in parts:
+            slow = slowviews.run(args, procs, Path(tmp) / "slow-views")
+        if memory_part in parts:
+            memory = memory_part.run(args, procs)
     except KeyboardInterrupt:
         interrupted = True
         log(f"interrupted: stopping everything (configs and logs kept in {tmp})")
@@ -1382,7 +1414,9 @@ def main(argv=None):
     uwsgi = summary.get("uwsgi-fcgi", {}).get("rps_median")
     for s in summary.values():
         s["ratio_vs_uwsgi"] = ratio(s["rps_median"], uwsgi)
-    checks = make_checks(summary, fresh, bodies, uploads)
+    checks = make_checks(summary, fresh, bodies, uploads, slow, memory)
+    if wanted:  # what --only left out is not "could not be measured"
+        checks = [c for c in checks if c["status"] != "N/A"]
     stamp = started.strftime("%Y%m%d-%H%M%S")
     results = {
         "started": started.isoformat(timespec="seconds"),
@@ -1397,16 +1431,19 @@ def main(argv=None):
         "large_responses": bodies,
         "uploads": uploads,
         "upload_rss": rss,
+        "slow_views": slow,
+        "memory": memory,
         "checks": checks,
     }
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
 
     print()
-    print(f"runfcgi benchmark, {results['mode']} run of {results['started']}: "
-          f"{args.rounds} round(s) x {args.seconds:g} s, wrk -t1 -c{args.connections}, "
-          f"2 processes per server")
-    print_table(summary, order)
+    print(f"runfcgi benchmark, {results['mode']} run of {results['started']}")
+    if summary:
+        print(f"Throughput: {args.rounds} round(s) x {args.seconds:g} s, "
+              f"wrk -t1 -c{args.connections}, 2 processes per server")
+        print_table(summary, order)
     for key, err in results["not_measured"].items():
         print(f"  not measured: {key}: {err.splitlines()[0]}")
     if fresh:
@@ -1417,7 +1454,9 @@ def main(argv=None):
             print(f"  {key:<40} kept served {f['kept_served']}/{f['kept']}, fresh answered in "
                   f"{fmt(f.get('fresh_s'), '.3f')} s{error}")
     print_bodies(bodies, uploads, rss)
-    print("Targets (issue #5):")
+    slowviews.print_slow(slow)
+    memory_part.print_memory(memory)
+    print("Targets (issues #5 and #16):")
     print_checks(checks)
     if summary:
         png = RESULTS / "bench.png"

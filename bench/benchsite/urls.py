@@ -5,5 +5,6 @@ from . import views
 
 urlpatterns = [
     path("big/<int:size>/", views.big),
+    path("gc/", views.collect),
     *example_urlpatterns,
 ]

@@ -63,7 +63,7 @@ import signal
 import sys
 import time
 
-from . import reexec
+from . import memory, reexec
 from .base import log
 from .scoreboard import FREE, IDLE, STALLED, STARTING, Scoreboard
 from .signals import STOP_SIGNALS, SignalBox, wait_readable
@@ -158,6 +158,7 @@ class PreforkPool:
         # After a reload the previous image blocked these across exec so
         # that none was lost; pending ones arrive now, handled.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
+        memory.share_with_workers()
         try:
             self._run()
         finally:

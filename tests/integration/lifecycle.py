@@ -19,7 +19,9 @@ The app, by path:
 * ``/boom``: raise.  ``/stream-boom``: one chunk, then raise.
 * ``/big?<n>``: n bytes.  ``/echo``: the request body.
 * ``/pool``: the threaded pool's ``stats()``, as JSON.
+* ``/frozen``: the worker's pid and ``gc.get_freeze_count()``.
 """
+import gc
 import json
 import logging
 import os
@@ -68,6 +70,9 @@ def make_app(control_dir, pool=None):
         elif path == "/pool":
             start_response("200 OK", [("Content-Type", "application/json")])
             return [json.dumps(pool.stats()).encode()]
+        elif path == "/frozen":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [f"{os.getpid()} {gc.get_freeze_count()}".encode()]
         elif path == "/echo":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             data = environ["wsgi.input"].read(length)

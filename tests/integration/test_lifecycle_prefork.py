@@ -169,6 +169,15 @@ def test_maxrequests_recycles_workers(start_server):
     assert len(set(pids)) >= 3
 
 
+def test_workers_and_their_replacements_start_with_the_masters_objects_frozen(start_server):
+    # Frozen in the master before forking (servers/memory.py), so no
+    # collection in a worker copies the pages it shares with the master.
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1, maxrequests=1)
+    answers = [get(server, "/frozen").body.split() for _ in range(3)]
+    assert len({pid for pid, _ in answers}) == 3  # maxrequests=1: three workers
+    assert all(int(frozen) > 0 for _, frozen in answers)
+
+
 def test_killed_worker_is_replaced(start_server):
     server = start_prefork(start_server, "scgi", minspare=1, maxspare=1)
     victim = int(get(server).body)

@@ -371,11 +371,12 @@ class PreforkPool:
             room = self.maxchildren - len(self.workers)
             if room > 0 and now >= self._next_spawn_at:
                 count = min(room, max(self.minspare - spare, self._burst))
+                # Demand that outruns the spare workers grows the next burst
+                # (1, 2, 4, ...) so a queue of slow requests is met quickly;
+                # a fork that fails resets it (see _spawn).
+                self._burst = min(self._burst * 2, self.max_spawn_burst)
                 for _ in range(count):
                     self._spawn()
-                # Demand that outruns the spare workers grows the next burst
-                # (1, 2, 4, ...) so a queue of slow requests is met quickly.
-                self._burst = min(self._burst * 2, self.max_spawn_burst)
         elif now - self._last_shortage > self.settle_time:
             self._burst = 1
         # Shrink only workers idle for settle_time: a worker that has just
@@ -509,6 +510,9 @@ class PreforkPool:
             delay = min(self.max_boot_backoff,
                         self.first_boot_backoff * 2 ** (self._boot_failures - 1))
             self._next_spawn_at = self.clock() + delay
+            # The retry is one worker: a burst of workers that cannot load
+            # the app helps nobody.
+            self._burst = 1
             log.error("prefork: worker %d failed to start (%s); next attempt in %.1fs",
                       worker.pid, how, delay)
         elif code == EXIT_OK:
@@ -526,6 +530,7 @@ class PreforkPool:
         except OSError as exc:
             self.board.set(slot, FREE)
             self._next_spawn_at = self.clock() + self.first_boot_backoff
+            self._burst = 1
             log.error("prefork: cannot start a worker: %s", exc)
             return
         self.workers[pid] = Worker(pid, status_fd, slot)

@@ -45,8 +45,11 @@ Signals to the master:
   listening socket; see ``reexec.py``); the new image starts new workers
   and retires the old ones once the first new one is ready.  If the new
   code does not load, one ERROR line is logged and the old workers go on
-  serving.  Without ``reload_state`` (the pool used on its own) every
-  worker is replaced and the new ones load the app again after fork.
+  serving.  A SIGHUP during the check queues one more check, run when it
+  ends (the code may have changed after it began); the master restarts
+  only after a check that began after the last SIGHUP.  Without
+  ``reload_state`` (the pool used on its own) every worker is replaced and
+  the new ones load the app again after fork.
   Either way an old worker holding a kept connection serves it for as long
   as the web server keeps using it and closes it once quiet (see
   ``base.wait_for_request``): closing a busy kept connection races with the
@@ -56,7 +59,14 @@ Signals to the master:
   before they are ready (the app failed to load) are replaced with an
   exponential back-off up to ``max_boot_backoff`` seconds.
 
+If the master dies, its workers let go of the listening socket at once and
+finish what they hold (``orphan.py``), so a new master can bind at once.
+
 Workers never return into the caller's stack: they end with ``os._exit``.
+
+For tests, ``prepare()`` and ``turn()`` run the master's loop one pass at a
+time, and ``clock``, ``waitpid``, ``kill`` and ``start_worker`` can be
+replaced (a fake clock, fake workers on socket pairs).
 """
 import os
 import signal

@@ -70,10 +70,12 @@ def ask_for_parent_death_signal(signum):
 
 
 class Watch:
-    """What one worker does when it finds its master gone."""
+    """What one worker does when it finds its master gone: ``drain()``
+    (start finishing, as on a reload's SIGHUP) and let go of ``listen``."""
 
-    def __init__(self, worker, master_pid):
-        self.worker = worker
+    def __init__(self, listen, drain, master_pid):
+        self.listen = listen
+        self.drain = drain
         self.master_pid = master_pid
         self.orphaned = False
 
@@ -85,17 +87,18 @@ class Watch:
         if self.orphaned or os.getppid() == self.master_pid:
             return
         self.orphaned = True
-        self.worker.begin_drain()
-        let_go(self.worker.listen)
+        self.drain()
+        let_go(self.listen)
 
 
 _watch = None
 
 
-def watch(worker, master_pid):
-    """Arrange for ``worker`` (just forked) to leave if ``master_pid`` dies."""
+def watch(listen, drain, master_pid):
+    """In a worker just forked: if ``master_pid`` dies, call ``drain()`` and
+    let go of listening socket ``listen`` at once."""
     global _watch
-    _watch = Watch(worker, master_pid)
+    _watch = Watch(listen, drain, master_pid)
     signal.signal(SIGNAL, _watch.on_signal)
     ask_for_parent_death_signal(SIGNAL)
     # The master may have died between fork and prctl: no signal then.
@@ -103,13 +106,13 @@ def watch(worker, master_pid):
     return _watch
 
 
-def report(worker):
+def report():
     """Log, once the worker is done, that it left because its master died.
 
     Not from the handler: it may run inside a write to stderr.  Never raises.
     """
     try:
-        if _watch is not None and _watch.worker is worker and _watch.orphaned:
+        if _watch is not None and _watch.orphaned:
             log.warning("prefork: worker %d lost its master: it stopped accepting at "
                         "once, finished its requests and exits", os.getpid())
     except BaseException:

@@ -565,14 +565,13 @@ class PreforkPool:
             raise
         if pid == 0:
             code = EXIT_ERROR
-            worker = None
             try:
                 os.close(read_fd)
                 self._shed_master_state()
                 worker = WorkerProcess(self, slot, write_fd)
                 # First thing after fork: a master that dies from now on
                 # (or died a moment ago) is noticed at once.
-                orphan.watch(worker, self.master_pid)
+                orphan.watch(self.listen_sock, worker.begin_drain, self.master_pid)
                 code = worker.run(blocked)
             except BaseException:
                 try:
@@ -582,7 +581,7 @@ class PreforkPool:
             finally:
                 # Never return into the caller's stack (its cleanup code
                 # belongs to the master).
-                orphan.report(worker)
+                orphan.report()
                 _flush_std_streams()
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

@@ -8,15 +8,6 @@ import pytest
 from runfcgi_compat.servers import orphan
 
 
-class FakeWorker:
-    def __init__(self, listen):
-        self.listen = listen
-        self.drains = 0
-
-    def begin_drain(self):
-        self.drains += 1
-
-
 @pytest.fixture
 def listener():
     sock = socket.socket()
@@ -44,14 +35,14 @@ def test_letting_go_frees_the_port_and_keeps_the_descriptor_harmless(listener):
 
 
 def test_the_watch_acts_only_when_the_master_is_gone(listener):
-    worker = FakeWorker(listener)
-    watch = orphan.Watch(worker, master_pid=os.getppid())
+    drains = []
+    watch = orphan.Watch(listener, lambda: drains.append(1), master_pid=os.getppid())
     watch.on_signal(orphan.SIGNAL, None)  # A stray signal: our parent lives.
-    assert (worker.drains, watch.orphaned) == (0, False)
-    gone = orphan.Watch(worker, master_pid=os.getppid() + 1)
+    assert (drains, watch.orphaned) == ([], False)
+    gone = orphan.Watch(listener, lambda: drains.append(1), master_pid=os.getppid() + 1)
     gone.check()
     gone.check()
-    assert (worker.drains, gone.orphaned) == (1, True)
+    assert (drains, gone.orphaned) == ([1], True)
     with pytest.raises(BlockingIOError):
         listener.accept()
 

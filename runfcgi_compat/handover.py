@@ -130,8 +130,10 @@ def decode(raw):
                                 f"{' or '.join(k.__name__ for k in kinds)}.")
     socket_file = fields.get("socket_file")
     if socket_file is not None:
-        if len(socket_file) != 4 or not all(isinstance(v, int) for v in socket_file[:1] +
-                                            socket_file[2:]):
+        kinds = (int, str, int, int)
+        if len(socket_file) != 4 or not all(
+                isinstance(value, kind) and not isinstance(value, bool)
+                for value, kind in zip(socket_file, kinds, strict=True)):
             raise HandoverError(f"{STATE_ENV}: socket_file={socket_file!r} is not "
                                 "[dir_fd, name, dev, inode].")
         fields["socket_file"] = tuple(socket_file)

@@ -53,6 +53,7 @@ def changed(**values):
     (changed(listen_fd="7"), "RUNFCGI_REEXEC: listen_fd='7' is not int."),
     (changed(listen_fd=True), "RUNFCGI_REEXEC: listen_fd=True is not int."),
     (changed(socket_file=[8, "a"]), "socket_file=[8, 'a'] is not [dir_fd, name, dev, inode]"),
+    (changed(socket_file=[8, 9, 1, 2]), "socket_file=[8, 9, 1, 2] is not [dir_fd, name, "),
     (changed(workers=[101, "x"]), "workers=[101, 'x'] is not a list of pids."),
 ])
 def test_a_garbled_state_is_refused_by_name(raw, message):

@@ -30,7 +30,8 @@ pid and that thread, so a reload never looks like death.  The handler also
 checks ``getppid()``: a stray signal from elsewhere does nothing.
 
 Elsewhere (no ``prctl``) the worker's loop notices the new parent at most a
-second after the request it holds ends, and leaves the same way.
+second after the request it holds ends, lets go of the socket the same way
+and leaves.
 """
 import ctypes
 import os
@@ -126,17 +127,29 @@ def let_go(sock):
     if fd < 0:
         return
     try:
-        stand_in = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stand_in = _stand_in()
     except OSError:
-        return
+        return  # Then the socket goes when the worker exits.
     try:
-        stand_in.bind("")  # Linux: an abstract name nobody is told.
-        stand_in.listen(1)
-        # Non-blocking like the socket it replaces (a flag of the open
-        # file, so dup2 carries it): accept() says EAGAIN, never waits.
-        stand_in.setblocking(False)
         os.dup2(stand_in.fileno(), fd, inheritable=False)
     except OSError:
-        pass  # Then the socket goes when the worker exits.
+        pass
     finally:
         stand_in.close()
+
+
+def _stand_in():
+    """A socket that never has anything to read or accept."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind("")  # Linux: an abstract name nobody is told.
+        sock.listen(1)
+    except OSError:
+        # Elsewhere (only ever met after the loop stopped accepting): an
+        # unbound datagram socket, which nothing can reach.
+        sock.close()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # Non-blocking like the socket it replaces (a flag of the open file,
+    # so dup2 carries it): accept() says EAGAIN, never waits.
+    sock.setblocking(False)
+    return sock

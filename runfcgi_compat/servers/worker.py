@@ -32,6 +32,7 @@ import select
 import signal
 import time
 
+from . import orphan
 from .base import NOTICE, HoldPolicy, Parked, close_expired, close_quietly, log
 from .fcgi_lane import RESUME, SERVED
 from .scoreboard import BUSY, EXITING, FREE, HOLDING, IDLE, STALLED
@@ -391,6 +392,7 @@ class WorkerProcess:
                     check_master_at = now + 1.0
                     if os.getppid() != self.master:
                         log.warning("prefork: worker %d lost its master; exiting", os.getpid())
+                        orphan.let_go(listen)  # Where no signal told us (orphan.py).
                         break
                 if self.deaf_until and now >= self.deaf_until:
                     self.hear()  # That fresh connection is still silent.

@@ -66,3 +66,20 @@ def test_the_parent_death_signal_is_asked_for_in_a_child():
     finally:
         os.close(read_fd)
         os.waitpid(pid, 0)
+
+
+def test_where_no_abstract_socket_exists_the_stand_in_is_never_readable(monkeypatch):
+    real = socket.socket
+
+    class NoAutobind(real):
+        def bind(self, address):
+            if address == "":
+                raise OSError(22, "Invalid argument")  # macOS, the BSDs
+            return super().bind(address)
+
+    monkeypatch.setattr(socket, "socket", NoAutobind)
+    with orphan._stand_in() as stand_in:
+        poller = select.poll()
+        poller.register(stand_in.fileno(), select.POLLIN)
+        assert poller.poll(0) == []
+        assert stand_in.type == socket.SOCK_DGRAM and not stand_in.getblocking()

@@ -7,13 +7,13 @@ Everything a user can get wrong is checked before anything is forked, bound
 or written, and every failure is a StartupError with one line of text.
 
 Two shorter paths serve a prefork reload (``servers/reexec.py``), which
-runs this same command again:
+runs this same command again (``handover.py`` says how each is told):
 
-* ``RUNFCGI_PROBE`` set: load the app and return (the reload's check that
-  the new code loads; an error exits 1 like any start-up error);
-* ``RUNFCGI_REEXEC`` set: the master's new image.  It adopts the listening
-  socket, pidfile and old workers instead of binding, daemonizing and
-  writing anything, then serves.
+* the probe: load the app and return (the reload's check that the new code
+  loads; an error exits 1 like any start-up error);
+* the master's new image: it adopts the listening socket, pidfile and old
+  workers handed over instead of binding, daemonizing and writing anything,
+  then serves.
 """
 import grp
 import logging
@@ -22,10 +22,8 @@ import pwd
 import signal
 import sys
 
-from . import daemon, pidfile, scriptwatch, sockets
+from . import daemon, handover, pidfile, scriptwatch, sockets
 from .errors import StartupError
-
-PROBE_ENV = "RUNFCGI_PROBE"  # servers/reexec.py sets it for the reload's check
 
 logger = logging.getLogger("runfcgi_compat")
 
@@ -56,12 +54,12 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
     """
     stdout = stdout or sys.stdout
     configure_logging()
-    if os.environ.get(PROBE_ENV):
+    if handover.is_probe(os.environ):
         _load(load_app)
         return
-    handed_over = sockets.inherited(os.environ)
-    if handed_over is not None:
-        _resume(options, *handed_over, load_app, server_factory)
+    state = handover.take(os.environ)
+    if state is not None:
+        _resume(options, state, load_app, server_factory)
         return
     launch_dir = os.getcwd()  # Before daemonizing: a reload runs from here.
     streams = daemon.Streams(options.outlog, options.errlog)
@@ -223,30 +221,18 @@ def _allow_reload(server, listener, written, launch_dir):
     """Tell a prefork pool what its new image needs on reload (reexec.py)."""
     if not hasattr(server, "reload_state"):
         return  # threaded: SIGHUP is a no-op
-    server.reload_state = dict(
-        listener.handover(), cwd=launch_dir, workdir=os.getcwd(),
-        pidfile=written.path if written else None,
-        pidfile_fd=written.dir_fd if written else None)
+    server.reload_state = handover.describe_master(listener, written, launch_dir)
 
 
-class _HandedOverPidfile(pidfile.Written):
-    """The pidfile our previous image wrote: same pid, so it stays as it is;
-    its directory's descriptor came across the exec."""
-
-    def __init__(self, path, pid, dir_fd):
-        self.path, self.pid, self.dir_fd = path, pid, dir_fd
-
-
-def _resume(options, listener, state, load_app, server_factory):
+def _resume(options, state, load_app, server_factory):
     """Serve as the master's new image after a reload.
 
     Streams, umask, account and working directory survived the exec; the
     socket, pidfile and workers are adopted, nothing is bound or written.
     """
-    os.chdir(state["workdir"])
-    written = None
-    if state.get("pidfile_fd") is not None:
-        written = _HandedOverPidfile(state["pidfile"], os.getpid(), state["pidfile_fd"])
+    os.chdir(state.workdir)
+    listener = handover.listener(state)
+    written = handover.written_pidfile(state)
     streams = daemon.Streams(options.outlog, options.errlog)
     try:
         # If the code broke between the reload's check and now, this master
@@ -259,8 +245,8 @@ def _resume(options, listener, state, load_app, server_factory):
             written.remove()
         listener.close()
         raise
-    server.adopt(state["workers"])
-    _allow_reload(server, listener, written, state["cwd"])
+    server.adopt(state.workers)
+    _allow_reload(server, listener, written, state.cwd)
     logger.info("prefork: master %d reloaded with the new code", os.getpid())
     try:
         _serve_until_stopped(server, listener, written, os.getpid())

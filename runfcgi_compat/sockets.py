@@ -1,11 +1,10 @@
 """Listening sockets: TCP (IPv4 or IPv6), UNIX, the one a web server hands us
-on fd 0, the ones systemd passes with LISTEN_FDS, or our own, handed over
-across a reload's exec (``inherited``).
+on fd 0, or the ones systemd passes with LISTEN_FDS.  (Our own, handed over
+across a reload's exec, is rebuilt by ``handover.listener``.)
 
 A UNIX socket path is only ever removed when it is a socket that nobody
 answers on (stale); a live server's socket or any other file is an error.
 """
-import json
 import os
 import socket
 import stat
@@ -14,42 +13,37 @@ from .errors import StartupError, describe
 
 BACKLOG = 1024
 SYSTEMD_FIRST_FD = 3
-# Set by a prefork master for its own new image on reload (servers/reexec.py).
-REEXEC_ENV = "RUNFCGI_REEXEC"
 
 
 class Listener:
-    """A bound, listening socket and what to clean up when we are done."""
+    """A bound, listening socket and what to clean up when we are done.
 
-    def __init__(self, sock, description, unix_path=None, created=False):
+    ``socket_file`` is ``(dir_fd, name, (dev, inode))`` of a UNIX socket
+    file we created, or None: removed on close if it is still that file.
+    """
+
+    def __init__(self, sock, description, unix_path=None, created=False, socket_file=None):
         self.sock = sock
         self.description = description
         self.unix_path = unix_path
         self.owner_pid = os.getpid()
         self.spawned_by_web_server = False
-        self._created = None
+        self.socket_file = socket_file
         if created:
             # Hold the directory open: after switching to an unprivileged
             # account we may no longer reach it by path, but we can still
             # remove our socket from it by name.
             dir_fd = os.open(os.path.dirname(unix_path), os.O_RDONLY | os.O_DIRECTORY)
             name = os.path.basename(unix_path)
-            self._created = (dir_fd, name, _inode(name, dir_fd))
-
-    def handover(self):
-        """What a new image of this process needs to own the socket (JSON-able)."""
-        dir_fd, name, inode = self._created or (None, None, None)
-        return {"description": self.description, "unix_path": self.unix_path,
-                "socket_dir_fd": dir_fd, "socket_name": name,
-                "socket_inode": list(inode) if inode else None}
+            self.socket_file = (dir_fd, name, _inode(name, dir_fd))
 
     def close(self):
         """Close the socket and remove the socket file if it is still ours."""
         self.sock.close()
-        if self._created is None:
+        if self.socket_file is None:
             return
-        dir_fd, name, inode = self._created
-        self._created = None
+        dir_fd, name, inode = self.socket_file
+        self.socket_file = None
         try:
             if _inode(name, dir_fd) == inode:
                 os.unlink(name, dir_fd=dir_fd)
@@ -69,30 +63,6 @@ def listen(options, environ=os.environ):
     if inherited is not None:
         return inherited
     return fd0_socket()
-
-
-def inherited(environ=os.environ):
-    """Return (Listener, state) our previous image handed over, or None.
-
-    ``state`` is the rest of what it passed (see runner and
-    servers/reexec.py).  The socket file of a UNIX socket is neither
-    removed nor recreated: the web server keeps connecting to it.
-    """
-    raw = environ.pop(REEXEC_ENV, None)
-    if raw is None:
-        return None
-    state = json.loads(raw)
-    fd = state["fd"]
-    # Our own descriptors must not leak into processes we start later.
-    for name, value in state.items():
-        if (name == "fd" or name.endswith("_fd")) and value is not None:
-            os.set_inheritable(value, False)
-    listener = Listener(socket.socket(fileno=fd), state["description"],
-                        unix_path=state.get("unix_path"))
-    if state.get("socket_dir_fd") is not None:
-        listener._created = (state["socket_dir_fd"], state["socket_name"],
-                             tuple(state["socket_inode"]))
-    return listener, state
 
 
 def listen_tcp(host, port):

@@ -45,8 +45,11 @@ Signals to the master:
   listening socket; see ``reexec.py``); the new image starts new workers
   and retires the old ones once the first new one is ready.  If the new
   code does not load, one ERROR line is logged and the old workers go on
-  serving.  Without ``reload_state`` (the pool used on its own) every
-  worker is replaced and the new ones load the app again after fork.
+  serving.  A SIGHUP during the check queues one more check, run when it
+  ends (the code may have changed after it began); the master restarts
+  only after a check that began after the last SIGHUP.  Without
+  ``reload_state`` (the pool used on its own) every worker is replaced and
+  the new ones load the app again after fork.
   Either way an old worker holding a kept connection serves it for as long
   as the web server keeps using it and closes it once quiet (see
   ``base.wait_for_request``): closing a busy kept connection races with the
@@ -56,14 +59,21 @@ Signals to the master:
   before they are ready (the app failed to load) are replaced with an
   exponential back-off up to ``max_boot_backoff`` seconds.
 
+If the master dies, its workers let go of the listening socket at once and
+finish what they hold (``orphan.py``), so a new master can bind at once.
+
 Workers never return into the caller's stack: they end with ``os._exit``.
+
+For tests, ``prepare()`` and ``turn()`` run the master's loop one pass at a
+time, and ``clock``, ``waitpid``, ``kill`` and ``start_worker`` can be
+replaced (a fake clock, fake workers on socket pairs).
 """
 import os
 import signal
 import sys
 import time
 
-from . import memory, reexec
+from . import memory, orphan, reexec
 from .base import log
 from .scoreboard import FREE, IDLE, STALLED, STARTING, Scoreboard
 from .signals import STOP_SIGNALS, SignalBox, wait_readable
@@ -104,6 +114,11 @@ class PreforkPool:
     # Seconds the new code may take to load in a reload's check before the
     # reload is given up.
     probe_timeout = 120.0
+    # The master's clock and its system calls on children: seams for tests
+    # (a fake clock, fake workers on socket pairs).
+    clock = staticmethod(time.monotonic)
+    waitpid = staticmethod(os.waitpid)
+    kill = staticmethod(os.kill)
 
     def __init__(self, handler, load_app, *, maxspare, minspare, maxchildren,
                  maxrequests=0, on_reopen_logs=None):
@@ -124,6 +139,10 @@ class PreforkPool:
         self._adopted = {}  # pid -> Worker: an earlier image's workers
         self._probe_pid = None
         self._probe_deadline = None
+        # A SIGHUP came while a reload's check ran: check again after it.
+        self._reload_queued = False
+        # Start a worker in ``slot``; return (pid, fd of its status pipe).
+        self.start_worker = self._fork_worker
 
     def adopt(self, pids):
         """Take over workers started by this master's previous image (a
@@ -137,23 +156,8 @@ class PreforkPool:
 
     def serve(self, listen_sock):
         """Run the pool on ``listen_sock`` until a graceful stop; return None."""
-        self.listen_sock = listen_sock
-        self.master_pid = os.getpid()
-        self.board = Scoreboard(self.maxchildren)
-        self._box = SignalBox(MASTER_SIGNALS)
-        self._stopping = False
-        self._force = False
-        self._deadline = None
-        self._boot_failures = 0
-        self._next_spawn_at = 0.0
-        self._burst = 1
-        self._last_shortage = 0.0
-        self._refusing = 0  # Connections refused in the current episode.
         was_blocking = listen_sock.getblocking()
-        # Workers poll, then accept; only one wins each connection, the
-        # others must get EAGAIN instead of blocking.
-        listen_sock.setblocking(False)
-        self.handler.prepare_listener(listen_sock)
+        self.prepare(listen_sock)
         self._box.install()
         # After a reload the previous image blocked these across exec so
         # that none was lost; pending ones arrive now, handled.
@@ -169,27 +173,55 @@ class PreforkPool:
             self.board.close()
             listen_sock.setblocking(was_blocking)
 
+    def prepare(self, listen_sock):
+        """Set up the master's state for ``listen_sock`` (no signal handlers,
+        no workers yet): the first step of ``serve``, and where tests start."""
+        self.listen_sock = listen_sock
+        self.master_pid = os.getpid()
+        self.board = Scoreboard(self.maxchildren)
+        self._box = SignalBox(MASTER_SIGNALS)
+        self._stopping = False
+        self._force = False
+        self._deadline = None
+        self._boot_failures = 0
+        self._next_spawn_at = 0.0
+        self._burst = 1
+        self._last_shortage = 0.0
+        self._refusing = 0  # Connections refused in the current episode.
+        # Workers poll, then accept; only one wins each connection, the
+        # others must get EAGAIN instead of blocking.
+        listen_sock.setblocking(False)
+        self.handler.prepare_listener(listen_sock)
+
     def _run(self):
         while True:
-            for signum in self._box.drain():
-                self._on_signal(signum)
-            self._reap()
-            self._check_probe()
-            if self._stopping:
-                if not self.workers and not self._adopted:
-                    log.info("prefork: all workers stopped")
-                    return
-                if self._force or time.monotonic() >= self._deadline:
-                    self._kill_all()
-                    return
-                self._wait_for_events(watch_listen=False)
-            else:
-                self._adjust_pool()
-                self._wait_for_events(watch_listen=self._refuse_if_stuck())
+            watch_listen = self.turn()
+            if watch_listen is None:
+                return
+            self._wait_for_events(watch_listen)
+
+    def turn(self):
+        """One turn of the master's loop, without waiting: act on signals,
+        reap, keep the pool in shape.  Return None when ``serve`` must end,
+        else whether to watch the listening socket while waiting."""
+        for signum in self._box.drain():
+            self._on_signal(signum)
+        self._reap()
+        self._check_probe()
+        if self._stopping:
+            if not self.workers and not self._adopted:
+                log.info("prefork: all workers stopped")
+                return None
+            if self._force or self.clock() >= self._deadline:
+                self._kill_all()
+                return None
+            return False
+        self._adjust_pool()
+        return self._refuse_if_stuck()
 
     def _wait_for_events(self, watch_listen):
         timeout = None
-        now = time.monotonic()
+        now = self.clock()
         if self._stopping:
             timeout = max(0.0, self._deadline - now)
         else:
@@ -226,7 +258,7 @@ class PreforkPool:
         log.info("prefork: %s received; stopping %d workers gracefully",
                  signal.Signals(signum).name, len(self.workers))
         self._stopping = True
-        self._deadline = time.monotonic() + self.graceful_timeout
+        self._deadline = self.clock() + self.graceful_timeout
         if self._probe_pid is not None:
             self._signal_pid(self._probe_pid, signal.SIGKILL)
         for worker in list(self.workers.values()) + list(self._adopted.values()):
@@ -238,11 +270,19 @@ class PreforkPool:
         if self.reload_state is None:
             self._replace_workers()
         elif self._probe_pid is not None:
-            log.warning("prefork: SIGHUP ignored: a reload is already under way")
+            # The code may have changed after the check started: check again
+            # once it ends (one more check, however many SIGHUPs come).
+            if not self._reload_queued:
+                log.info("prefork: SIGHUP received during a reload; the new code will "
+                         "be checked again when the current check ends")
+            self._reload_queued = True
         else:
             log.info("prefork: SIGHUP received; checking that the new code loads")
-            self._probe_pid = reexec.start_probe(self.reload_state["cwd"], MASTER_SIGNALS)
-            self._probe_deadline = time.monotonic() + self.probe_timeout
+            self._start_probe()
+
+    def _start_probe(self):
+        self._probe_pid = reexec.start_probe(self.reload_state.cwd, MASTER_SIGNALS)
+        self._probe_deadline = self.clock() + self.probe_timeout
 
     def _replace_workers(self):
         log.info("prefork: SIGHUP received; replacing %d workers", len(self.workers))
@@ -254,24 +294,37 @@ class PreforkPool:
         self._next_spawn_at = 0.0
 
     def _check_probe(self):
-        if self._probe_pid is not None and time.monotonic() > self._probe_deadline:
+        if self._probe_pid is not None and self.clock() > self._probe_deadline:
             self._signal_pid(self._probe_pid, signal.SIGKILL)  # Reaped as a failure.
 
     def _probe_done(self, status):
         self._probe_pid = None
+        queued, self._reload_queued = self._reload_queued, False
         code = os.waitstatus_to_exitcode(status)
         if self._stopping:
             return
         if code != 0:
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
             log.error("prefork: reload cancelled: the new code does not load (check "
-                      "exited with %s; its error is above); still serving the old code", how)
+                      "exited with %s; its error is above); %s", how,
+                      "checking again for the SIGHUP that came meanwhile" if queued
+                      else "still serving the old code")
+        if queued:
+            # Whatever this check found, the code on disk may have changed
+            # since it started: restart only after a check that began after
+            # the last SIGHUP.
+            if code == 0:
+                log.info("prefork: the new code loads, but a SIGHUP came during the "
+                         "check; checking again")
+            self._start_probe()
+            return
+        if code != 0:
             return
         log.info("prefork: the new code loads; restarting the master in place (pid %d)",
                  os.getpid())
         workers = list(self.workers) + list(self._adopted)
         self._box.restore()
-        reexec.exec_master(self.listen_sock, workers, self.reload_state, MASTER_SIGNALS)
+        reexec.exec_master(self.reload_state, workers, MASTER_SIGNALS)
         self._box.install()  # Only reached when exec failed.
 
     def _retire_adopted(self):
@@ -299,7 +352,7 @@ class PreforkPool:
             self._signal(worker, signal.SIGKILL)
         for pid, worker in everyone.items():
             try:
-                os.waitpid(pid, 0)
+                self.waitpid(pid, 0)
             except ChildProcessError:
                 pass
             self._forget(worker)
@@ -310,7 +363,7 @@ class PreforkPool:
         return None if worker.slot is None else self.board.get(worker.slot)
 
     def _adjust_pool(self):
-        now = time.monotonic()
+        now = self.clock()
         current = [w for w in self.workers.values() if not w.retiring]
         idle = []
         starting = 0
@@ -329,11 +382,12 @@ class PreforkPool:
             room = self.maxchildren - len(self.workers)
             if room > 0 and now >= self._next_spawn_at:
                 count = min(room, max(self.minspare - spare, self._burst))
+                # Demand that outruns the spare workers grows the next burst
+                # (1, 2, 4, ...) so a queue of slow requests is met quickly;
+                # a fork that fails resets it (see _spawn).
+                self._burst = min(self._burst * 2, self.max_spawn_burst)
                 for _ in range(count):
                     self._spawn()
-                # Demand that outruns the spare workers grows the next burst
-                # (1, 2, 4, ...) so a queue of slow requests is met quickly.
-                self._burst = min(self._burst * 2, self.max_spawn_burst)
         elif now - self._last_shortage > self.settle_time:
             self._burst = 1
         # Shrink only workers idle for settle_time: a worker that has just
@@ -397,10 +451,9 @@ class PreforkPool:
     def _signal(self, worker, signum):
         self._signal_pid(worker.pid, signum)
 
-    @staticmethod
-    def _signal_pid(pid, signum):
+    def _signal_pid(self, pid, signum):
         try:
-            os.kill(pid, signum)
+            self.kill(pid, signum)
         except ProcessLookupError:
             pass
 
@@ -441,7 +494,7 @@ class PreforkPool:
     def _reap(self):
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = self.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -467,7 +520,10 @@ class PreforkPool:
             self._boot_failures += 1
             delay = min(self.max_boot_backoff,
                         self.first_boot_backoff * 2 ** (self._boot_failures - 1))
-            self._next_spawn_at = time.monotonic() + delay
+            self._next_spawn_at = self.clock() + delay
+            # The retry is one worker: a burst of workers that cannot load
+            # the app helps nobody.
+            self._burst = 1
             log.error("prefork: worker %d failed to start (%s); next attempt in %.1fs",
                       worker.pid, how, delay)
         elif code == EXIT_OK:
@@ -479,28 +535,45 @@ class PreforkPool:
         slot = self.board.free_slot({w.slot for w in self.workers.values()})
         if slot is None:
             return  # Every slot is taken by a worker not yet reaped.
-        read_fd, write_fd = os.pipe()
         self.board.set(slot, STARTING)
+        try:
+            pid, status_fd = self.start_worker(slot)
+        except OSError as exc:
+            self.board.set(slot, FREE)
+            self._next_spawn_at = self.clock() + self.first_boot_backoff
+            self._burst = 1
+            log.error("prefork: cannot start a worker: %s", exc)
+            return
+        self.workers[pid] = Worker(pid, status_fd, slot)
+
+    def _fork_worker(self, slot):
+        """Fork a worker for ``slot``; return (its pid, our end of its pipe).
+
+        The fork happens in the master's main thread (``serve`` runs there):
+        a worker's parent-death signal is tied to the thread that forked it.
+        """
+        read_fd, write_fd = os.pipe()
         # Block our signals across fork: until the child has installed its
         # own handlers, a signal would run the master's handler in the
         # child and write to the master's wake-up pipe.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
         try:
             pid = os.fork()
-        except OSError as exc:
+        except OSError:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(read_fd)
             os.close(write_fd)
-            self.board.set(slot, FREE)
-            self._next_spawn_at = time.monotonic() + self.first_boot_backoff
-            log.error("prefork: cannot start a worker: %s", exc)
-            return
+            raise
         if pid == 0:
             code = EXIT_ERROR
             try:
                 os.close(read_fd)
                 self._shed_master_state()
-                code = WorkerProcess(self, slot, write_fd).run(blocked)
+                worker = WorkerProcess(self, slot, write_fd)
+                # First thing after fork: a master that dies from now on
+                # (or died a moment ago) is noticed at once.
+                orphan.watch(self.listen_sock, worker.begin_drain, self.master_pid)
+                code = worker.run(blocked)
             except BaseException:
                 try:
                     log.exception("prefork: worker %d crashed", os.getpid())
@@ -509,12 +582,13 @@ class PreforkPool:
             finally:
                 # Never return into the caller's stack (its cleanup code
                 # belongs to the master).
+                orphan.report()
                 _flush_std_streams()
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        self.workers[pid] = Worker(pid, read_fd, slot)
+        return pid, read_fd
 
     def _shed_master_state(self):
         """In a new worker: drop the master's wake-up fd, handlers and pipes."""

@@ -32,6 +32,7 @@ import select
 import signal
 import time
 
+from . import orphan
 from .base import NOTICE, SERVED, HoldPolicy, Parked, close_expired, close_quietly, log
 from .scoreboard import BUSY, EXITING, FREE, HOLDING, IDLE, STALLED
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
@@ -388,6 +389,7 @@ class WorkerProcess:
                     check_master_at = now + 1.0
                     if os.getppid() != self.master:
                         log.warning("prefork: worker %d lost its master; exiting", os.getpid())
+                        orphan.let_go(listen)  # Where no signal told us (orphan.py).
                         break
                 if self.deaf_until and now >= self.deaf_until:
                     self.hear()  # That fresh connection is still silent.

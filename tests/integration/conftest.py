@@ -17,6 +17,7 @@ from tests.helpers import (
     wait_for_connect,
     wait_for_exit,
 )
+from tests.integration.tinysite import Site
 
 
 def pytest_collection_modifyitems(items):
@@ -144,3 +145,12 @@ def daemons():
     for pid in pids:
         kill_quietly(pid, signal.SIGKILL)
         wait_for_exit(pid, timeout=5)
+
+
+@pytest.fixture
+def site(tmp_path):
+    """The tiny project of ``tinysite.py``; every server started on it is
+    killed by process group at the end (orphaned workers too)."""
+    site = Site(tmp_path)
+    yield site
+    site.stop()

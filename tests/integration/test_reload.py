@@ -1,145 +1,17 @@
 """SIGHUP reloads a prefork server with the project's new code (issue #3).
 
-A tiny Django project is written to a temporary directory for each test
-(the repository's example is never edited), served by the real
-``manage.py runfcgi`` (or ``runfastcgi()`` from a script), and its view
-module is rewritten between reloads.  Bytecode caching is off in the
-server, so a rewrite within the same second is never hidden by a stale
-``.pyc``.
+The tiny project of ``tinysite.py`` is served by the real ``manage.py
+runfcgi`` (or ``runfastcgi()`` from a script), and its view module is
+rewritten between reloads.
 """
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
-import pytest
-
 from runfcgi_compat import client
-from tests.helpers import free_port, kill_quietly, wait_for_connect, wait_for_exit
-from tests.integration.lifecycle import REPO, wait_until
-
-SETTINGS = """
-SECRET_KEY = "reload-test"
-DEBUG = False
-ALLOWED_HOSTS = ["*"]
-ROOT_URLCONF = "reloadsite.urls"
-INSTALLED_APPS = ["runfcgi_compat"]
-MIDDLEWARE = []
-DATABASES = {}
-USE_TZ = True
-"""
-URLS = """
-from django.urls import path
-
-from reloadsite import views
-
-urlpatterns = [path("", views.index), path("ppid", views.ppid)]
-"""
-VIEWS = """
-import os
-
-from django.http import HttpResponse
-
-
-def index(request):
-    return HttpResponse("version {version}")
-
-
-def ppid(request):
-    return HttpResponse(str(os.getppid()))
-"""
-MANAGE = """
-import os
-import sys
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reloadsite.settings")
-from django.core.management import execute_from_command_line
-
-execute_from_command_line(sys.argv)
-"""
-SCRIPT = """
-import os
-import sys
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reloadsite.settings")
-import django
-
-django.setup()
-from runfcgi_compat.fastcgi import runfastcgi
-
-runfastcgi(sys.argv[1:])
-"""
-
-
-class Site:
-    """The project on disk, and the server that serves it."""
-
-    def __init__(self, root):
-        self.root = root
-        package = root / "reloadsite"
-        package.mkdir()
-        (package / "__init__.py").write_text("")
-        (package / "settings.py").write_text(SETTINGS)
-        (package / "urls.py").write_text(URLS)
-        (root / "manage.py").write_text(MANAGE)
-        (root / "serve.py").write_text(SCRIPT)
-        self.views = package / "views.py"
-        self.write_version(1)
-        self.errlog = root / "err.log"
-        self.address = ("127.0.0.1", free_port())
-        self.process = None
-
-    def write_version(self, version):
-        self.views.write_text(VIEWS.format(version=version))
-
-    def break_views(self):
-        self.views.write_text("raise ImportError('half-edited view module')\n")
-
-    def start(self, *words, script="manage.py", command=("runfcgi",)):
-        paths = [str(self.root)]
-        if not os.environ.get("RUNFCGI_TEST_WHEEL"):
-            paths.append(str(REPO))  # This checkout, as lifecycle.py does.
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths),
-                   PYTHONDONTWRITEBYTECODE="1", DJANGO_SETTINGS_MODULE="reloadsite.settings")
-        argv = [sys.executable, script, *command, "protocol=fcgi", "method=prefork",
-                f"errlog={self.errlog}", "minspare=2", "maxspare=4", "maxchildren=6",
-                *words]
-        if not any(word.startswith("socket=") for word in words):
-            argv += ["host=127.0.0.1", f"port={self.address[1]}"]
-        if not any(word.startswith("daemonize=") for word in words):
-            argv.append("daemonize=false")
-        # Relative script path: the reload must run it from where it started.
-        self.process = subprocess.Popen(argv, cwd=self.root, env=env,
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
-        return self.process
-
-    def get(self, path="/", timeout=30):
-        return client.request(self.address, "fcgi", path=path, timeout=timeout)
-
-    def text(self):
-        return self.get().body.decode()
-
-    def log(self):
-        return self.errlog.read_text() if self.errlog.exists() else ""
-
-    def stop(self):
-        if self.process is not None:
-            kill_quietly(self.process.pid, signal.SIGKILL)
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait()
-
-
-@pytest.fixture
-def site(tmp_path):
-    site = Site(tmp_path)
-    yield site
-    site.stop()
+from tests.helpers import kill_quietly, wait_for_connect, wait_for_exit
+from tests.integration.lifecycle import wait_until
 
 
 class Hammer:
@@ -206,6 +78,8 @@ def test_two_reloads_under_load_serve_new_code_and_lose_no_request(site):
     # Same master throughout: the workers answering are its children.
     assert int(site.get("/ppid").body) == process.pid
     assert site.log().count("reloaded with the new code") == 2
+    # The exec kept the pid and the forking thread: no worker took it for death.
+    assert "lost its master" not in site.log()
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
 
@@ -252,3 +126,41 @@ def test_runfastcgi_from_a_script_reloads(site):
     reload_to(site, process.pid, 2)
     assert process.poll() is None
     assert Path(site.root / "serve.py").exists()
+
+
+# Runs when the reload's check imports the views: announce it, wait for the
+# test, then fail as a half-edited module would.
+HELD_BROKEN_PROBE = """
+if os.environ.get("RUNFCGI_PROBE"):
+    _root = pathlib.Path(__file__).resolve().parent.parent
+    (_root / "probe.started").touch()
+    _deadline = time.monotonic() + 60
+    while not (_root / "probe.go").exists() and time.monotonic() < _deadline:
+        time.sleep(0.01)
+    raise ImportError("half-edited view module")
+"""
+
+
+def test_a_sighup_during_a_reload_queues_one_more(site):
+    process = site.start()
+    wait_for_connect(site.address, process=process)
+    assert site.text() == "version 1"
+    site.write_version(2, prelude=HELD_BROKEN_PROBE)
+    process.send_signal(signal.SIGHUP)
+    wait_until(lambda: (site.root / "probe.started").exists(), 60, "the reload's check")
+    # Fixed while the check still runs on the broken code; two SIGHUPs, one
+    # more check.
+    site.write_version(3)
+    process.send_signal(signal.SIGHUP)
+    process.send_signal(signal.SIGHUP)
+    wait_until(lambda: "checked again" in site.log(), 60, "the queued reload")
+    site.release("probe")
+    wait_until(lambda: site.text() == "version 3", 60, "version 3 after the queued reload")
+    log = site.log()
+    assert log.count("checking that the new code loads") == 1
+    assert log.count("reload cancelled") == 1
+    assert "checking again for the SIGHUP that came meanwhile" in log
+    assert log.count("reloaded with the new code") == 1
+    assert int(site.get("/ppid").body) == process.pid
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0

@@ -124,3 +124,12 @@ def test_naming_your_own_account_needs_no_root():
 def test_switching_account_needs_root():
     with pytest.raises(StartupError, match=r"^user=root: switching to another account needs root"):
         runner.check_account(parse_words(["user=root"]))
+
+
+def test_a_garbled_reload_hand_over_is_one_error_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNFCGI_REEXEC", '{"version": 1, "listen_fd": 3}')
+    fake = FakeServer(tmp_path)
+    with pytest.raises(StartupError) as caught:
+        run(["method=prefork", f"socket={tmp_path / 's.sock'}"], fake)
+    assert str(caught.value) == "RUNFCGI_REEXEC lacks cwd, description, workdir."
+    assert fake.calls == [] and os.listdir(tmp_path) == []

@@ -259,7 +259,7 @@ def _resume(options, listener, state, load_app, server_factory):
             written.remove()
         listener.close()
         raise
-    server.adopt(state["workers"])
+    server.adopt(state["workers"], state.get("idle"))
     _allow_reload(server, listener, written, state["cwd"])
     logger.info("prefork: master %d reloaded with the new code", os.getpid())
     try:

@@ -532,6 +532,13 @@ class ProtocolHandler:
                 self.nodelay_inherited = False
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def serve_handed(self, fd, addr):
+        """Serve a connection accepted earlier and passed between processes
+        while idle (prefork, see ``idle.py``); as handle_connection, without
+        the checks made when it was accepted."""
+        sock = self.make_socket(fd)
+        return self._drive(sock, addr, lambda: self.run_connection(sock, addr))
+
     def resume_connection(self, parked):
         """Go on serving a connection parked earlier; as handle_connection."""
         return self._drive(parked.sock, parked.addr, parked.conn.run)

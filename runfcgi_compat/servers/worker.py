@@ -202,6 +202,10 @@ class WorkerProcess:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked_mask)
         if self.stop.is_set() or self.drain.is_set():
             return EXIT_OK
+        return self.serve(box)
+
+    def serve(self, box):
+        """Load the app and serve until told to leave; ``box``: the signals."""
         try:
             app = self.pool.load_app()
         except BaseException:

@@ -1,4 +1,5 @@
 """The prefork pool as a real process tree: signals, pool size, recycling."""
+import itertools
 import os
 import select
 import signal
@@ -339,6 +340,52 @@ def test_held_connections_are_served_in_turn(start_server):
     finally:
         for conn in kept:
             conn.close()
+
+
+KEPT_CONNECTIONS = {"fcgi": client.FastCGIConnection, "ajp": client.AJPConnection}
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "ajp"])
+def test_a_request_on_an_idle_kept_connection_never_waits_behind_another(start_server,
+                                                                          protocol):
+    # Two workers, three kept connections: two of them were last served by
+    # the same worker.  A slow request on one of those two keeps its worker
+    # busy; the next request on the other one is answered meanwhile (a
+    # worker that held both served it only after the slow one).
+    server = start_prefork(start_server, protocol, minspare=2, maxspare=2, maxchildren=2)
+    wait_until(lambda: len(server.children()) == 2, 20, "two workers")
+    kept = [KEPT_CONNECTIONS[protocol](server.address, timeout=30) for _ in range(3)]
+    slow_request = None
+    try:
+        pids = [int(conn.request(path="/pid").body) for conn in kept]
+        slow, other = next((a, b) for a, b in itertools.combinations(range(3), 2)
+                           if pids[a] == pids[b])
+        slow_request, result = run_in_thread(
+            lambda: kept[slow].request(path="/wait", query="slow"))
+        server.wait_started("slow")
+        assert kept[other].request(path="/pid").status == 200
+        assert slow_request.is_alive()  # Answered while the slow one still waits.
+        server.release("slow")
+        slow_request.join(30)
+        assert result["value"].status == 200
+        assert not any(closed_by_server(conn) for conn in kept)
+    finally:
+        server.release("slow")
+        if slow_request is not None:
+            slow_request.join(30)
+        for conn in kept:
+            conn.close()
+
+
+def test_maxrequests_passes_a_kept_connection_on(start_server):
+    # The worker leaves right after its last request; the connection stays
+    # open and its next requests go to the workers that replace it.
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1, maxrequests=2)
+    with client.FastCGIConnection(server.address, timeout=30) as conn:
+        pids = [int(conn.request(path="/pid").body) for _ in range(6)]
+        assert not closed_by_server(conn)
+    assert all(pids.count(pid) <= 2 for pid in pids)
+    assert len(set(pids)) >= 3
 
 
 def test_silent_new_connections_do_not_stop_a_worker_accepting(start_server):

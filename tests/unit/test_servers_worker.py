@@ -82,6 +82,12 @@ class Harness:
         self.thread.start()
         return self
 
+    def kept_idle(self):
+        """A kept connection that has served one request: the worker's own."""
+        kept = self.connect()
+        assert kept.request(path="/pid").status == 200
+        return kept
+
     def connect(self):
         conn = client.FastCGIConnection(self.address, timeout=TIMEOUT)
         self.opened.append(conn)
@@ -139,9 +145,12 @@ def harness(tmp_path):
     made.close()
 
 
-def closed(fd):
-    os.close(fd)
-    return True
+def same_connection(fd, conn):
+    """True if ``fd`` (passed to the master) is ``conn``'s server side; closes it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd) as sock:
+        conn._channel.sock.sendall(b"ping")
+        sock.settimeout(TIMEOUT)
+        return sock.recv(4) == b"ping"
 
 
 def test_the_own_connection_is_served_in_place(harness):
@@ -153,18 +162,14 @@ def test_the_own_connection_is_served_in_place(harness):
 
 
 def test_the_own_connection_goes_to_the_master_before_another_is_served(harness):
-    harness.start()
-    kept = harness.connect()
-    assert kept.request(path="/pid").status == 200
+    kept = harness.start().kept_idle()
     assert harness.connect().request(path="/pid", keep_conn=False).status == 200
     fd, first = harness.passed_to_master()  # Passed before the new one was served.
-    assert first is False and closed(fd)
+    assert first is False and same_connection(fd, kept)
 
 
 def test_a_slow_request_never_keeps_an_idle_connection_from_the_others(harness):
-    harness.start()
-    kept = harness.connect()
-    assert kept.request(path="/pid").status == 200
+    kept = harness.start().kept_idle()
     slow = harness.pass_to_worker()
     result = {}
     thread = threading.Thread(target=lambda: result.update(r=slow.request(path="/slow")))
@@ -174,7 +179,7 @@ def test_a_slow_request_never_keeps_an_idle_connection_from_the_others(harness):
         # The view runs, and the idle connection is the master's already:
         # its next request goes to another worker.
         fd, first = harness.passed_to_master(TIMEOUT)
-        assert first is False and closed(fd)
+        assert first is False and same_connection(fd, kept)
     finally:
         harness.app.release.set()
         thread.join(TIMEOUT)
@@ -182,30 +187,24 @@ def test_a_slow_request_never_keeps_an_idle_connection_from_the_others(harness):
 
 
 def test_a_drain_passes_the_own_connection_on_and_ends(harness):
-    harness.start()
-    kept = harness.connect()
-    assert kept.request(path="/pid").status == 200
+    kept = harness.start().kept_idle()
     harness.worker.drain.set()
     assert harness.ended()
     fd, first = harness.passed_to_master()
-    assert first is False and closed(fd)
+    assert first is False and same_connection(fd, kept)
 
 
 def test_maxrequests_ends_the_worker_after_its_last_request(harness):
     harness.pool.maxrequests = 2
-    harness.start()
-    kept = harness.connect()
-    assert kept.request(path="/pid").status == 200
+    kept = harness.start().kept_idle()
     assert kept.request(path="/pid").status == 200
     assert harness.ended()
     fd, _ = harness.passed_to_master()
-    assert closed(fd)
+    assert same_connection(fd, kept)
 
 
 def test_a_stop_closes_an_idle_kept_connection(harness):
-    harness.start()
-    kept = harness.connect()
-    assert kept.request(path="/pid").status == 200
+    kept = harness.start().kept_idle()
     harness.worker.stop.set()
     assert harness.ended()
     assert harness.passed_to_master() is None

@@ -145,11 +145,11 @@ class IdleKeeper:
         return False
 
     def receive(self):
-        """Take every connection the workers have passed."""
-        while True:
-            got = recv_conn(self.master_end)
-            if got is None:
-                return
+        """Take one connection a worker has passed, if any: one call, where
+        reading until the channel is empty costs a second one (the selector
+        reports the channel again while more are waiting)."""
+        got = recv_conn(self.master_end)
+        if got is not None:
             self.keep(*got[:3])
 
     def keep(self, fd, first, addr, idle_for=None):
@@ -165,26 +165,38 @@ class IdleKeeper:
         if idle_for is None:
             idle_for = self.handler.idle_timeout or None
         deadline = None if idle_for is None else self.clock() + idle_for
-        self.conns[fd] = Idle(sock, first, addr, deadline)
+        idle = Idle(sock, first, addr, deadline)
+        # Under load the next request is often there already: passed on at
+        # once, the connection costs no registration and no second wake-up.
+        if self._pass_if_readable(idle):
+            return
+        self.conns[fd] = idle
         self.selector.register(fd, selectors.EVENT_READ, lambda: self._on_readable(fd))
 
     # -- passing them back
 
     def _on_readable(self, fd):
         idle = self._forget(fd)
+        if not self._pass_if_readable(idle):
+            self._send(idle)  # Readable after all?  A worker will see.
+        return False
+
+    def _pass_if_readable(self, idle):
+        """Pass ``idle`` on if its request has come, close it if its peer
+        has closed; False (nothing done) if nothing has come."""
         try:
-            # The web server closing a connection it no longer needs is the
-            # commonest event: seen here, it costs no worker a wake-up.
             gone = idle.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
-            gone = False  # Readable after all?  A worker will see.
+            return False
         except OSError:
             gone = True
         if gone:
+            # The web server closing a connection it no longer needs is the
+            # commonest event here: seen by the master, it wakes no worker.
             idle.sock.close()
         else:
             self._send(idle)
-        return False
+        return True
 
     def _send(self, idle):
         if self.ready or not self._try_send(idle):

@@ -389,8 +389,11 @@ class WorkerProcess:
         listen, stop, drain = self.listen, self.stop, self.drain
         # The descriptors of the listening socket, the channel and the
         # notices never change: one selector serves the whole loop, and the
-        # own connection is added and removed as it comes and goes.
-        selector = self.selector = selectors.DefaultSelector()
+        # own connection is added and removed as it comes and goes.  poll(),
+        # not epoll or kqueue: for half a dozen descriptors, one of which
+        # changes whenever a connection moves, it needs no system call to
+        # add or remove one.
+        selector = self.selector = selectors.PollSelector()
         for item, what in ((listen, LISTEN), (self.channel, PASSED), (stop, NOTICE),
                            (drain, NOTICE), (box, SIGNALLED)):
             selector.register(item, selectors.EVENT_READ, what)

@@ -12,20 +12,22 @@ The pools (prefork, threaded) set two attributes on a handler:
 
 * ``stop_notice``: a ``signals.Notice``; once set, connections close at
   their next idle moment (between requests), never in the middle of one.
-* ``drain_notice`` (prefork only): a gentler stop for reloads and
-  recycling.  A kept connection stays open while the web server keeps
-  using it, and closes once it has been quiet for ``drain_quiet`` seconds
-  (or after ``drain_timeout``).  Closing a kept connection always races
-  with the web server sending a new request on it; nginx retries such a
-  GET but not a POST, so we close only connections it has stopped using.
+* ``drain_notice``: a gentler stop.  A kept connection stays open while
+  the web server keeps using it, and closes once it has been quiet for
+  ``drain_quiet`` seconds (or after ``drain_timeout``).  Closing a kept
+  connection always races with the web server sending a new request on
+  it; nginx retries such a GET but not a POST, so we close only
+  connections it has stopped using.  (No pool sets it now: a draining
+  prefork worker passes its idle connection to the master instead, see
+  ``worker.py``.)
 * ``on_request_done``: called after every request (prefork counts them for
   ``maxrequests``).
 * ``hold``: a ``HoldPolicy``, how a connection with no request in progress
   waits for one.  The default holds it (up to ``idle_timeout``); prefork
-  parks it with the worker's own loop, which watches all its idle
-  connections and the listening socket at once, and threaded parks it with
-  the main thread (``Parked``), so that idle connections never occupy a
-  worker or a thread.
+  makes it the worker's one idle connection, watched with the listening
+  socket and passed to the master before the worker serves another (see
+  ``worker.py``), and threaded parks it with the main thread (``Parked``),
+  so that idle connections never occupy a worker or a thread.
 """
 import errno
 import ipaddress
@@ -67,10 +69,9 @@ class Parked(Exception):
     thread, once the peer has sent something.
 
     Between two requests it may be returned instead of raised (see
-    ``ProtocolHandler.wait_for_request``): a prefork worker with several
-    kept connections parks one after almost every request, and the raise,
-    with its traceback through the connection's frames, was a large part
-    of what a kept request cost.
+    ``ProtocolHandler.wait_for_request``): a connection is parked after
+    many requests, and the raise, with its traceback through the
+    connection's frames, was a large part of what a kept request cost.
     """
 
     # Filled in on the way out; class defaults keep __init__ short, as it

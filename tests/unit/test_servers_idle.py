@@ -130,6 +130,19 @@ def test_a_kept_connection_goes_to_the_workers_once_its_request_arrives(keeper, 
     assert peer_sees_eof(web)
 
 
+def test_a_connection_whose_request_came_already_is_passed_on_at_once(keeper, selector,
+                                                                       pairs):
+    conn, web = pairs()
+    web.sendall(b"next request")  # Sent while the connection was being passed.
+    hand_over(keeper.workers_end, conn, False, "busy", patience=1)
+    keeper.receive()
+    assert len(keeper) == 0
+    assert len(selector.get_map()) == 1  # Only the channel: it was never watched.
+    received, _, addr, _ = take(keeper)
+    with received:
+        assert addr == "busy" and received.recv(100) == b"next request"
+
+
 def test_a_connection_the_web_server_closed_is_closed_by_the_master(keeper, selector, pairs):
     web = keep(keeper, pairs)
     web.shutdown(socket.SHUT_WR)

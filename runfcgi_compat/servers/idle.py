@@ -29,6 +29,7 @@ channel empty goes back to its poll, like one that loses a race to accept.
 import collections
 import marshal
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -43,6 +44,17 @@ FD = struct.Struct("i")
 # Received descriptors must not leak into programs the app runs; Linux sets
 # close-on-exec in the same call, elsewhere it costs one more.
 CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+# Descriptors the master keeps for everything but idle connections (its
+# pipes to the workers, the channel, logs, the app's own files).
+RESERVED_FDS = 64
+
+
+def fd_room(reserved):
+    """How many idle connections fit under the descriptor limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(1, soft - reserved)
 
 
 def open_channel():
@@ -123,10 +135,13 @@ class IdleKeeper:
     room.  ``clock`` is the monotonic clock (a fake one in tests).
     """
 
-    def __init__(self, selector, handler, channel=None, clock=time.monotonic):
+    def __init__(self, selector, handler, channel=None, clock=time.monotonic, reserved=None):
         self.selector = selector
         self.handler = handler
         self.clock = clock
+        # Most idle connections kept at once (None: no limit); ``reserved``:
+        # descriptors left for the rest, by default RESERVED_FDS.
+        self.room = fd_room(RESERVED_FDS if reserved is None else reserved)
         self.master_end, self.workers_end = channel or open_channel()
         self.conns = {}  # fd -> Idle, oldest first
         self.ready = collections.deque()  # Idle: readable, not yet sent
@@ -148,6 +163,12 @@ class IdleKeeper:
         """Take one connection a worker has passed, if any: one call, where
         reading until the channel is empty costs a second one (the selector
         reports the channel again while more are waiting)."""
+        if self.room is not None and len(self.conns) >= self.room:
+            # A descriptor the kernel cannot give us is a connection closed
+            # unseen: the one idle longest gives way first.
+            log.warning("prefork: %d idle connections, the most descriptors allow; "
+                        "closing the oldest (raise the limit: ulimit -n)", len(self.conns))
+            self._forget(next(iter(self.conns))).sock.close()
         got = recv_conn(self.master_end)
         if got is not None:
             self.keep(*got[:3])
@@ -310,13 +331,13 @@ class IdleKeeper:
             os.set_inheritable(fd, on)
 
     @classmethod
-    def adopt(cls, state, selector, handler, clock=time.monotonic):
+    def adopt(cls, state, selector, handler, clock=time.monotonic, reserved=None):
         """The keeper of the master's new image, from ``reexec_state()["idle"]``."""
         cls._set_inheritable(state, False)
         master_fd, workers_fd = state["channel"]
         channel = (socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM, 0, master_fd),
                    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM, 0, workers_fd))
-        keeper = cls(selector, handler, channel, clock)
+        keeper = cls(selector, handler, channel, clock, reserved)
         for fd, first, addr, idle_for in state["conns"]:
             keeper.keep(fd, first, tuple(addr) if isinstance(addr, list) else addr, idle_for)
         return keeper

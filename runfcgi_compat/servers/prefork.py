@@ -71,7 +71,7 @@ import time
 
 from . import reexec
 from .base import log
-from .idle import IdleKeeper
+from .idle import RESERVED_FDS, IdleKeeper
 from .scoreboard import FREE, IDLE, STALLED, STARTING, Scoreboard
 from .signals import STOP_SIGNALS, SignalBox
 from .worker import EXIT_ERROR, EXIT_OK, WorkerProcess
@@ -171,10 +171,13 @@ class PreforkPool:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._box, selectors.EVENT_READ, _wake)
         self._listen_watched = False
+        # Descriptors besides idle connections: a pipe to every worker, and more.
+        reserved = RESERVED_FDS + self.maxchildren
         if self._adopted_idle is None:
-            self.keeper = IdleKeeper(self._selector, self.handler)
+            self.keeper = IdleKeeper(self._selector, self.handler, reserved=reserved)
         else:
-            self.keeper = IdleKeeper.adopt(self._adopted_idle, self._selector, self.handler)
+            self.keeper = IdleKeeper.adopt(self._adopted_idle, self._selector, self.handler,
+                                           reserved=reserved)
         self._box.install()
         # After a reload the previous image blocked these across exec so
         # that none was lost; pending ones arrive now, handled.

@@ -182,6 +182,16 @@ def test_without_an_idle_timeout_nothing_expires(selector, clock, pairs):
         keeper.close()
 
 
+def test_near_the_descriptor_limit_the_oldest_connection_gives_way(keeper, pairs, caplog):
+    keeper.room = 2
+    old = keep(keeper, pairs)
+    keep(keeper, pairs)
+    keep(keeper, pairs)
+    assert len(keeper) == 2
+    assert peer_sees_eof(old)
+    assert "closing the oldest" in caplog.text
+
+
 def test_a_stop_closes_kept_connections_and_passes_fresh_ones(keeper, selector, pairs):
     kept = keep(keeper, pairs, first=False)
     fresh = keep(keeper, pairs, first=True, addr="fresh")

@@ -59,11 +59,16 @@ class State:
     pidfile: str | None = None
     pidfile_dir_fd: int | None = None
     workers: tuple = ()
+    # The prefork master's idle connections and their channel to the
+    # workers (servers/idle.py: IdleKeeper.reexec_state).
+    idle: dict | None = None
 
     def descriptors(self):
         """The descriptors this state carries across the exec."""
         fds = [self.listen_fd, self.pidfile_dir_fd,
                self.socket_file[0] if self.socket_file else None]
+        if self.idle is not None:
+            fds += list(self.idle["channel"]) + [conn[0] for conn in self.idle["conns"]]
         return [fd for fd in fds if fd is not None]
 
 
@@ -78,6 +83,7 @@ _FIELDS = {
     "pidfile": ((str, type(None)), False),
     "pidfile_dir_fd": ((int, type(None)), False),
     "workers": ((list,), False),
+    "idle": ((dict, type(None)), False),
 }
 
 

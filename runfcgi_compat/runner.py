@@ -245,7 +245,7 @@ def _resume(options, state, load_app, server_factory):
             written.remove()
         listener.close()
         raise
-    server.adopt(state.workers)
+    server.adopt(state.workers, state.idle)
     _allow_reload(server, listener, written, state.cwd)
     logger.info("prefork: master %d reloaded with the new code", os.getpid())
     try:

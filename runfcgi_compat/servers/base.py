@@ -12,20 +12,22 @@ The pools (prefork, threaded) set two attributes on a handler:
 
 * ``stop_notice``: a ``signals.Notice``; once set, connections close at
   their next idle moment (between requests), never in the middle of one.
-* ``drain_notice`` (prefork only): a gentler stop for reloads and
-  recycling.  A kept connection stays open while the web server keeps
-  using it, and closes once it has been quiet for ``drain_quiet`` seconds
-  (or after ``drain_timeout``).  Closing a kept connection always races
-  with the web server sending a new request on it; nginx retries such a
-  GET but not a POST, so we close only connections it has stopped using.
+* ``drain_notice``: a gentler stop.  A kept connection stays open while
+  the web server keeps using it, and closes once it has been quiet for
+  ``drain_quiet`` seconds (or after ``drain_timeout``).  Closing a kept
+  connection always races with the web server sending a new request on
+  it; nginx retries such a GET but not a POST, so we close only
+  connections it has stopped using.  (No pool sets it now: a draining
+  prefork worker passes its idle connection to the master instead, see
+  ``worker.py``.)
 * ``on_request_done``: called after every request (prefork counts them for
   ``maxrequests``).
 * ``hold``: a ``HoldPolicy``, how a connection with no request in progress
   waits for one.  The default holds it (up to ``idle_timeout``); prefork
-  parks it with the worker's own loop, which watches all its idle
-  connections and the listening socket at once, and threaded parks it with
-  the main thread (``Parked``), so that idle connections never occupy a
-  worker or a thread.
+  makes it the worker's one idle connection, watched with the listening
+  socket and passed to the master before the worker serves another (see
+  ``worker.py``), and threaded parks it with the main thread (``Parked``),
+  so that idle connections never occupy a worker or a thread.
 """
 import errno
 import ipaddress
@@ -67,10 +69,9 @@ class Parked(Exception):
     thread, once the peer has sent something.
 
     Between two requests it may be returned instead of raised (see
-    ``ProtocolHandler.wait_for_request``): a prefork worker with several
-    kept connections parks one after almost every request, and the raise,
-    with its traceback through the connection's frames, was a large part
-    of what a kept request cost.
+    ``ProtocolHandler.wait_for_request``): a connection is parked after
+    many requests, and the raise, with its traceback through the
+    connection's frames, was a large part of what a kept request cost.
     """
 
     # Filled in on the way out; class defaults keep __init__ short, as it
@@ -91,6 +92,7 @@ NOTICE = "notice"
 # ``serve_kept``'s answers (the pools' old entry points, see ProtocolHandler).
 SERVED = "served"  # One request served; the connection is held as before.
 CLOSED = "closed"  # The connection is closed.
+RESUME = "resume"  # Part of a request has come: resume the connection to wait for the rest.
 
 
 class HoldPolicy:
@@ -471,12 +473,16 @@ class Connection:
         call serve_next again at once, without waiting for the socket."""
         return self._inpos < len(self._inbuf) and not self.short
 
+    def partial(self):
+        """True when part of the next request has come (and is kept here)."""
+        return self._inpos < len(self._inbuf)
+
     def arriving(self):
         """True while a request is on its way: a fresh connection's first,
         or one whose first bytes have come.  A stopping pool gives such a
         connection the handler's ``first_request_grace`` instead of closing
         it: its web server is sending a request."""
-        return self.fresh or self._inpos < len(self._inbuf)
+        return self.fresh or self.partial()
 
     def incomplete(self):
         """What serve() returns when the next request has not all come:
@@ -744,14 +750,27 @@ class ProtocolHandler:
         """
         return self._hold(self.connect(sock, addr))
 
+    def serve_handed(self, fd, addr, fresh=True):
+        """Serve a connection passed between processes while idle (prefork,
+        see ``idle.py``; ``fresh``: no request served on it yet); as
+        handle_connection."""
+        conn = self.connect(fd, addr)
+        if conn is not None:
+            conn.fresh = fresh
+        return self._hold(conn)
+
     def resume_connection(self, parked):
         """Go on serving a connection parked earlier (found readable)."""
         return self._hold(parked.conn)
 
     def serve_kept(self, parked):
         """Serve the next request on a held, readable kept connection:
-        SERVED (held as before) or CLOSED."""
-        return SERVED if self.serve_next(parked.conn) is KEEP else CLOSED
+        SERVED (held as before), CLOSED, or RESUME (part of a request came:
+        ``resume_connection`` waits for the rest)."""
+        conn = parked.conn
+        if self.serve_next(conn) is CLOSE:
+            return CLOSED
+        return RESUME if conn.partial() else SERVED
 
     def _hold(self, conn):
         """Serve requests; between them ask the hold policy where to wait."""
@@ -760,6 +779,14 @@ class ProtocolHandler:
         while self.serve_next(conn) is KEEP:
             if conn.ready():
                 continue  # The next request may be here already.
+            if conn.partial():
+                # Part of a request is in this process: a prefork worker
+                # cannot pass it on, so it waits here for the rest (bounded).
+                if self.wait_for_data(conn):
+                    continue
+                self.connection_failed(conn, TimeoutError())
+                conn.close()
+                return None
             verdict = self.wait_for_request(conn, conn.fresh, returns_parked=True)
             if verdict is False:
                 conn.close()

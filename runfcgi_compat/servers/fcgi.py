@@ -215,10 +215,10 @@ class FCGIConnection(Connection, fcgi_base.Connection):
             raise RequestAborted("request aborted by the web server")
         self.queue_stream(FCGI_STDOUT, self.request_id, body)
 
-    def arriving(self):
+    def partial(self):
         # Records of a request already dispatched (its parameters so far)
-        # count as a request on its way too.
-        return bool(self._requests) or Connection.arriving(self)
+        # are part of it too.
+        return bool(self._requests) or Connection.partial(self)
 
     def _serve_records(self):
         """Dispatch the buffered records until a request has ended.  Until

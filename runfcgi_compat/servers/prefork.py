@@ -9,22 +9,24 @@ caller's stack.
 How it works:
 
 * Workers ``accept()`` on the shared listening socket (non-blocking, after
-  a ``poll`` that also watches the worker's stop notice) and serve one
+  a poll that also watches the worker's stop notice) and serve one
   connection at a time with the protocol handler (see ``worker.py``).
 * Each worker keeps its state in a shared ``Scoreboard``: idle, busy,
   holding a connection with no request in it, stalled on its peer.  It
   writes to its pipe to the master only when the master must act, so a
   request costs the master nothing.
-* A worker holds any number of idle connections (kept, or fresh and
-  silent) and watches them together with the listening socket, serving
-  whatever is ready in turn, so kept connections never starve new ones and
-  never pin a worker each (``worker.WorkerHold``).
+* A worker keeps one idle connection (kept, or fresh and silent): the one
+  it has just served.  Before it serves anything else it passes that one
+  to the master, which watches all of them and passes each back to the
+  free workers once its next request arrives (``idle.py``).  So a request
+  on an idle connection never waits for another request to end, kept
+  connections never starve new ones, and none pins a worker.
 * The master keeps between ``minspare`` and ``maxspare`` idle workers and
   never more than ``maxchildren`` in all.  While demand outruns the spares
   it starts workers in doubling bursts (1, 2, 4, ...); surplus workers are
-  retired once they have been idle for ``settle_time``.  It sleeps in
-  ``poll()`` on the worker pipes and a signal wake-up fd, so signals act at
-  once.
+  retired once they have been idle for ``settle_time``.  It sleeps in one
+  selector on the worker pipes, a signal wake-up fd and the idle
+  connections, so signals act at once.
 * When every one of ``maxchildren`` workers is stuck in a request whose
   peer stopped sending, the master refuses (accepts and closes) new
   connections, so the web server answers them at once (or tries another
@@ -50,10 +52,12 @@ Signals to the master:
   only after a check that began after the last SIGHUP.  Without
   ``reload_state`` (the pool used on its own) every worker is replaced and
   the new ones load the app again after fork.
-  Either way an old worker holding a kept connection serves it for as long
-  as the web server keeps using it and closes it once quiet (see
-  ``base.wait_for_request``): closing a busy kept connection races with the
-  next request, which nginx retries for GET but not for POST.
+  Either way an old worker passes its idle connection to the master and
+  exits: kept connections stay open across the reload (closing one races
+  with the next request, which nginx retries for GET but not for POST), and
+  the new workers serve their next requests.  Across the exec the master
+  keeps its idle connections and the channel (``IdleKeeper.reexec_state``);
+  requests that arrive on them meanwhile wait until the new image runs.
 * SIGUSR1: reopen log files, in the master and every worker.
 * SIGCHLD: wakes the master to replace dead workers.  Workers that die
   before they are ready (the app failed to load) are replaced with an
@@ -68,15 +72,19 @@ For tests, ``prepare()`` and ``turn()`` run the master's loop one pass at a
 time, and ``clock``, ``waitpid``, ``kill`` and ``start_worker`` can be
 replaced (a fake clock, fake workers on socket pairs).
 """
+import dataclasses
+import functools
 import os
+import selectors
 import signal
 import sys
 import time
 
 from . import memory, orphan, reexec
 from .base import log
+from .idle import RESERVED_FDS, IdleKeeper
 from .scoreboard import FREE, IDLE, STALLED, STARTING, Scoreboard
-from .signals import STOP_SIGNALS, SignalBox, wait_readable
+from .signals import STOP_SIGNALS, SignalBox
 from .worker import EXIT_ERROR, EXIT_OK, WorkerProcess
 
 MASTER_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
@@ -137,16 +145,21 @@ class PreforkPool:
         # (see reexec.exec_master); None: reload by replacing workers only.
         self.reload_state = None
         self._adopted = {}  # pid -> Worker: an earlier image's workers
+        self._adopted_idle = None  # The previous image's idle connections.
         self._probe_pid = None
         self._probe_deadline = None
         # A SIGHUP came while a reload's check ran: check again after it.
         self._reload_queued = False
         # Start a worker in ``slot``; return (pid, fd of its status pipe).
         self.start_worker = self._fork_worker
+        self._selector = None
+        self.keeper = None
 
-    def adopt(self, pids):
+    def adopt(self, pids, idle=None):
         """Take over workers started by this master's previous image (a
-        reload): they are reaped here and retired once a new worker is ready."""
+        reload): they are reaped here and retired once a new worker is ready.
+        ``idle``: its idle connections (``IdleKeeper.reexec_state``)."""
+        self._adopted_idle = idle
         for pid in pids:
             worker = Worker(pid, None, None)
             worker.ever_ready = True  # They served: an exit is no boot failure.
@@ -169,6 +182,8 @@ class PreforkPool:
             if self.workers or self._adopted:  # Only after an unexpected error.
                 self._kill_all()
             self._box.restore()
+            self.keeper.close()
+            self._selector.close()
             self._box.close()
             self.board.close()
             listen_sock.setblocking(was_blocking)
@@ -192,6 +207,19 @@ class PreforkPool:
         # others must get EAGAIN instead of blocking.
         listen_sock.setblocking(False)
         self.handler.prepare_listener(listen_sock)
+        # One selector for everything the master waits on; each key's data
+        # is what to do when it is readable (see _wait_for_events).
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._box, selectors.EVENT_READ, _wake)
+        self._listen_watched = False
+        # Descriptors besides idle connections: a pipe to every worker, and more.
+        reserved = RESERVED_FDS + self.maxchildren
+        if self._adopted_idle is None:
+            self.keeper = IdleKeeper(self._selector, self.handler, clock=self.clock,
+                                     reserved=reserved)
+        else:
+            self.keeper = IdleKeeper.adopt(self._adopted_idle, self._selector, self.handler,
+                                           clock=self.clock, reserved=reserved)
 
     def _run(self):
         while True:
@@ -220,24 +248,36 @@ class PreforkPool:
         return self._refuse_if_stuck()
 
     def _wait_for_events(self, watch_listen):
-        timeout = None
+        """Sleep until a signal, a worker's word or the next maintenance;
+        meanwhile pass idle connections on (the keeper's work needs no turn
+        of the master's loop)."""
         now = self.clock()
         if self._stopping:
-            timeout = max(0.0, self._deadline - now)
+            end = self._deadline
         else:
-            wakeup = self._next_wakeup(now)
-            if wakeup is not None:
-                timeout = max(0.0, wakeup - now)
+            end = self._next_wakeup(now)
         # A ceiling: workers do not report going idle, so the master looks
         # at the scoreboard at least this often (and after a coalesced SIGCHLD).
-        timeout = 1.0 if timeout is None else min(timeout, 1.0)
-        fds = [self._box] + [w.status_fd for w in self.workers.values()
-                             if w.status_fd is not None]
-        if watch_listen:
-            fds.append(self.listen_sock)
-        for fd in wait_readable(fds, timeout):
-            if fd is not self._box and fd is not self.listen_sock:
-                self._read_status(fd)
+        end = now + 1.0 if end is None else min(end, now + 1.0)
+        if watch_listen != self._listen_watched:
+            self._listen_watched = watch_listen
+            if watch_listen:
+                self._selector.register(self.listen_sock, selectors.EVENT_READ, _wake)
+            else:
+                self._selector.unregister(self.listen_sock)
+        keeper = self.keeper
+        while True:
+            until = end
+            expiry = keeper.next_deadline()
+            if expiry is not None:
+                until = min(until, expiry)
+            turn = False
+            for key, _ in self._selector.select(max(0.0, until - now)):
+                turn = key.data() or turn
+            now = self.clock()
+            keeper.expire(now)
+            if turn or now >= end:
+                return
 
     def _on_signal(self, signum):
         if signum in STOP_SIGNALS:
@@ -259,6 +299,9 @@ class PreforkPool:
                  signal.Signals(signum).name, len(self.workers))
         self._stopping = True
         self._deadline = self.clock() + self.graceful_timeout
+        # Before the workers hear of it: fresh connections the master keeps
+        # must be in the channel when they look there on their way out.
+        self.keeper.stop()
         if self._probe_pid is not None:
             self._signal_pid(self._probe_pid, signal.SIGKILL)
         for worker in list(self.workers.values()) + list(self._adopted.values()):
@@ -323,9 +366,11 @@ class PreforkPool:
         log.info("prefork: the new code loads; restarting the master in place (pid %d)",
                  os.getpid())
         workers = list(self.workers) + list(self._adopted)
+        state = dataclasses.replace(self.reload_state, idle=self.keeper.reexec_state()["idle"])
         self._box.restore()
-        reexec.exec_master(self.reload_state, workers, MASTER_SIGNALS)
+        reexec.exec_master(state, workers, MASTER_SIGNALS)
         self._box.install()  # Only reached when exec failed.
+        self.keeper.reexec_failed()
 
     def _retire_adopted(self):
         """A new worker is ready: the previous image's workers finish and go."""
@@ -457,6 +502,10 @@ class PreforkPool:
         except ProcessLookupError:
             pass
 
+    def _on_status(self, fd):
+        self._read_status(fd)
+        return True  # Look at the scoreboard now.
+
     def _read_status(self, fd):
         worker = next((w for w in self.workers.values() if w.status_fd == fd), None)
         if worker is None:
@@ -481,6 +530,7 @@ class PreforkPool:
 
     def _close_status(self, worker):
         if worker.status_fd is not None:
+            self._selector.unregister(worker.status_fd)
             os.close(worker.status_fd)
             worker.status_fd = None
 
@@ -545,6 +595,8 @@ class PreforkPool:
             log.error("prefork: cannot start a worker: %s", exc)
             return
         self.workers[pid] = Worker(pid, status_fd, slot)
+        self._selector.register(status_fd, selectors.EVENT_READ,
+                                functools.partial(self._on_status, status_fd))
 
     def _fork_worker(self, slot):
         """Fork a worker for ``slot``; return (its pid, our end of its pipe).
@@ -572,7 +624,7 @@ class PreforkPool:
                 worker = WorkerProcess(self, slot, write_fd)
                 # First thing after fork: a master that dies from now on
                 # (or died a moment ago) is noticed at once.
-                orphan.watch(self.listen_sock, worker.begin_drain, self.master_pid)
+                orphan.watch(self.listen_sock, worker.drain.set, self.master_pid)
                 code = worker.run(blocked)
             except BaseException:
                 try:
@@ -591,7 +643,8 @@ class PreforkPool:
         return pid, read_fd
 
     def _shed_master_state(self):
-        """In a new worker: drop the master's wake-up fd, handlers and pipes."""
+        """In a new worker: drop the master's wake-up fd, handlers, pipes,
+        selector and idle connections."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self._box.close()
@@ -599,6 +652,14 @@ class PreforkPool:
             if worker.status_fd is not None:
                 os.close(worker.status_fd)
         self.workers = {}
+        # Closed, never unregistered: an epoll set is shared with the master.
+        self._selector.close()
+        self.keeper.shed()
+
+
+def _wake():
+    """A selector key's action: run the master's turn (see _wait_for_events)."""
+    return True
 
 
 def _flush_std_streams():

@@ -1,39 +1,52 @@
-"""The body of one prefork worker process, and how it holds connections.
+"""The body of one prefork worker process, and its one idle connection.
 
-A worker accepts on the shared listening socket and serves one request at
-a time.  It keeps its state in the pool's ``Scoreboard`` (a plain memory
-write, no system call) and writes to its pipe to the master only when the
-master must act: once when the app has loaded, when it leaves the accept
-loop while the pool is short of spare workers and may grow, and when every
-worker is stuck waiting on a peer that stopped sending.
+A worker serves one request at a time.  It keeps its state in the pool's
+``Scoreboard`` (a plain memory write, no system call) and writes to its
+pipe to the master only when the master must act: once when the app has
+loaded, when it leaves the accept loop while the pool is short of spare
+workers and may grow, and when every worker is stuck waiting on a peer
+that stopped sending.
 
-Holding a connection with no request in it (a kept one between two
-requests, or a fresh one whose first bytes have not arrived) is where
-flup's children starved the pool: 60 idle kept connections pinned 60
-workers.  Here a worker *holds* any number of such connections, a
-descriptor each, and watches them in one poll together with the listening
-socket; whatever is ready (a held connection with a request, a new
-connection in the backlog) is served in turn.  An idle kept connection
-costs a descriptor, never a worker, and the web server can keep as many
-connections as it runs requests at once: with nginx's ``fastcgi_keep_conn``
-and more concurrent requests than workers, a worker that could keep only
-one connection had to close it whenever new ones waited, and half of the
-requests paid for a new connection.
+Between two requests a worker keeps at most one idle connection, its
+*own*: the one it has just served (a kept connection, or a fresh one whose
+first bytes are on their way).  While free it waits in one poll on that
+connection, the listening socket, the pool's channel of connections whose
+next request has arrived (``idle.py``), its stop and drain notices and its
+signals, and then serves, in this order:
 
-The price: a request that arrives on a held connection waits while its
-worker runs another request to its end (no other process can read that
-connection).  With views that take seconds, run more workers than the web
-server keeps connections, or the threaded method, or no kept connections.
+1. its own connection, if its next request has arrived (FastCGI's
+   requests in place: ``serve_kept``);
+2. a connection from the channel;
+3. a new connection from the listening socket.
+
+Before it serves 2 or 3 it passes its own connection to the master, which
+watches it from then on.  So a request never waits for another request in
+the same worker: a request on an idle connection is read by the worker
+that keeps it (free, by definition) or by the master.  An idle connection
+costs a descriptor in the master, never a worker, and the web server can
+keep as many connections as it runs requests at once.
+
+A fresh connection whose request has not arrived yet makes the worker
+stop accepting for up to ``WorkerHold.first_byte_grace`` seconds: the
+request is normally on its way, and accepting meanwhile would only pass
+connections to the master and back.
+
+Leaving: on a drain (SIGHUP, ``maxrequests``) the worker passes its own
+connection to the master and exits, so a kept connection stays open for
+the next workers.  On a stop (SIGTERM) a kept one closes at once; a fresh
+one, and fresh ones the master passes on as it stops, get their first
+request's grace, all together.
 """
-import collections
 import errno
+import functools
 import os
-import select
+import selectors
 import signal
 import time
 
 from . import orphan
-from .base import NOTICE, SERVED, HoldPolicy, Parked, close_expired, close_quietly, log
+from .base import RESUME, SERVED, HoldPolicy, Parked, close_quietly, log
+from .idle import hand_over, recv_conn
 from .scoreboard import BUSY, EXITING, FREE, HOLDING, IDLE, STALLED
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
 
@@ -51,27 +64,22 @@ TRANSIENT_ACCEPT_ERRORS = (errno.ECONNABORTED, errno.EMFILE, errno.ENFILE,
 READY = b"R"  # the app has loaded
 WAKE = b"!"  # look at the scoreboard now
 
-LISTEN = -1  # In the ready queue: accept a connection.
-WATCH = select.POLLIN | select.POLLPRI
+# What a worker's wait found (bits; the data of its selector's keys).
+OWN = 1  # its own idle connection is readable
+PASSED = 2  # the channel has a connection whose request has arrived
+LISTEN = 4  # the listening socket has a new connection
+NOTICE = 8  # stop or drain
+SIGNALLED = 16  # a signal arrived (handled in the wait)
 
 
 class WorkerHold(HoldPolicy):
-    """Serve a ready connection at once, else hand it to the worker's loop.
+    """A connection between two requests becomes the worker's own.
 
-    After a request (or on a fresh connection whose request has not
-    arrived) the connection looks at everything the worker watches, in one
-    poll.  If only this connection is ready -- the common case with one
-    busy kept connection -- its next request is served at once, with no
-    extra work.  If others are ready too, they are queued and this one is
-    parked (a ``Parked`` returned) at the end of the queue, so no connection
-    waits for another to go quiet.  If nothing is ready, it is parked and
-    the loop waits for all of them.
-
-    A fresh connection whose request has not arrived yet makes the worker
-    stop accepting for up to ``first_byte_grace`` seconds.  The request is
-    normally on its way; accepting meanwhile would let one worker collect a
-    burst of new connections that other workers could serve (twenty slow
-    requests arriving at once all queued behind the first).
+    The worker waits in place, in its one poll: if this connection's next
+    request is the first thing to arrive -- the common case behind a web
+    server that reuses its last connection -- it is served at once.
+    Anything else parks the connection (a ``Parked`` returned) and the
+    worker's loop acts on what the poll found.
     """
 
     # Seconds a fresh, silent connection keeps its worker from accepting.
@@ -85,32 +93,14 @@ class WorkerHold(HoldPolicy):
 
     def wait_for_request(self, handler, sock, first, notices):
         worker = self.worker
-        resumed, worker.resumed = worker.resumed, None
-        if resumed is not None and resumed == worker.served:
-            # Taken from the ready queue (the poll saw it readable), and no
-            # request has been served on it since: its bytes are waiting.
-            worker.mark(BUSY)
-            return True
+        found = worker.go_idle(sock, first)
+        if not found & OWN:
+            worker.found = found
+            return Parked(first)
         if first:
-            worker.deafen(self.first_byte_grace)
-        if worker.queue:
-            return Parked(first)  # Others are ready: their turn first.
-        worker.mark(HOLDING if first else IDLE)
-        sock_ready, others, noticed = worker.look(sock)
-        if noticed:
-            return NOTICE
-        if sock_ready and (first or not others):
-            # A fresh connection's request goes first: the ones queued
-            # behind it can only be served here, while the new one could
-            # have gone to another worker.
-            if first:
-                worker.hear()
-            worker.mark(BUSY)
-            return True
-        worker.queue.extend(others)
-        if sock_ready:
-            worker.queue.append(sock.fileno())
-        return Parked(first)
+            worker.hear()
+        worker.mark(BUSY)
+        return True
 
     def wait_mid_request(self, handler, sock, parkable=False):
         # The hot path is the first poll, as before: the peer's bytes are
@@ -133,11 +123,16 @@ class WorkerHold(HoldPolicy):
 class WorkerProcess:
     """One worker, after fork; ``run()`` returns its exit status."""
 
+    # Seconds a worker waits for room in the channel to the master (full
+    # only while the master does not read, as during a reload's exec).
+    hand_over_patience = 10.0
+
     def __init__(self, pool, slot, status_fd):
         self.pool = pool
         self.handler = pool.handler
         self.listen = listen = pool.listen_sock
-        # FastCGI serves a held kept connection's next request in place.
+        self.channel = pool.keeper.workers_end
+        # FastCGI serves its own kept connection's next request in place.
         self._serve_kept = getattr(pool.handler, "serve_kept", None)
         # The descriptor-level accept that socket.accept() calls: the handler
         # builds the socket object (or serves the bare descriptor; see
@@ -150,21 +145,22 @@ class WorkerProcess:
         self.master = os.getpid() if pool.master_pid is None else pool.master_pid
         self.served = 0
         # stop: leave now (SIGTERM/SIGINT; kept connections close at once).
-        # drain: leave gently (SIGHUP from a reload, maxrequests; see
-        # base.wait_for_request).  Both end the accept loop.  They are set
-        # inside the signal handler, because the main thread may be busy
-        # serving a kept connection that waits on them.
+        # drain: leave gently (SIGHUP from a reload, maxrequests: the own
+        # connection goes to the master).  Both end the accept loop.  They
+        # are set inside the signal handler, because the main thread may be
+        # busy in a request.
         self.stop, self.drain = Notice(), Notice()
-        # Connections held between two requests, oldest first (they share
-        # one idle timeout, so the first one expires first):
-        # fd -> (Parked, deadline).  ``queue``: what the polls found ready,
-        # to serve in turn (held connections' fds, LISTEN).  ``resumed``:
-        # the count of requests served when the connection being resumed
-        # was taken from the queue (see WorkerHold.wait_for_request).
-        self.held = {}
-        self.queue = collections.deque()
-        self.resumed = None
-        self.poller = None
+        # The own idle connection: its Parked (None: none, or being served),
+        # the descriptor registered for it (-1: none) and when it expires.
+        self.own = None
+        self.own_fd = -1
+        self.own_deadline = None
+        # What the hold's poll found when it parked a connection, for the
+        # loop to act on.
+        self.found = 0
+        # Fresh connections passed on by a stopping master: (fd, addr).
+        self.late = []
+        self.selector = None
         self.box = None
         # While a fresh connection's request is awaited (see WorkerHold),
         # the listening socket is not watched, until this monotonic time.
@@ -181,10 +177,10 @@ class WorkerProcess:
         except OSError:
             # The master is gone, or was replaced by a new image of itself
             # (a reload) that will ask us to finish: finish gently.
-            self.begin_drain()
+            self.drain.set()
 
     def _leave_idle(self):
-        """Now holding a fresh connection: ask for more workers if spares ran
+        """Now busy with a connection: ask for more workers if spares ran
         out and there is room (the master sleeps otherwise)."""
         self.mark(HOLDING)
         states = self.board.snapshot()
@@ -196,21 +192,20 @@ class WorkerProcess:
         if states and states.count(STALLED) == len(states):
             self._tell_master(WAKE)
 
-    def begin_drain(self):
-        if not self.drain.is_set():
-            self.handler.drain_started = time.monotonic()
-            self.drain.set()
-
     # -- the process
 
     def run(self, blocked_mask):
         box = SignalBox(WORKER_SIGNALS, also={signal.SIGTERM: self.stop.set,
                                               signal.SIGINT: self.stop.set,
-                                              signal.SIGHUP: self.begin_drain})
+                                              signal.SIGHUP: self.drain.set})
         box.install()
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked_mask)
         if self.stop.is_set() or self.drain.is_set():
             return EXIT_OK
+        return self.serve(box)
+
+    def serve(self, box):
+        """Load the app and serve until told to leave; ``box``: the signals."""
         try:
             app = self.pool.load_app()
         except BaseException:
@@ -218,8 +213,9 @@ class WorkerProcess:
             return EXIT_BOOT_FAILED
         handler = self.handler
         handler.set_app(app)
+        # No drain notice for the handler: a draining worker's connections
+        # go to the master (see _finish), never wait for quiet here.
         handler.stop_notice = self.stop
-        handler.drain_notice = self.drain
         handler.on_request_done = self._request_done
         handler.hold = WorkerHold(self)
         self.mark(IDLE)
@@ -233,7 +229,7 @@ class WorkerProcess:
     def _request_done(self):
         self.served += 1
         if self.pool.maxrequests and self.served >= self.pool.maxrequests:
-            self.begin_drain()  # Finish this connection, then make way.
+            self.drain.set()  # Finish this request, then make way.
 
     def _handle_signals(self, box):
         # Stop and drain are set inside the handlers; SIGUSR1 is done here.
@@ -241,112 +237,132 @@ class WorkerProcess:
             if signum == signal.SIGUSR1:
                 self.pool._reopen_logs()
 
-    # -- held connections
+    # -- the own connection
 
-    def _hold(self, parked):
+    def go_idle(self, sock, first):
+        """``sock`` has no request in it: watch it as the own connection and
+        wait once; return what the wait found."""
+        self._watch_own(sock)
+        if first:
+            self.deafen(WorkerHold.first_byte_grace)
+            self.mark(HOLDING)
+        else:
+            self.mark(IDLE)
+        if self.drain.is_set():
+            return NOTICE  # Draining: straight to the master.
+        return self.wait()
+
+    def _watch_own(self, sock):
+        fd = sock.fileno()
+        if fd != self.own_fd:
+            self._unwatch_own()
+            self.selector.register(fd, selectors.EVENT_READ, OWN)
+            self.own_fd = fd
         idle = self.handler.idle_timeout
-        fd = parked.sock.fileno()
-        self.held[fd] = (parked, time.monotonic() + idle if idle else None)
-        self.poller.register(fd, WATCH)
+        self.own_deadline = time.monotonic() + idle if idle else None
 
-    def _unhold(self, fd):
-        entry = self.held.pop(fd, None)
-        if entry is not None:
-            self.poller.unregister(fd)
-        return entry
+    def _unwatch_own(self):
+        if self.own_fd >= 0:
+            self.selector.unregister(self.own_fd)
+            self.own_fd = -1
 
-    def _close_parked(self, parked):
-        fd = parked.sock.fileno()
-        close_quietly(parked.sock)
-        self._forget(fd)
+    def _drop_own(self):
+        """Stop watching the own connection; return its Parked (or None)."""
+        own, self.own = self.own, None
+        self._unwatch_own()
+        if own is not None and own.first:
+            self.hear()
+        return own
 
-    def _forget(self, fd):
-        """Stop holding the closed connection that was ``fd``."""
-        self._unhold(fd)
-        try:
-            self.queue.remove(fd)  # Its number may soon be a new connection's.
-        except ValueError:
-            pass
+    def _pass_own(self):
+        """Pass the own connection to the master, before serving another."""
+        own = self._drop_own()
+        if own is not None:
+            hand_over(self.channel, own.sock, own.first, own.addr, self.hand_over_patience)
 
-    def _poll_ms(self, now):
-        """Milliseconds the loop may sleep: at most a second (the check for a
-        lost master), not past the oldest held connection's deadline nor
-        the end of a deaf spell."""
+    def _close_own(self):
+        own = self._drop_own()
+        if own is not None:
+            close_quietly(own.sock)
+
+    def _serve_own(self):
+        own = self.own
+        if self._serve_kept is not None and not own.first:
+            self.mark(BUSY)
+            outcome = self._serve_kept(own)
+            if outcome == SERVED:
+                self._watch_own(own.sock)  # Idle from now.
+                self.mark(IDLE)
+                return
+            if outcome != RESUME:  # Closed already.
+                self._drop_own()
+                self.mark(IDLE)
+                return
+        self.own = None
+        if own.first:
+            self.hear()  # Its request has arrived.
+        self.mark(BUSY)
+        self._serve(self.handler.resume_connection, own)
+
+    # -- waiting
+
+    def _timeout(self, now):
+        """Seconds the worker may sleep: at most one (the check for a lost
+        master), not past its own connection's deadline nor the end of a
+        deaf spell."""
         limit = 1.0
-        if self.held:
-            deadline = next(iter(self.held.values()))[1]
-            if deadline is not None:
-                limit = min(limit, deadline - now)
+        if self.own_fd >= 0 and self.own_deadline is not None:
+            limit = min(limit, self.own_deadline - now)
         if self.deaf_until:
             limit = min(limit, self.deaf_until - now)
-        return int(max(0.0, limit) * 1000 + 0.999)
+        return max(0.0, limit)
+
+    def wait(self):
+        """One poll of everything the worker watches; return what it found."""
+        found = 0
+        for key, _ in self.selector.select(self._timeout(time.monotonic())):
+            found |= key.data
+        if found & SIGNALLED:
+            self._handle_signals(self.box)
+        return found
 
     def deafen(self, seconds):
         if not self.deaf_until:
-            self.poller.modify(self.listen.fileno(), 0)
+            self.selector.unregister(self.listen)
         self.deaf_until = time.monotonic() + seconds
 
     def hear(self):
         if self.deaf_until:
             self.deaf_until = 0.0
-            self.poller.modify(self.listen.fileno(), select.POLLIN)
-
-    def look(self, sock):
-        """One poll of ``sock`` and everything the worker watches.
-
-        Return ``(sock_ready, others, noticed)``: ``others`` are the held
-        connections and LISTEN found ready, ``noticed`` a stop or drain.
-        """
-        poller = self.poller
-        fd = sock.fileno()
-        poller.register(fd, WATCH)
-        try:
-            events = poller.poll(self._poll_ms(time.monotonic()))
-        finally:
-            poller.unregister(fd)
-        sock_ready = noticed = False
-        others = []
-        held, listen_fd, box_fd = self.held, self.listen.fileno(), self.box.fileno()
-        for ready_fd, _ in events:
-            if ready_fd == fd:
-                sock_ready = True
-            elif ready_fd in held:
-                others.append(ready_fd)
-            elif ready_fd == listen_fd:
-                others.append(LISTEN)
-            elif ready_fd == box_fd:
-                self._handle_signals(self.box)
-            else:
-                noticed = True  # stop or drain
-        return sock_ready, others, noticed
+            self.selector.register(self.listen, selectors.EVENT_READ, LISTEN)
 
     # -- the loop
 
     def _serve(self, run, *args):
-        try:
-            parked = run(*args)
-        finally:
-            self.resumed = None
-        if parked is not None:
-            self._hold(parked)
+        parked = run(*args)
+        if parked is None:
+            self._unwatch_own()  # Closed (or never idle).
+        else:
+            self.own = parked
+            self._watch_own(parked.sock)
         self.mark(HOLDING if self.deaf_until else IDLE)
 
-    def _serve_held(self, fd):
-        """Serve the next request on held kept connection ``fd`` in place
-        (``serve_kept``); False: resume it instead."""
-        entry = self.held.get(fd)
-        if entry is None or entry[0].first:
+    def _take_passed(self):
+        """Serve a connection from the channel; False if another worker
+        took it first."""
+        got = recv_conn(self.channel)
+        if got is None:
             return False
-        self.mark(BUSY)
-        outcome = self._serve_kept(entry[0])
-        if outcome == SERVED:
-            # Held as before, idle from now: to the end of the oldest-first order.
-            del self.held[fd]
-            idle = self.handler.idle_timeout
-            self.held[fd] = (entry[0], time.monotonic() + idle if idle else None)
-        else:  # Closed already.
-            self._forget(fd)
-        self.mark(HOLDING if self.deaf_until else IDLE)
+        fd, first, addr, stopping = got
+        if stopping:
+            # The pool is stopping (our SIGTERM is on its way): a fresh
+            # connection for the grace of _finish_fresh, not to pass back.
+            self.stop.set()
+            self.late.append((fd, addr))
+            return True
+        self._pass_own()
+        self._leave_idle()
+        self._serve(self.handler.serve_handed, fd, addr, first)
         return True
 
     def _accept_one(self):
@@ -358,27 +374,30 @@ class WorkerProcess:
         except OSError as exc:
             if exc.errno not in TRANSIENT_ACCEPT_ERRORS:
                 raise
-            if exc.errno in (errno.EMFILE, errno.ENFILE) and self.held:
-                self._close_parked(next(iter(self.held.values()))[0])  # The oldest gives way.
+            if exc.errno in (errno.EMFILE, errno.ENFILE) and self.own is not None:
+                self._pass_own()  # That frees a descriptor here.
                 return True
             log.warning("prefork: accept() failed: %s", exc)
             wait_readable([self.stop], 0.5)
             return True
+        self._pass_own()
         self._leave_idle()
         self._serve(self.handler.handle_accepted, fd, addr)
         return True
 
     def _accept_loop(self, box):
         listen, stop, drain = self.listen, self.stop, self.drain
-        # The descriptors of the listening socket and the notices never
-        # change: one poller serves the whole loop, and held connections
-        # are added to it and removed as they come and go.
-        poller = self.poller = select.poll()
-        for item in (listen, stop, drain, box):
-            poller.register(item.fileno(), select.POLLIN)
+        # The descriptors of the listening socket, the channel and the
+        # notices never change: one selector serves the whole loop, and the
+        # own connection is added and removed as it comes and goes.  poll(),
+        # not epoll or kqueue: for half a dozen descriptors, one of which
+        # changes whenever a connection moves, it needs no system call to
+        # add or remove one.
+        selector = self.selector = selectors.PollSelector()
+        for item, what in ((listen, LISTEN), (self.channel, PASSED), (stop, NOTICE),
+                           (drain, NOTICE), (box, SIGNALLED)):
+            selector.register(item, selectors.EVENT_READ, what)
         self.box = box
-        listen_fd, box_fd = listen.fileno(), box.fileno()
-        held, queue = self.held, self.queue
         check_master_at = 0.0
         try:
             while not (stop.is_set() or drain.is_set()):
@@ -390,90 +409,87 @@ class WorkerProcess:
                     if os.getppid() != self.master:
                         log.warning("prefork: worker %d lost its master; exiting", os.getpid())
                         orphan.let_go(listen)  # Where no signal told us (orphan.py).
+                        stop.set()
                         break
                 if self.deaf_until and now >= self.deaf_until:
                     self.hear()  # That fresh connection is still silent.
                     self.mark(IDLE)
-                if queue:
-                    item = queue.popleft()
-                    if item == LISTEN:
-                        if not self.deaf_until:
-                            self._accept_one()
+                if self.own is not None and self.own_deadline is not None \
+                        and now >= self.own_deadline:
+                    log.debug("%s: idle connection timed out after %ss",
+                              self.handler.protocol, self.handler.idle_timeout)
+                    self._close_own()
+                found, self.found = self.found, 0
+                if not found:
+                    # Accept before polling: under load the next connection
+                    # is usually waiting, and the poll was a fifth of the
+                    # cost of a request.  Not with an own connection: its
+                    # next request comes first.
+                    if self.own is None and not self.deaf_until and self._accept_one():
                         continue
-                    if self._serve_kept is not None and self._serve_held(item):
-                        continue
-                    entry = self._unhold(item)
-                    if entry is not None:
-                        if entry[0].first:
-                            self.hear()  # Its request has arrived.
-                        self.mark(BUSY)
-                        self.resumed = self.served
-                        self._serve(self.handler.resume_connection, entry[0])
-                    continue
-                # Accept before polling: under load the next connection is
-                # usually waiting, and the poll was a fifth of the cost of a
-                # request.  Not while connections are held: they would wait
-                # behind the backlog.
-                if not held and not self.deaf_until and self._accept_one():
-                    continue
-                if held:
-                    close_expired(held, now, self._close_parked, self.handler)
-                for fd, _ in poller.poll(self._poll_ms(now)):
-                    if fd == listen_fd:
-                        queue.append(LISTEN)
-                    elif fd == box_fd:
-                        self._handle_signals(box)
-                    elif fd in held:
-                        queue.append(fd)
+                    found = self.wait()
+                if found & OWN and self.own is not None:
+                    self._serve_own()
+                elif found & PASSED and self._take_passed():
+                    pass
+                elif found & LISTEN and not self.deaf_until:
+                    self._accept_one()
         finally:
-            queue.clear()
-            self._finish_held()
+            self.found = 0
+            self._finish()
+            selector.close()
 
-    def _finish_held(self):
-        """Leaving: idle held connections close; in use ones are drained.
+    def _finish(self):
+        """Leaving: on a drain the own connection goes to the master; on a
+        stop a kept one closes and fresh ones get their grace."""
+        if not self.stop.is_set():
+            self._pass_own()
+            return
+        own = self._drop_own()
+        if own is not None and not own.first:
+            close_quietly(own.sock)
+            own = None
+        self._finish_fresh(own)
 
-        On a stop, a fresh connection still gets its first request's grace
-        (see ProtocolHandler.wait_for_request) and kept ones close at once.
-        On a drain, held connections are served while the web server keeps
-        using them, until all were quiet for ``drain_quiet`` seconds or
-        ``drain_timeout`` has passed.
-        """
-        handler, held, stop = self.handler, self.held, self.stop
-        started = time.monotonic()
-        while held:
-            if stop.is_set():
-                self._finish_fresh()
-                return
-            if time.monotonic() - (handler.drain_started or started) > handler.drain_timeout:
-                break
-            socks = [parked.sock for parked, _ in held.values()]
-            ready = wait_readable(socks + [stop], handler.drain_quiet)
-            if not ready:
-                break
-            for sock in ready:
-                entry = None if sock is stop else self._unhold(sock.fileno())
-                if entry is not None:
-                    self.mark(BUSY)
-                    self._serve(handler.resume_connection, entry[0])
-        for fd in list(held):
-            close_quietly(self._unhold(fd)[0].sock)
-
-    def _finish_fresh(self):
-        """Stopping: kept connections close; fresh ones whose request is
-        still on its way get ``first_request_grace`` seconds, all together."""
-        handler, fresh = self.handler, {}
-        for fd in list(self.held):
-            parked = self._unhold(fd)[0]
-            if parked.first:
-                fresh[parked.sock] = parked
-            else:
-                close_quietly(parked.sock)
+    def _finish_fresh(self, own):
+        """Stopping: fresh connections whose request is still on its way get
+        ``first_request_grace`` seconds, all together: the own one (if
+        fresh) and those the master passes on as it stops."""
+        handler, waiting = self.handler, {}
+        if own is not None:
+            waiting[own.sock.fileno()] = (own.sock.close, handler.resume_connection, (own,))
+        channel = self.channel.fileno()
         deadline = time.monotonic() + handler.first_request_grace
-        while fresh:
-            ready = wait_readable(list(fresh), max(0.0, deadline - time.monotonic()))
+        while True:
+            self._take_late(waiting)
+            if not waiting:
+                break
+            # The channel too: the master may pass on more meanwhile.
+            ready = wait_readable(list(waiting) + [channel],
+                                  max(0.0, deadline - time.monotonic()))
             if not ready:
                 break
-            for sock in ready:
-                self._serve(handler.resume_connection, fresh.pop(sock))
-        for sock in fresh:
-            close_quietly(sock)
+            for fd in ready:
+                if fd == channel:
+                    continue
+                _, run, args = waiting.pop(fd)
+                self.mark(BUSY)
+                parked = run(*args)  # Stopping: it closes after this request.
+                if parked is not None:
+                    close_quietly(parked.sock)
+                self.mark(IDLE)
+        for close, _, _ in waiting.values():
+            close()
+
+    def _take_late(self, waiting):
+        """Add the connections passed on by the stopping master to ``waiting``."""
+        while True:
+            got = recv_conn(self.channel)
+            if got is None:
+                break
+            # Not passed as stopping: passed before the stop, its request
+            # has arrived (served, then closed as the stop says).
+            self.late.append((got[0], got[2]))
+        for fd, addr in self.late:
+            waiting[fd] = (functools.partial(os.close, fd), self.handler.serve_handed, (fd, addr))
+        self.late = []

@@ -1,4 +1,5 @@
 """The prefork pool as a real process tree: signals, pool size, recycling."""
+import itertools
 import os
 import select
 import signal
@@ -251,18 +252,22 @@ def test_stop_does_not_wait_for_idle_kept_connections(start_server):
     assert code == 0
 
 
-def test_reload_leaves_a_kept_connection_in_use_open(start_server):
+def test_reload_passes_a_kept_connection_on_to_the_new_workers(start_server):
+    # The old worker does not wait for the connection to go quiet (30 s
+    # here): it passes it to the master and exits; the connection stays
+    # open and a new worker serves its next request.
     server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1,
                            handler_attrs={"drain_quiet": 30.0})
     with client.FastCGIConnection(server.address, timeout=30) as conn:
         old = int(conn.request(path="/pid", keep_conn=True).body)
         server.signal(signal.SIGHUP)
-        wait_until(lambda: int(get(server).body) != old, 30, "a new worker")
-        # The web server keeps using the connection: the old worker serves it.
-        assert int(conn.request(path="/pid", keep_conn=True).body) == old
+        wait_until(lambda: old not in server.children(), 20, "the old worker to exit")
+        assert not closed_by_server(conn)
+        new = int(conn.request(path="/pid", keep_conn=True).body)
+        assert new != old and new in server.children()
         server.signal(signal.SIGTERM)  # A stop does not wait for quiet.
         code, waited = server.wait()
-    print(f"stop while draining a kept connection: {waited:.3f}s")
+    print(f"stop with a kept connection passed on: {waited:.3f}s")
     assert code == 0
 
 
@@ -346,6 +351,52 @@ def test_held_connections_are_served_in_turn(start_server):
             conn.close()
 
 
+KEPT_CONNECTIONS = {"fcgi": client.FastCGIConnection, "ajp": client.AJPConnection}
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "ajp"])
+def test_a_request_on_an_idle_kept_connection_never_waits_behind_another(start_server,
+                                                                          protocol):
+    # Two workers, three kept connections: two of them were last served by
+    # the same worker.  A slow request on one of those two keeps its worker
+    # busy; the next request on the other one is answered meanwhile (a
+    # worker that held both served it only after the slow one).
+    server = start_prefork(start_server, protocol, minspare=2, maxspare=2, maxchildren=2)
+    wait_until(lambda: len(server.children()) == 2, 20, "two workers")
+    kept = [KEPT_CONNECTIONS[protocol](server.address, timeout=30) for _ in range(3)]
+    slow_request = None
+    try:
+        pids = [int(conn.request(path="/pid").body) for conn in kept]
+        slow, other = next((a, b) for a, b in itertools.combinations(range(3), 2)
+                           if pids[a] == pids[b])
+        slow_request, result = run_in_thread(
+            lambda: kept[slow].request(path="/wait", query="slow"))
+        server.wait_started("slow")
+        assert kept[other].request(path="/pid").status == 200
+        assert slow_request.is_alive()  # Answered while the slow one still waits.
+        server.release("slow")
+        slow_request.join(30)
+        assert result["value"].status == 200
+        assert not any(closed_by_server(conn) for conn in kept)
+    finally:
+        server.release("slow")
+        if slow_request is not None:
+            slow_request.join(30)
+        for conn in kept:
+            conn.close()
+
+
+def test_maxrequests_passes_a_kept_connection_on(start_server):
+    # The worker leaves right after its last request; the connection stays
+    # open and its next requests go to the workers that replace it.
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1, maxrequests=2)
+    with client.FastCGIConnection(server.address, timeout=30) as conn:
+        pids = [int(conn.request(path="/pid").body) for _ in range(6)]
+        assert not closed_by_server(conn)
+    assert all(pids.count(pid) <= 2 for pid in pids)
+    assert len(set(pids)) >= 3
+
+
 def test_silent_new_connections_do_not_stop_a_worker_accepting(start_server):
     # A worker stops accepting while a new connection's first request is on
     # its way, but only briefly: silent ones are then held like kept ones.
@@ -385,14 +436,14 @@ def test_a_stop_waits_for_held_new_connections_together(start_server):
     assert code == 0
 
 
-def half_request(protocol, in_app=True):
-    """A request cut short: inside its body (the app has started and waits
-    for the rest), or, without ``in_app``, inside its parameters."""
+def half_request(protocol):
+    """A request cut short inside its body: the app has started and waits
+    for the rest."""
     from .hostile import valid_request
 
     data = valid_request(protocol, "/echo", b"x" * 64)
     # The last FastCGI records: STDIN with the 64-byte body, then an empty STDIN.
-    return data[:-8 - 32] if in_app else data[:len(data) // 4]
+    return data[:-8 - 32]
 
 
 def test_all_workers_stalled_on_peers_refuse_new_connections(start_server):
@@ -416,23 +467,6 @@ def test_all_workers_stalled_on_peers_refuse_new_connections(start_server):
     wait_until(lambda: "a worker is free again" in server.stderr() or _answered(server),
                30, "the pool to serve again")
     assert get(server).status == 200
-
-
-def test_requests_stalled_before_the_app_hold_no_worker(start_server):
-    # Half a request's parameters: the app has not started, so the
-    # connection waits for the rest with the pool, not in a worker.
-    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1, maxchildren=1)
-    stalled = []
-    try:
-        for _ in range(3):
-            sock = socket.create_connection(server.address)
-            stalled.append(sock)
-            sock.sendall(half_request("fcgi", in_app=False))
-        assert get(server, timeout=30).status == 200
-        assert "refusing new connections" not in server.stderr()
-    finally:
-        for sock in stalled:
-            sock.close()
 
 
 def _answered(server):

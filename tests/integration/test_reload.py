@@ -84,6 +84,34 @@ def test_two_reloads_under_load_serve_new_code_and_lose_no_request(site):
     assert process.wait(30) == 0
 
 
+def children(pid):
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in path.read_text().split()}
+
+
+def test_kept_connections_stay_open_across_the_masters_exec(site):
+    # More kept connections than workers: some wait in the master while it
+    # re-executes itself.  Those, the channel the workers pass connections
+    # through, and the ones the old workers pass on as they leave all reach
+    # the new image; every connection serves the new code afterwards.
+    process = site.start()
+    wait_for_connect(site.address, process=process)
+    kept = [client.FastCGIConnection(site.address, timeout=30) for _ in range(8)]
+    try:
+        for conn in kept:
+            assert conn.request(path="/").body == b"version 1"
+        old_workers = children(process.pid)
+        reload_to(site, process.pid, 2)
+        wait_until(lambda: not old_workers & children(process.pid), 60,
+                   "the old workers to exit")
+        for conn in kept:
+            assert conn.request(path="/").body == b"version 2"
+        assert "lost in passing" not in site.log()
+    finally:
+        for conn in kept:
+            conn.close()
+
+
 def test_code_that_does_not_load_cancels_the_reload(site):
     process = site.start()
     wait_for_connect(site.address, process=process)

@@ -5,6 +5,7 @@ No process is forked and nothing sleeps: ``start_worker``, ``waitpid`` and
 stands for each one's status pipe, the scoreboard is the real one), and the
 test moves the clock.  ``turn()`` is one pass of the master's loop.
 """
+import dataclasses
 import errno
 import logging
 import os
@@ -123,6 +124,8 @@ def make_pool():
         for worker in pool.workers.values():
             pool._close_status(worker)
         fleet.close()
+        pool.keeper.close()
+        pool._selector.close()
         pool._box.close()
         pool.board.close()
         listen.close()
@@ -321,7 +324,10 @@ def test_a_reload_checks_the_new_code_then_restarts_the_master(reloading):
     fake.probe_ends(exited(0))
     with pytest.raises(Reexec.Execed):
         pool.turn()
-    assert fake.execs == [(pool.reload_state, fleet.live())]
+    (state, workers), = fake.execs
+    # The master's idle connections and their channel go across the exec too.
+    assert (dataclasses.replace(state, idle=None), workers) == (pool.reload_state, fleet.live())
+    assert len(state.idle["channel"]) == 2 and state.idle["conns"] == []
 
 
 def test_a_sighup_during_the_check_queues_exactly_one_more(reloading, caplog):

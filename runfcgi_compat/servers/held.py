@@ -29,7 +29,9 @@ try:
 except ImportError:
     epoll_arm = epoll_take = None
 
-ONE_REPORT = select.EPOLLIN | select.EPOLLONESHOT
+# getattr: without epoll (the portable test mode, BSD, macOS) the servers
+# package must still import; only the threaded pool needs this module.
+ONE_REPORT = getattr(select, "EPOLLIN", 0) | getattr(select, "EPOLLONESHOT", 0)
 
 
 class HeldConnections:

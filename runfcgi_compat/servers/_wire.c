@@ -22,8 +22,7 @@
  * cannot grow the process.  Values are made new for every request and
  * nothing here keeps one: a request's credentials, cookies, URIs and
  * referrers must not outlive it.  (Remembering the last value of each name
- * saved 3,700 instructions per request of 498,000, of the configuration
- * names' alone 2,300: bench/PROFILE.rst.)
+ * saved 3,700 instructions per request of 500,000: docs/performance.rst.)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -19,10 +19,13 @@ WHEEL = bool(os.environ.get("RUNFCGI_TEST_WHEEL"))
 
 
 def c_compiler():
-    """The C compiler Python's own build used (as setuptools calls it), or None."""
-    words = (sysconfig.get_config_var("CC") or "cc").split()
-    path = shutil.which(words[0])
-    return [path, *words[1:]] if path else None
+    """The C compiler Python's own build used (as setuptools calls it), else
+    ``cc``; None when neither is installed."""
+    for words in ((sysconfig.get_config_var("CC") or "cc").split(), ["cc"]):
+        path = shutil.which(words[0])
+        if path:
+            return [path, *words[1:]]
+    return None
 
 
 def skip_or_fail(reason):

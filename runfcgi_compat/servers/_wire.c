@@ -468,7 +468,8 @@ done:
  * fastcgi_split_path_info or a PATH_INFO param, lighttpd, most set-ups).
  * Then the pair is kept, QUERY_STRING comes from the URI when missing, and
  * wsgi.url_scheme from HTTPS or REQUEST_SCHEME.  Anything else returns
- * False with the environ untouched, and the Python code decides. */
+ * False with the environ untouched, and the Python code decides (the twin:
+ * environ.fix_usual_py). */
 
 static PyObject *s_https, *s_request_scheme, *s_request_uri, *s_query_string, *s_script_name,
     *s_path_info, *s_url_scheme, *v_http, *v_https, *v_empty;

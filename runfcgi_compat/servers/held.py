@@ -68,7 +68,15 @@ class HeldConnections:
             self._table[fd] = entry
         # Into the table first: the moment it is armed, another thread may
         # take it.
-        self._arm(fd)
+        try:
+            self._arm(fd)
+        except (OSError, ValueError):
+            # A stop's close_all closed it (or the set) meanwhile: nothing
+            # to watch.  select.epoll lets go of the interpreter lock, which
+            # makes this likely without the C module.
+            with self._lock:
+                if self._table.get(fd) is entry:
+                    raise
 
     # Without the C module: the same calls, letting go of the lock.
 

@@ -1,4 +1,5 @@
-"""Shared set-up: under tox, make sure the code under test is the installed wheel."""
+"""Shared set-up: under tox, the code under test is the installed wheel; in the
+portable mode, the tests expected to fail there are marked (see the end)."""
 import os
 import sys
 from pathlib import Path

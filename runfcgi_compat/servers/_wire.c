@@ -2,26 +2,33 @@
  * read buffer, decoding its name-value pairs, encoding a response head; and
  * socket reads and writes that never wait, so never let go of the lock.
  *
- * Each function here has a Python twin (fcgi_whole.parse_whole_py,
- * fcgi_whole.decode_params_py, base.encode_head_py) that the tests hold to
- * the same results and errors; the module is built when a compiler is at
- * hand (setup.py marks it optional) and the twins run without it.  In
- * Python these loops were most of the server's own instructions per request
- * (bench/PROFILE.rst).
+ * Each function here has exactly one Python twin that the tests hold to the
+ * same results and errors (tests/unit/test_wire.py): parse_whole,
+ * decode_params and stdout_record in fcgi_whole (``*_py``), encode_head and
+ * check_start in base (``*_py``), fix_usual in environ (fix_usual_py), and
+ * recv_now and send_now, whose twins are os.read and os.write.  The module
+ * is built when a compiler is at hand (setup.py marks it optional) and the
+ * twins run without it.  In Python these loops were most of the server's
+ * own instructions per request (bench/PROFILE.rst).
+ *
+ * Portable POSIX C: nothing here is Linux's own.  Flags some systems lack
+ * are tested for (MSG_NOSIGNAL, MSG_DONTWAIT), and tests/unit/test_wire.py
+ * compiles this file with Linux's own headers hidden.
  *
  * Names and values: nginx sends about twenty pairs per request, nearly the
  * same ones every time.  The usual CGI names are made once, interned (the
  * very objects Django's own string constants are, so its lookups match on
- * identity), and each remembers the last value it was sent, which the next
- * request usually repeats.  Only this fixed list is interned or cached, so
- * a client sending made-up headers cannot grow the process.
+ * identity); only this fixed list, so a client sending made-up headers
+ * cannot grow the process.  Values are made new for every request and
+ * nothing here keeps one: a request's credentials, cookies, URIs and
+ * referrers must not outlive it.  (Remembering the last value of each name
+ * saved 3,700 instructions per request of 500,000: docs/performance.rst.)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 
 static const char OVERRUN[] = "a name-value pair runs past the end of the parameters";
@@ -45,15 +52,10 @@ static const char *const KNOWN[] = {
     "HTTP_CONTENT_LENGTH",
 };
 #define N_KNOWN (sizeof(KNOWN) / sizeof(KNOWN[0]))
+
 #define SLOTS 256 /* a power of two, well above N_KNOWN */
-#define MAX_CACHED_VALUE 4096
 
-typedef struct {
-    PyObject *name;  /* interned str; NULL: an empty slot */
-    PyObject *value; /* the last value sent with it, or NULL */
-} Known;
-
-static Known slots[SLOTS];
+static PyObject *slots[SLOTS]; /* interned names; NULL: an empty slot */
 static int known_ready;
 
 static size_t
@@ -62,18 +64,19 @@ slot_of(const unsigned char *data, Py_ssize_t len)
     return ((size_t)len * 33 + data[0] * 7 + data[len - 1] * 13 + data[len / 2]) & (SLOTS - 1);
 }
 
-static Known *
+/* The interned name with these bytes, borrowed; NULL: not a known name. */
+static PyObject *
 find_known(const unsigned char *data, Py_ssize_t len)
 {
     if (len == 0)
         return NULL;
     for (size_t i = slot_of(data, len);; i = (i + 1) & (SLOTS - 1)) {
-        Known *k = &slots[i];
-        if (k->name == NULL)
+        PyObject *name = slots[i];
+        if (name == NULL)
             return NULL;
-        if (PyUnicode_GET_LENGTH(k->name) == len
-            && memcmp(PyUnicode_1BYTE_DATA(k->name), data, len) == 0)
-            return k;
+        if (PyUnicode_GET_LENGTH(name) == len
+            && memcmp(PyUnicode_1BYTE_DATA(name), data, len) == 0)
+            return name;
     }
 }
 
@@ -86,9 +89,9 @@ init_known(void)
             return -1;
         const unsigned char *data = PyUnicode_1BYTE_DATA(name);
         size_t i = slot_of(data, PyUnicode_GET_LENGTH(name));
-        while (slots[i].name != NULL)
+        while (slots[i] != NULL)
             i = (i + 1) & (SLOTS - 1);
-        slots[i].name = name;
+        slots[i] = name;
     }
     return 0;
 }
@@ -97,26 +100,6 @@ static PyObject *
 latin1(const unsigned char *data, Py_ssize_t len)
 {
     return PyUnicode_DecodeLatin1((const char *)data, len, NULL);
-}
-
-/* A new reference to the value, from the name's cache when it repeats. */
-static PyObject *
-value_for(Known *known, const unsigned char *data, Py_ssize_t len)
-{
-    if (known == NULL || len > MAX_CACHED_VALUE)
-        return latin1(data, len);
-    PyObject *last = known->value;
-    if (last != NULL && PyUnicode_GET_LENGTH(last) == len
-        && memcmp(PyUnicode_1BYTE_DATA(last), data, len) == 0) {
-        Py_INCREF(last);
-        return last;
-    }
-    PyObject *value = latin1(data, len);
-    if (value != NULL && PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND) {
-        Py_INCREF(value);
-        Py_XSETREF(known->value, value);
-    }
-    return value;
 }
 
 /* -- name-value pairs ------------------------------------------------------------- */
@@ -157,15 +140,12 @@ decode(const unsigned char *data, Py_ssize_t end)
             PyErr_SetString(PyExc_ValueError, OVERRUN);
             goto fail;
         }
-        Known *known = find_known(data + pos, name_len);
-        PyObject *name;
-        if (known != NULL) {
-            name = known->name;
+        PyObject *name = find_known(data + pos, name_len);
+        if (name != NULL)
             Py_INCREF(name);
-        }
         else if ((name = latin1(data + pos, name_len)) == NULL)
             goto fail;
-        PyObject *value = value_for(known, data + pos + name_len, value_len);
+        PyObject *value = latin1(data + pos + name_len, value_len);
         if (value == NULL) {
             Py_DECREF(name);
             goto fail;
@@ -488,7 +468,8 @@ done:
  * fastcgi_split_path_info or a PATH_INFO param, lighttpd, most set-ups).
  * Then the pair is kept, QUERY_STRING comes from the URI when missing, and
  * wsgi.url_scheme from HTTPS or REQUEST_SCHEME.  Anything else returns
- * False with the environ untouched, and the Python code decides. */
+ * False with the environ untouched, and the Python code decides (the twin:
+ * environ.fix_usual_py). */
 
 static PyObject *s_https, *s_request_scheme, *s_request_uri, *s_query_string, *s_script_name,
     *s_path_info, *s_url_scheme, *v_http, *v_https, *v_empty;
@@ -657,21 +638,16 @@ check_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * fourteen futex calls.  These two keep the lock: MSG_DONTWAIT makes each
  * call return at once, with the bytes there are or EAGAIN (BlockingIOError),
  * whatever the socket's blocking mode, and the caller waits (in poll, lock
- * released) only when there was nothing to do. */
+ * released) only when there was nothing to do.
+ *
+ * POSIX (2008) has neither flag.  Without MSG_DONTWAIT the two are left
+ * out, and base.py uses os.read and os.write.  Without MSG_NOSIGNAL (macOS)
+ * nothing is lost: Python ignores SIGPIPE, so a closed peer is EPIPE. */
 
-/* A descriptor argument; -1 with an exception set. */
-static int
-descriptor(PyObject *arg, const char *usage)
-{
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred())
-        return -1;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: bad descriptor %ld", usage, fd);
-        return -1;
-    }
-    return (int)fd;
-}
+#ifdef MSG_DONTWAIT
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
 
 /* The descriptor, the first of two arguments; -1 with an exception set. */
 static int
@@ -681,7 +657,14 @@ fd_argument(PyObject *const *args, Py_ssize_t nargs, const char *usage)
         PyErr_SetString(PyExc_TypeError, usage);
         return -1;
     }
-    return descriptor(args[0], usage);
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: bad descriptor %ld", usage, fd);
+        return -1;
+    }
+    return (int)fd;
 }
 
 /* After a failed recv/send: a signal handler's exception, or errno's. */
@@ -704,6 +687,8 @@ recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "recv_now: negative size");
         return NULL;
     }
+    if (size == 0) /* As os.read: nothing asked, nothing read (not EAGAIN). */
+        return PyBytes_FromStringAndSize(NULL, 0);
     PyObject *data = PyBytes_FromStringAndSize(NULL, size);
     if (data == NULL)
         return NULL;
@@ -738,51 +723,7 @@ send_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return call_failed();
     return PyLong_FromSsize_t(sent);
 }
-
-/* The threaded pool's held kept connections (held.py): one epoll set, each
- * connection armed for one readiness report at a time (EPOLLONESHOT).  A
- * thread that has just finished a request takes the next ready connection
- * and re-arms its own, keeping the interpreter lock: select.epoll's calls
- * let go of it even when they cannot wait, and each let-go handed the lock
- * to another thread. */
-
-static PyObject *
-epoll_arm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    int epfd = fd_argument(args, nargs, "epoll_arm(epfd, fd)");
-    if (epfd < 0)
-        return NULL;
-    int fd = descriptor(args[1], "epoll_arm(epfd, fd)");
-    if (fd < 0)
-        return NULL;
-    struct epoll_event event;
-    memset(&event, 0, sizeof event);
-    event.events = EPOLLIN | EPOLLONESHOT;
-    event.data.fd = fd;
-    /* Usually armed before (MOD); new, or a number the kernel gave a new
-     * connection after the old one closed (closing removed it): ADD. */
-    if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event) < 0) {
-        if (errno != ENOENT || epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) < 0)
-            return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-epoll_take(PyObject *module, PyObject *arg)
-{
-    int epfd = descriptor(arg, "epoll_take(epfd)");
-    if (epfd < 0)
-        return NULL;
-    struct epoll_event event;
-    int got;
-    do {
-        got = epoll_wait(epfd, &event, 1, 0);
-    } while (got < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
-    if (got < 0)
-        return call_failed();
-    return PyLong_FromLong(got ? (long)event.data.fd : -1L);
-}
+#endif /* MSG_DONTWAIT */
 
 /* -- the module ----------------------------------------------------------------- */
 
@@ -800,14 +741,12 @@ static PyMethodDef methods[] = {
      "check_start(status, headers): AssertionError unless they are what WSGI allows."},
     {"fix_usual", fix_usual, METH_O,
      "fix_usual(environ) -> bool: environ.fix_environ's usual case done; False: not that case."},
+#ifdef MSG_DONTWAIT
     {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL,
      "recv_now(fd, size) -> bytes: what a socket has, at once; BlockingIOError if nothing."},
     {"send_now", (PyCFunction)(void (*)(void))send_now, METH_FASTCALL,
      "send_now(fd, data) -> int: bytes a socket took, at once; BlockingIOError if none."},
-    {"epoll_arm", (PyCFunction)(void (*)(void))epoll_arm, METH_FASTCALL,
-     "epoll_arm(epfd, fd): watch fd for one readiness report (EPOLLIN | EPOLLONESHOT)."},
-    {"epoll_take", epoll_take, METH_O,
-     "epoll_take(epfd) -> int: one ready descriptor at once, or -1 if none."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -47,13 +47,47 @@ first request (and again after ``override_settings`` changes it).
 """
 from urllib.parse import unquote
 
-try:
-    from ._wire import fix_usual
-except ImportError:
-    fix_usual = None
-
 _UNREAD = object()
 _force_script_name = _UNREAD
+
+
+def fix_usual_py(environ):
+    """Step 2 alone, the usual case: True when done, False (untouched) if not it.
+
+    The usual case: the server sent REQUEST_URI and a PATH_INFO, and with
+    SCRIPT_NAME (or none) they add up to the URI's path, with nothing
+    percent-encoded.  Then the pair is kept, QUERY_STRING comes from the
+    URI when missing, and wsgi.url_scheme from HTTPS or REQUEST_SCHEME.
+    The C module's ``fix_usual`` is the same (for the latin-1 str values
+    the protocols make; on any other value it answers False).
+    """
+    get = environ.get
+    uri = get("REQUEST_URI")
+    path = get("PATH_INFO")
+    script = get("SCRIPT_NAME", "")
+    if uri is None or not path:
+        return False
+    raw, _, query = uri.partition("?")
+    if "%" in raw or script + path != raw:
+        return False
+    https = get("HTTPS")
+    if https is not None:
+        secure = https.lower() in ("on", "1")
+    else:
+        scheme = get("REQUEST_SCHEME")
+        secure = scheme is not None and scheme.lower() == "https"
+    environ["wsgi.url_scheme"] = "https" if secure else "http"
+    if "QUERY_STRING" not in environ:
+        environ["QUERY_STRING"] = query
+    if not script:
+        environ["SCRIPT_NAME"] = ""
+    return True
+
+
+try:
+    from ._wire import fix_usual  # The same in C.
+except ImportError:
+    fix_usual = fix_usual_py
 
 
 def fix_environ(environ, protocol):
@@ -62,9 +96,8 @@ def fix_environ(environ, protocol):
     ``protocol`` is ``"fcgi"``, ``"scgi"`` or ``"ajp"``.  Safe to call on
     params exactly as the server sent them, or after flup's own guesses.
     """
-    if (fix_usual is not None and protocol != "ajp" and _force_script_name is None
-            and fix_usual(environ)):
-        return  # Step 2, done in C (see _wire.c).
+    if protocol != "ajp" and _force_script_name is None and fix_usual(environ):
+        return  # Step 2, the usual case (fix_usual_py).
     get = environ.get
     https = get("HTTPS")
     if https is not None:

@@ -14,9 +14,10 @@ another role, a second request id, management records -- returns None and
 takes flup's record-by-record path (``fcgi.FCGIConnection.process_input``),
 which handles every case.  The two paths give the app the same environ.
 
-``parse_whole`` and ``decode_params`` are C (``_wire.c``) when the optional
-module was built, and their Python twins (``*_py``) otherwise; the tests
-hold the twins to the same results.
+``parse_whole``, ``decode_params`` and ``stdout_record`` are C
+(``_wire.c``) when the optional module was built, and their Python twins
+(``*_py``) otherwise; property tests hold each pair to the same results
+(tests/unit/test_wire.py lists every pair).
 """
 import struct
 

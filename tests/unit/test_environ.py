@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from runfcgi_compat.servers import environ as environ_module
 from runfcgi_compat.servers.environ import fix_environ
+from tests import modes
 
 
 def wire(text):
@@ -366,30 +367,47 @@ KEYS = ["REQUEST_URI", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "HTTPS", "REQ
         "DOCUMENT_URI"]
 
 
+VALUES = st.lists(PIECES, min_size=1, max_size=3).map("".join)
+# What the protocols make: latin-1 text (the C twin answers False on the rest).
+LATIN1_VALUES = VALUES.filter(lambda value: max(value, default="") <= "\xff")
+
+# Both versions of the usual case: the C one (when the module is there) and
+# the Python one.
+USUAL = [pytest.param(environ_module.fix_usual_py, id="python")]
+if environ_module.fix_usual is not environ_module.fix_usual_py:
+    USUAL.append(pytest.param(environ_module.fix_usual, id="c"))
+
+
+@pytest.mark.parametrize("usual", USUAL)
 @settings(max_examples=500, deadline=None)
-@given(st.dictionaries(st.sampled_from(KEYS),
-                       st.lists(PIECES, min_size=1, max_size=3).map("".join)),
+@given(st.dictionaries(st.sampled_from(KEYS), VALUES),
        st.sampled_from(["fcgi", "scgi", "ajp"]))
-def test_the_c_usual_case_agrees_with_the_python_code(sent, protocol):
-    fix_usual = environ_module.fix_usual
-    if fix_usual is None:
-        pytest.skip("the C module was not built")
+def test_the_usual_case_agrees_with_the_general_code(usual, sent, protocol):
+    saved = environ_module.fix_usual
     environ_module._force_script_name = None  # As after the first request.
-    with_c = fixed(sent, protocol)
-    environ_module.fix_usual = None
     try:
-        assert with_c == fixed(sent, protocol)
+        environ_module.fix_usual = usual
+        with_usual = fixed(sent, protocol)
+        environ_module.fix_usual = lambda environ: False  # Only the general code.
+        assert with_usual == fixed(sent, protocol)
     finally:
-        environ_module.fix_usual = fix_usual
+        environ_module.fix_usual = saved
 
 
-def test_the_c_usual_case_takes_nginx_with_a_path_info():
-    if environ_module.fix_usual is None:
-        pytest.skip("the C module was not built")
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.sampled_from(KEYS), LATIN1_VALUES))
+def test_the_c_usual_case_agrees_with_its_python_twin(sent):
+    fix_usual = modes.wire().fix_usual
+    in_c, in_python = dict(sent), dict(sent)
+    assert (fix_usual(in_c), in_c) == (environ_module.fix_usual_py(in_python), in_python)
+
+
+@pytest.mark.parametrize("usual", USUAL)
+def test_the_usual_case_takes_nginx_with_a_path_info(usual):
     environ = {"REQUEST_URI": "/a/b?q=1", "SCRIPT_NAME": "/a", "PATH_INFO": "/b",
                "REQUEST_SCHEME": "HTTPS"}
-    assert environ_module.fix_usual(environ) is True
+    assert usual(environ) is True
     assert environ == dict(environ, QUERY_STRING="q=1", **{"wsgi.url_scheme": "https"})
     encoded = {"REQUEST_URI": "/a%20b", "SCRIPT_NAME": "", "PATH_INFO": "/a b"}
-    assert environ_module.fix_usual(encoded) is False
-    assert "wsgi.url_scheme" not in encoded  # Left untouched for the Python code.
+    assert usual(encoded) is False
+    assert "wsgi.url_scheme" not in encoded  # Left untouched for the general code.

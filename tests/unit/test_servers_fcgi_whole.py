@@ -6,7 +6,6 @@ request that arrived whole, and one that arrived record by record through
 flup's dispatch -- are checked to give the app the same environ.
 """
 import json
-import os
 import socket
 import struct
 import sys
@@ -17,11 +16,8 @@ from hypothesis import strategies as st
 
 from runfcgi_compat import client
 from runfcgi_compat.servers.base import (
-    check_start,
     check_start_py,
-    encode_head,
     encode_head_py,
-    recv_now,
 )
 from runfcgi_compat.servers.fcgi import MALFORMED, FCGIConnection
 from runfcgi_compat.servers.fcgi_whole import (
@@ -33,6 +29,7 @@ from runfcgi_compat.servers.fcgi_whole import (
     stdout_record,
     stdout_record_py,
 )
+from tests import modes
 
 from .test_servers_protocols import echo_app, environ_app, fcgi_record
 
@@ -156,9 +153,7 @@ def test_a_later_pair_replaces_an_earlier_one(decode):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_the_c_decoder_agrees_with_the_python_one(data):
-    if decode_params is decode_params_py:
-        pytest.skip("the C module was not built")
-    assert outcome(decode_params, data) == outcome(decode_params_py, data)
+    assert outcome(modes.wire().decode_params, data) == outcome(decode_params_py, data)
 
 
 NAMES = st.sampled_from(["REQUEST_METHOD", "PATH_INFO", "HTTP_HOST", "HTTP_COOKIE", "X", ""])
@@ -173,8 +168,7 @@ PAIRS = st.dictionaries(st.one_of(NAMES, st.binary(max_size=140)),
        st.binary(max_size=20))
 def test_the_c_parser_agrees_with_the_python_one(pairs, body, split, flags, request_id, cut,
                                                  tail):
-    if parse_whole is parse_whole_py:
-        pytest.skip("the C module was not built")
+    c_parse = modes.wire().parse_whole
     encoded = client.encode_pairs(pairs)
     size = max(1, len(encoded) // split)
     data = begin(request_id, flags=flags)
@@ -182,16 +176,14 @@ def test_the_c_parser_agrees_with_the_python_one(pairs, body, split, flags, requ
         data += fcgi_record(PARAMS, encoded[start:start + size], request_id)
     data += fcgi_record(PARAMS, b"", request_id) + client._fcgi_stream(STDIN, body, request_id)
     data = (data + tail)[:cut]
-    assert outcome(parse_whole, data, 0) == outcome(parse_whole_py, data, 0)
+    assert outcome(c_parse, data, 0) == outcome(parse_whole_py, data, 0)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300), st.integers(0, 20))
 def test_the_c_parser_agrees_on_random_bytes(data, pos):
-    if parse_whole is parse_whole_py:
-        pytest.skip("the C module was not built")
     data = begin() + data
-    assert outcome(parse_whole, data, pos) == outcome(parse_whole_py, data, pos)
+    assert outcome(modes.wire().parse_whole, data, pos) == outcome(parse_whole_py, data, pos)
 
 
 TEXT = st.text(st.characters(max_codepoint=300), max_size=20)
@@ -200,8 +192,7 @@ TEXT = st.text(st.characters(max_codepoint=300), max_size=20)
 @settings(max_examples=300, deadline=None)
 @given(TEXT, st.lists(st.tuples(TEXT, TEXT), max_size=6))
 def test_the_c_head_encoder_agrees_with_the_python_one(status, headers):
-    if encode_head is encode_head_py:
-        pytest.skip("the C module was not built")
+    c_encode = modes.wire().encode_head
 
     def encoded(encode):
         try:
@@ -209,15 +200,14 @@ def test_the_c_head_encoder_agrees_with_the_python_one(status, headers):
         except UnicodeEncodeError:
             return "error"
 
-    assert encoded(encode_head) == encoded(encode_head_py)
+    assert encoded(c_encode) == encoded(encode_head_py)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 0xFFFF), TEXT, st.lists(st.tuples(TEXT, TEXT), max_size=6),
        st.binary(max_size=100) | st.sampled_from([b"x" * 65500, b"y" * 65600]))
 def test_the_c_stdout_record_agrees_with_the_python_one(request_id, status, headers, body):
-    if stdout_record is stdout_record_py:
-        pytest.skip("the C module was not built")
+    c_record = modes.wire().stdout_record
 
     def encoded(encode):
         try:
@@ -225,7 +215,7 @@ def test_the_c_stdout_record_agrees_with_the_python_one(request_id, status, head
         except UnicodeEncodeError:
             return "error"
 
-    assert encoded(stdout_record) == encoded(stdout_record_py)
+    assert encoded(c_record) == encoded(stdout_record_py)
 
 
 @pytest.mark.parametrize("encode", [stdout_record_py, stdout_record])
@@ -248,8 +238,7 @@ WSGI_STARTS = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(WSGI_STARTS)
 def test_the_c_start_checks_agree_with_the_python_ones(start):
-    if check_start is check_start_py:
-        pytest.skip("the C module was not built")
+    c_check = modes.wire().check_start
 
     def checked(check):
         try:
@@ -257,12 +246,11 @@ def test_the_c_start_checks_agree_with_the_python_ones(start):
         except AssertionError as exc:
             return str(exc)
 
-    assert checked(check_start) == checked(check_start_py)
+    assert checked(c_check) == checked(check_start_py)
 
 
 @pytest.mark.parametrize("decode", DECODERS)
 def test_a_repeated_name_gets_each_requests_own_value(decode):
-    # The C decoder remembers the last value sent with a usual name.
     first = decode(client.encode_pairs({"REMOTE_PORT": "50000", "HTTP_HOST": "a"}))
     second = decode(client.encode_pairs({"REMOTE_PORT": "50001", "HTTP_HOST": "a"}))
     third = decode(client.encode_pairs({"REMOTE_PORT": "5000", "HTTP_HOST": "ab"}))
@@ -273,22 +261,11 @@ def test_a_repeated_name_gets_each_requests_own_value(decode):
 
 
 def test_usual_names_are_the_interned_strings_django_looks_up():
-    if decode_params is decode_params_py:
-        pytest.skip("the C module was not built")
-    params = decode_params(client.encode_pairs({"PATH_INFO": "/", "HTTP_X_MADE_UP": "1"}))
+    pairs = client.encode_pairs({"PATH_INFO": "/", "HTTP_X_MADE_UP": "1"})
+    params = modes.wire().decode_params(pairs)
     names = {name: name for name in params}
     assert names["PATH_INFO"] is "PATH_INFO"  # noqa: F632 - identity is the point
     assert names["HTTP_X_MADE_UP"] is not sys.intern("HTTP_X_MADE_UP")
-
-
-@pytest.mark.skipif(not os.environ.get("RUNFCGI_TEST_WHEEL"), reason="only under tox")
-def test_the_installed_wheel_has_the_c_module():
-    assert recv_now is not os.read
-    assert decode_params is not decode_params_py
-    assert parse_whole is not parse_whole_py
-    assert encode_head is not encode_head_py
-    assert stdout_record is not stdout_record_py
-    assert check_start is not check_start_py
 
 
 def test_end_of_request_is_an_empty_stdout_then_end_request():

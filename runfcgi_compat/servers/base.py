@@ -473,6 +473,15 @@ class Connection:
         call serve_next again at once, without waiting for the socket."""
         return self._inpos < len(self._inbuf) and not self.short
 
+    def arrived(self):
+        """Read what has arrived, without waiting; True if anything has (or
+        the peer's end: the next serve_next closes).  With the C module the
+        read keeps the interpreter lock, where a poll would let it go."""
+        try:
+            return self.read_now()
+        except EOFError:
+            return True
+
     def partial(self):
         """True when part of the next request has come (and is kept here)."""
         return self._inpos < len(self._inbuf)

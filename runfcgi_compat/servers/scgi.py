@@ -69,14 +69,14 @@ def read_netstring(conn, limit):
             break
         if head and (not head.isdigit() or len(head) > most):
             raise ProtocolError(f"invalid SCGI netstring length {head[:20]!r}")
-        if not conn.arrived(len(head) + 1, "the SCGI header length" if head else None):
+        if not conn.gather(len(head) + 1, "the SCGI header length" if head else None):
             return None
     if not digits:
         raise ProtocolError("empty SCGI netstring length")
     size = int(digits)
     if size > limit:
         raise ProtocolError(f"SCGI headers of {digits.decode()} bytes (limit {limit})")
-    if not conn.arrived(colon + 1 + size + 1, "the SCGI headers"):
+    if not conn.gather(colon + 1 + size + 1, "the SCGI headers"):
         return None
     conn.take(colon + 1)
     data = conn.take(size)
@@ -143,7 +143,7 @@ class SCGIConnection(Connection, scgi_base.Connection):
     def peek(self, size):
         return self._inbuf[self._inpos:self._inpos + size]
 
-    def arrived(self, need, inside=None):
+    def gather(self, need, inside=None):
         """True once ``need`` unread bytes have arrived, False while they
         have not: never waits.  At EOF: EOFError, or a ProtocolError naming
         where the request was cut (``inside``)."""

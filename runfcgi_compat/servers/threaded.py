@@ -66,7 +66,6 @@ Signals (main thread):
 import collections
 import errno
 import queue
-import select
 import selectors
 import signal
 import threading
@@ -84,13 +83,6 @@ CONNECTION_ERRORS = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM)
 # What the selector's keys carry, besides an idle connection.
 LISTENER = "listener"
 BOX = "box"
-
-
-def readable_now(conn):
-    """True if ``conn`` has bytes (or its end) to read now; never waits."""
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
 
 
 class IdleConnections:
@@ -545,10 +537,13 @@ class ThreadedPool:
         while handler.serve_next(conn) is KEEP:
             if conn.ready():
                 continue  # The next request was buffered with the last.
+            if self._stop.is_set() and not conn.arriving():
+                close_quietly(conn)  # Stopping: a kept connection closes at once.
+                return None
             # A request on its way (a fresh connection's, or the rest of
             # one) is read at once if it has come; a kept connection's next
             # request only if nothing else waits for this thread.
-            if not (readable_now(conn) if conn.arriving() else self.serve_again(conn)):
+            if not (conn.arrived() if conn.arriving() else self.serve_again(conn)):
                 return conn
         return None
 
@@ -558,7 +553,7 @@ class ThreadedPool:
         with self._lock:
             if self._spare() < 0 or self._backlog:
                 return False
-        if not readable_now(conn):
+        if not conn.arrived():
             return False
         with self._lock:
             self._counts["again"] += 1

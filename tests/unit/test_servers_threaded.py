@@ -68,6 +68,16 @@ class LineConnection:
     def ready(self):
         return b"\n" in self.buffer
 
+    def arrived(self):
+        try:
+            data = self.sock.recv(4096)
+        except BlockingIOError:
+            return False
+        if not data:
+            return True  # The end: serve_next closes.
+        self.buffer += data
+        return True
+
     def arriving(self):
         # Half a line counts, as a FastCGI request whose records stopped.
         return self.fresh or bool(self.buffer)

@@ -84,7 +84,7 @@ from . import memory, orphan, reexec
 from .base import log
 from .idle import RESERVED_FDS, IdleKeeper
 from .scoreboard import FREE, IDLE, STALLED, STARTING, Scoreboard
-from .signals import STOP_SIGNALS, SignalBox
+from .signals import STOP_SIGNALS, SignalBox, reopen_logs
 from .worker import EXIT_ERROR, EXIT_OK, WorkerProcess
 
 MASTER_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
@@ -381,12 +381,7 @@ class PreforkPool:
             self._retire(worker, signal.SIGHUP)
 
     def _reopen_logs(self):
-        if self.on_reopen_logs is None:
-            return
-        try:
-            self.on_reopen_logs()
-        except Exception:
-            log.exception("prefork: reopening the log files failed")
+        reopen_logs(self.on_reopen_logs, "prefork")
 
     def _kill_all(self):
         everyone = {**self._adopted, **self.workers}

@@ -13,6 +13,7 @@ readable, and the loops wait on that descriptor.
   Code that waits on sockets (an idle kept connection, a worker waiting to
   accept) polls it too, so "stop" interrupts waiting but never work.
 """
+import logging
 import os
 import select
 import signal
@@ -161,3 +162,15 @@ def wait_writable(sock, timeout=None):
     poller.register(sock if isinstance(sock, int) else sock.fileno(), select.POLLOUT)
     ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
     return bool(poller.poll(ms))
+
+
+def reopen_logs(callback, pool):
+    """SIGUSR1's work in ``pool`` ("prefork", "threaded"): call ``callback``
+    (None: nothing to reopen); a failure is logged, never raised."""
+    if callback is None:
+        return
+    try:
+        callback()
+    except Exception:
+        logging.getLogger("runfcgi_compat").exception(
+            "%s: reopening the log files failed", pool)

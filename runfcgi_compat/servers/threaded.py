@@ -72,7 +72,7 @@ import threading
 import time
 
 from .base import KEEP, close_quietly, log
-from .signals import STOP_SIGNALS, Notice, SignalBox
+from .signals import STOP_SIGNALS, Notice, SignalBox, reopen_logs
 
 POOL_SIGNALS = STOP_SIGNALS + (signal.SIGHUP, signal.SIGUSR1)
 # accept() errors that closing an idle connection can cure.
@@ -431,12 +431,7 @@ class ThreadedPool:
         close_quietly(conn)
 
     def _reopen_logs(self):
-        if self.on_reopen_logs is None:
-            return
-        try:
-            self.on_reopen_logs()
-        except Exception:
-            log.exception("threaded: reopening the log files failed")
+        reopen_logs(self.on_reopen_logs, "threaded")
 
     # -- threads (the methods below are called with the lock held)
 

@@ -1,5 +1,6 @@
 """Pure pieces of the servers package: tables, peers, WSGI glue, parsers, signals."""
 import io
+import logging
 import os
 import signal
 import socket
@@ -26,7 +27,7 @@ from runfcgi_compat.servers.scgi import (
     parse_headers,
     read_netstring,
 )
-from runfcgi_compat.servers.signals import Notice, SignalBox, wait_readable
+from runfcgi_compat.servers.signals import Notice, SignalBox, reopen_logs, wait_readable
 from runfcgi_compat.servers.threaded import ThreadedPool
 from tests import modes
 
@@ -390,3 +391,14 @@ def test_a_partial_scgi_header_is_kept_until_the_rest_arrives(socket_reader):
         assert read_netstring(conn, 1000) is None  # Never waits for the rest.
         peer.sendall(b"NGTH\x003\x00SCGI\x001\x00,")
         assert read_netstring(conn, 1000) == b"CONTENT_LENGTH\x003\x00SCGI\x001\x00"
+
+
+def test_reopening_the_logs_logs_a_failure_and_goes_on(caplog):
+    def broken():
+        raise OSError("disk full")
+
+    with caplog.at_level(logging.ERROR, "runfcgi_compat"):
+        reopen_logs(broken, "prefork")
+        reopen_logs(None, "threaded")  # Nothing to reopen: nothing happens.
+    assert [record.getMessage() for record in caplog.records] == [
+        "prefork: reopening the log files failed"]

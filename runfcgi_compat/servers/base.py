@@ -1,33 +1,28 @@
 """What the three protocol handlers share.
 
-A protocol handler runs one accepted connection to completion
-(``handle_connection``).  It is built from flup's protocol classes, but the
-WSGI side (start_response, the response loop, error pages) is ours for all
-three protocols, because flup's version is where most defects live: it
-imports ``cgitb`` (removed in Python 3.13) for debug pages, writes large
-bodies in quadratic time, sends AJP errors with status 200, and rebuilds
-PATH_INFO before we can see what the web server really sent.
+A protocol handler keeps one contract with the pools (``connect`` and
+``serve_next``, see ProtocolHandler; docs/architecture.rst): it serves the
+next request on a connection and says whether the connection stays open;
+the pool alone decides where an idle connection waits.  It is built from
+flup's protocol classes, but the WSGI side (start_response, the response
+loop, error pages) is ours for all three protocols, because flup's version
+is where most defects live: it imports ``cgitb`` (removed in Python 3.13)
+for debug pages, writes large bodies in quadratic time, sends AJP errors
+with status 200, and rebuilds PATH_INFO before we can see what the web
+server really sent.
 
-The pools (prefork, threaded) set two attributes on a handler:
+The pools set attributes on a handler:
 
-* ``stop_notice``: a ``signals.Notice``; once set, connections close at
-  their next idle moment (between requests), never in the middle of one.
-* ``drain_notice``: a gentler stop.  A kept connection stays open while
-  the web server keeps using it, and closes once it has been quiet for
-  ``drain_quiet`` seconds (or after ``drain_timeout``).  Closing a kept
-  connection always races with the web server sending a new request on
-  it; nginx retries such a GET but not a POST, so we close only
-  connections it has stopped using.  (No pool sets it now: a draining
-  prefork worker passes its idle connection to the master instead, see
-  ``worker.py``.)
 * ``on_request_done``: called after every request (prefork counts them for
   ``maxrequests``).
-* ``hold``: a ``HoldPolicy``, how a connection with no request in progress
-  waits for one.  The default holds it (up to ``idle_timeout``); prefork
-  makes it the worker's one idle connection, watched with the listening
-  socket and passed to the master before the worker serves another (see
-  ``worker.py``), and threaded parks it with the main thread (``Parked``),
-  so that idle connections never occupy a worker or a thread.
+* ``hold``: a ``HoldPolicy``: how a read inside a request waits
+  (``wait_mid_request``; prefork marks the worker stalled), and, for the
+  prefork worker's old entry points (``handle_accepted`` and friends), how
+  a connection between requests waits; the threaded pool calls the
+  contract itself.
+* ``stop_notice`` and ``drain_notice``: read only by those old entry
+  points' ``wait_for_request``; no pool sets ``drain_notice`` now (a
+  draining prefork worker passes its idle connection to the master).
 """
 import errno
 import ipaddress
@@ -61,25 +56,14 @@ class ProtocolError(Exception):
     """The peer sent something we cannot parse; the connection is closed."""
 
 
-class Parked(Exception):
-    """Raised while waiting for a request: the pool watches the connection.
+class Parked:
+    """A connection between two requests that a hold policy handed back to
+    its pool (the prefork worker's old entry points, see ProtocolHandler):
+    ``conn`` is its Connection, for ``resume_connection`` once the peer has
+    sent something.  Returned, never raised."""
 
-    The protocol's connection object fills in ``conn`` on the way out, so the
-    pool can resume it later (``ProtocolHandler.resume_connection``), in any
-    thread, once the peer has sent something.
-
-    Between two requests it may be returned instead of raised (see
-    ``ProtocolHandler.wait_for_request``): a connection is parked after
-    many requests, and the raise, with its traceback through the
-    connection's frames, was a large part of what a kept request cost.
-    """
-
-    # Filled in on the way out; class defaults keep __init__ short, as it
-    # runs for nearly every request on a busy kept connection.
+    # Filled in by ProtocolHandler._hold; class defaults keep __init__ short.
     conn = sock = addr = None
-    # Parked inside a request, its records cut short (threaded only): the
-    # pool resumes it where it stopped, never as a new request.
-    mid_request = False
 
     def __init__(self, first):
         self.first = first
@@ -227,22 +211,6 @@ def close_quietly(sock):
         sock.close()
     except OSError:
         pass
-
-
-def close_expired(parked_table, now, close, handler):
-    """Close the idle connections whose deadline has passed.
-
-    ``parked_table`` maps fd -> (Parked, deadline), oldest first: every
-    connection gets the same idle timeout, so the first one expires first.
-    ``close(parked)`` closes one and removes it from the table.
-    """
-    while parked_table:
-        parked, deadline = next(iter(parked_table.values()))
-        if deadline is None or deadline > now:
-            return
-        log.debug("%s: idle connection timed out after %ss",
-                  handler.protocol, handler.idle_timeout)
-        close(parked)
 
 
 # -- the WSGI side --------------------------------------------------------------

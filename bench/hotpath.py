@@ -88,6 +88,7 @@ def main():
     sys.path[:0] = [here, os.path.join(os.path.dirname(here), "example")]
     from django.core.wsgi import get_wsgi_application
 
+    from runfcgi_compat.servers.base import KEEP
     from runfcgi_compat.servers.fcgi import FastCGIHandler
 
     app = get_wsgi_application()
@@ -102,8 +103,10 @@ def main():
         nonlocal expected
         ours, theirs = socket.socketpair()
         theirs.sendall(request)
-        # As a prefork worker hands over a connection it accepted.
-        handler.handle_accepted(ours.detach(), "")
+        # As a prefork worker serves a connection it accepted.
+        conn = handler.connect(ours.detach(), "")
+        if handler.serve_next(conn) is KEEP:
+            conn.close()
         response = read_response(theirs)
         theirs.close()
         if expected is None:

@@ -59,5 +59,5 @@ def make_server(options, load_app, *, on_reopen_logs=None):
     handler.idle_timeout = options.idletimeout or None
     if options.ajpsecret is not None:
         handler.required_secret = options.ajpsecret
-    pool.graceful_timeout = handler.drain_timeout = options.gracetimeout
+    pool.graceful_timeout = options.gracetimeout
     return pool

@@ -11,18 +11,12 @@ for debug pages, writes large bodies in quadratic time, sends AJP errors
 with status 200, and rebuilds PATH_INFO before we can see what the web
 server really sent.
 
-The pools set attributes on a handler:
+The pools may set two things on a handler:
 
 * ``on_request_done``: called after every request (prefork counts them for
   ``maxrequests``).
-* ``hold``: a ``HoldPolicy``: how a read inside a request waits
-  (``wait_mid_request``; prefork marks the worker stalled), and, for the
-  prefork worker's old entry points (``handle_accepted`` and friends), how
-  a connection between requests waits; the threaded pool calls the
-  contract itself.
-* ``stop_notice`` and ``drain_notice``: read only by those old entry
-  points' ``wait_for_request``; no pool sets ``drain_notice`` now (a
-  draining prefork worker passes its idle connection to the master).
+* ``wait_for_data``: how a read inside a request waits for the peer; the
+  prefork worker's own marks the worker stalled while it waits.
 """
 import errno
 import ipaddress
@@ -54,53 +48,6 @@ class ResponseAbandoned(ClientGone):
 
 class ProtocolError(Exception):
     """The peer sent something we cannot parse; the connection is closed."""
-
-
-class Parked:
-    """A connection between two requests that a hold policy handed back to
-    its pool (the prefork worker's old entry points, see ProtocolHandler):
-    ``conn`` is its Connection, for ``resume_connection`` once the peer has
-    sent something.  Returned, never raised."""
-
-    # Filled in by ProtocolHandler._hold; class defaults keep __init__ short.
-    conn = sock = addr = None
-
-    def __init__(self, first):
-        self.first = first
-
-
-# ``HoldPolicy.wait_for_request``'s answer when a stop or drain notice
-# arrived: the handler decides again under the stopping rules.
-NOTICE = "notice"
-
-# ``serve_kept``'s answers (the pools' old entry points, see ProtocolHandler).
-SERVED = "served"  # One request served; the connection is held as before.
-CLOSED = "closed"  # The connection is closed.
-RESUME = "resume"  # Part of a request has come: resume the connection to wait for the rest.
-
-
-class HoldPolicy:
-    """Hold the connection: the worker or thread waits with it.
-
-    ``wait_for_request`` returns True (a request is arriving), False (close
-    the connection), ``NOTICE`` or a ``Parked`` (park the connection), or
-    raises ``Parked``.
-    ``wait_mid_request`` waits for the peer's next bytes inside a request.
-    """
-
-    def wait_for_request(self, handler, sock, first, notices):
-        ready = wait_readable([sock] + notices, handler.idle_timeout or None)
-        if sock in ready:
-            return True
-        if ready:
-            return NOTICE
-        log.debug("%s: idle connection timed out after %ss",
-                  handler.protocol, handler.idle_timeout)
-        return False
-
-    def wait_mid_request(self, handler, sock, parkable=False):
-        """``parkable``: the app has not started, so ``Parked`` may be raised."""
-        return bool(wait_readable([sock], handler.idle_timeout or None))
 
 
 def is_client_gone(exc):
@@ -430,6 +377,11 @@ class Connection:
     def fileno(self):
         return self.fd
 
+    @property
+    def addr(self):
+        """The peer's address, as accept() gave it."""
+        return self._addr
+
     # -- reading
 
     def buffered(self):
@@ -560,12 +512,8 @@ class ProtocolHandler:
     # connections open; without a bound they pin workers/threads forever.
     idle_timeout = 60.0
     # Seconds a fresh connection may take to send its first request once the
-    # server is stopping (see wait_for_request).
+    # server is stopping (the pools read it: see Connection.arriving).
     first_request_grace = 5.0
-    # Draining (reload, maxrequests): a kept connection closes after this
-    # many quiet seconds, and at its next idle moment after drain_timeout.
-    drain_quiet = 1.0
-    drain_timeout = 30.0
     # Seconds to wait for the peer's EOF after our half-close, so unread
     # request bytes do not turn close() into a reset that cuts the response.
     linger_timeout = 5.0
@@ -584,11 +532,7 @@ class ProtocolHandler:
         # Resolved once, by the caller (options.peer_allowlist): the allow
         # option, else FCGI_WEB_SERVER_ADDRS; None lets every peer in.
         self.allowed_peers = parse_allowed_peers(allowed_peers)
-        self.stop_notice = None
-        self.drain_notice = None
-        self.drain_started = None
         self.on_request_done = None
-        self.hold = HoldPolicy()
         # False: set TCP_NODELAY on each connection; see prepare_listener.
         self.nodelay_inherited = False
         self.nodelay_misses = 0
@@ -710,109 +654,11 @@ class ProtocolHandler:
             log.error("%s: unexpected error on connection from %s",
                       self.protocol, peer, exc_info=exc)
 
-    # -- the pools' old entry points, on top of the contract above, until
-    # -- both pools call connect() and serve_next() themselves
-
-    def handle_accepted(self, fd, addr):
-        """Serve a connection accepted as a bare descriptor; as handle_connection."""
-        # A web server writes its request right after connecting: read
-        # first, wait only if it has not come.
-        return self._hold(self.connect(fd, addr))
-
-    def handle_connection(self, sock, addr):
-        """Serve one accepted connection until it closes; never raise.
-
-        Return None, or a ``Parked`` when the hold policy parked the
-        connection: then it is still open, for ``resume_connection``.
-        """
-        return self._hold(self.connect(sock, addr))
-
-    def serve_handed(self, fd, addr, fresh=True):
-        """Serve a connection passed between processes while idle (prefork,
-        see ``idle.py``; ``fresh``: no request served on it yet); as
-        handle_connection."""
-        conn = self.connect(fd, addr)
-        if conn is not None:
-            conn.fresh = fresh
-        return self._hold(conn)
-
-    def resume_connection(self, parked):
-        """Go on serving a connection parked earlier (found readable)."""
-        return self._hold(parked.conn)
-
-    def serve_kept(self, parked):
-        """Serve the next request on a held, readable kept connection:
-        SERVED (held as before), CLOSED, or RESUME (part of a request came:
-        ``resume_connection`` waits for the rest)."""
-        conn = parked.conn
-        if self.serve_next(conn) is CLOSE:
-            return CLOSED
-        return RESUME if conn.partial() else SERVED
-
-    def _hold(self, conn):
-        """Serve requests; between them ask the hold policy where to wait."""
-        if conn is None:
-            return None
-        while self.serve_next(conn) is KEEP:
-            if conn.ready():
-                continue  # The next request may be here already.
-            if conn.partial():
-                # Part of a request is in this process: a prefork worker
-                # cannot pass it on, so it waits here for the rest (bounded).
-                if self.wait_for_data(conn):
-                    continue
-                self.connection_failed(conn, TimeoutError())
-                conn.close()
-                return None
-            verdict = self.wait_for_request(conn, conn.fresh, returns_parked=True)
-            if verdict is False:
-                conn.close()
-                return None
-            if verdict is not True:
-                verdict.conn = verdict.sock = conn
-                verdict.addr = conn._addr
-                return verdict
-        return None
-
-    def wait_for_request(self, sock, first, returns_parked=False):
-        """Wait until ``sock`` has a request for us; False: close instead.
-
-        When the hold policy parks the connection, return the ``Parked`` if
-        ``returns_parked`` (the caller passes it on as the return value of
-        its ``run``, up to ``_drive``), else raise it.
-
-        Once a stop is requested an idle connection closes at once.  A fresh
-        connection is different: the web server has just connected to send
-        a request, which may not have arrived yet, and closing would fail
-        it; its first request is still awaited for ``first_request_grace``
-        seconds.  While draining, a kept connection in use stays open.
-        """
-        stop, drain = self.stop_notice, self.drain_notice
-        stopping = stop is not None and stop.is_set()
-        draining = drain is not None and drain.is_set()
-        if stopping or draining:
-            if first:
-                return sock in wait_readable([sock], self.first_request_grace)
-            if stopping or time.monotonic() - self.drain_started > self.drain_timeout:
-                return False
-            waiting_on = [sock] if stop is None else [sock, stop]
-            return sock in wait_readable(waiting_on, self.drain_quiet)
-        if drain is None:
-            notices = [] if stop is None else [stop]
-        else:
-            notices = [drain] if stop is None else [stop, drain]
-        verdict = self.hold.wait_for_request(self, sock, first, notices)
-        if verdict is True or verdict is False:
-            return verdict
-        if verdict is NOTICE:  # A notice arrived while we waited: decide as above.
-            return self.wait_for_request(sock, first, returns_parked)
-        if returns_parked:
-            return verdict
-        raise verdict
-
     def wait_for_data(self, conn):
-        """Inside a request: wait (bounded) for the peer's next bytes."""
-        return self.hold.wait_mid_request(self, conn)
+        """Inside a request: wait (bounded by the idle timeout) for the
+        peer's next bytes; False if none came.  A pool may replace it on
+        the handler (see the module docstring)."""
+        return bool(wait_readable([conn], self.idle_timeout or None))
 
     def linger_close(self, sock):
         """Half-close, read until the peer's EOF (bounded), then close."""

@@ -330,7 +330,7 @@ class PreforkPool:
     def _replace_workers(self):
         log.info("prefork: SIGHUP received; replacing %d workers", len(self.workers))
         for worker in self.workers.values():
-            # SIGHUP, not SIGTERM: finish gently (see base.wait_for_request).
+            # SIGHUP, not SIGTERM: finish gently (see worker._finish).
             self._retire(worker, signal.SIGHUP)
         # Fresh code deserves a fresh start: forget old start-up failures.
         self._boot_failures = 0

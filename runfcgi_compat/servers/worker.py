@@ -14,8 +14,7 @@ connection, the listening socket, the pool's channel of connections whose
 next request has arrived (``idle.py``), its stop and drain notices and its
 signals, and then serves, in this order:
 
-1. its own connection, if its next request has arrived (FastCGI's
-   requests in place: ``serve_kept``);
+1. its own connection, if its next request has arrived;
 2. a connection from the channel;
 3. a new connection from the listening socket.
 
@@ -27,9 +26,14 @@ costs a descriptor in the master, never a worker, and the web server can
 keep as many connections as it runs requests at once.
 
 A fresh connection whose request has not arrived yet makes the worker
-stop accepting for up to ``WorkerHold.first_byte_grace`` seconds: the
+stop accepting for up to ``first_byte_grace`` seconds: the
 request is normally on its way, and accepting meanwhile would only pass
 connections to the master and back.
+
+A worker serves a connection through the handler's contract
+(``connect``, then ``serve_next`` while a request has come; see
+base.ProtocolHandler): the worker alone decides where the connection
+waits next.
 
 Leaving: on a drain (SIGHUP, ``maxrequests``) the worker passes its own
 connection to the master and exits, so a kept connection stays open for
@@ -38,14 +42,13 @@ one, and fresh ones the master passes on as it stops, get their first
 request's grace, all together.
 """
 import errno
-import functools
 import os
 import selectors
 import signal
 import time
 
 from . import orphan
-from .base import RESUME, SERVED, HoldPolicy, Parked, close_quietly, log
+from .base import KEEP, log
 from .idle import hand_over, recv_conn
 from .scoreboard import BUSY, EXITING, FREE, HOLDING, IDLE, STALLED
 from .signals import STOP_SIGNALS, Notice, SignalBox, wait_readable
@@ -72,71 +75,26 @@ NOTICE = 8  # stop or drain
 SIGNALLED = 16  # a signal arrived (handled in the wait)
 
 
-class WorkerHold(HoldPolicy):
-    """A connection between two requests becomes the worker's own.
-
-    The worker waits in place, in its one poll: if this connection's next
-    request is the first thing to arrive -- the common case behind a web
-    server that reuses its last connection -- it is served at once.
-    Anything else parks the connection (a ``Parked`` returned) and the
-    worker's loop acts on what the poll found.
-    """
-
-    # Seconds a fresh, silent connection keeps its worker from accepting.
-    first_byte_grace = 0.05
-    # Seconds a stalled request waits for its peer before the worker counts
-    # as stalled (see PreforkPool._refuse_if_stuck).
-    stall_mark = 0.1
-
-    def __init__(self, worker):
-        self.worker = worker
-
-    def wait_for_request(self, handler, sock, first, notices):
-        worker = self.worker
-        found = worker.go_idle(sock, first)
-        if not found & OWN:
-            worker.found = found
-            return Parked(first)
-        if first:
-            worker.hear()
-        worker.mark(BUSY)
-        return True
-
-    def wait_mid_request(self, handler, sock, parkable=False):
-        # The hot path is the first poll, as before: the peer's bytes are
-        # normally there already.
-        timeout = handler.idle_timeout or None
-        first = self.stall_mark if timeout is None else min(self.stall_mark, timeout)
-        if wait_readable([sock], first):
-            return True
-        if timeout is not None and timeout <= first:
-            return False
-        self.worker.mark(STALLED)
-        self.worker.wake_if_all_stalled()
-        try:
-            rest = None if timeout is None else timeout - first
-            return bool(wait_readable([sock], rest))
-        finally:
-            self.worker.mark(BUSY)
-
-
 class WorkerProcess:
     """One worker, after fork; ``run()`` returns its exit status."""
 
     # Seconds a worker waits for room in the channel to the master (full
     # only while the master does not read, as during a reload's exec).
     hand_over_patience = 10.0
+    # Seconds a fresh, silent connection keeps its worker from accepting.
+    first_byte_grace = 0.05
+    # Seconds a stalled request waits for its peer before the worker counts
+    # as stalled (see PreforkPool._refuse_if_stuck).
+    stall_mark = 0.1
 
     def __init__(self, pool, slot, status_fd):
         self.pool = pool
         self.handler = pool.handler
         self.listen = listen = pool.listen_sock
         self.channel = pool.keeper.workers_end
-        # FastCGI serves its own kept connection's next request in place.
-        self._serve_kept = getattr(pool.handler, "serve_kept", None)
-        # The descriptor-level accept that socket.accept() calls: the handler
-        # builds the socket object (or serves the bare descriptor; see
-        # ProtocolHandler.handle_accepted).
+        # The descriptor-level accept that socket.accept() calls: the
+        # handler makes a socket object only if one is needed (see
+        # base.Connection).
         self._accept = listen._accept
         self.board = pool.board
         self.slot = slot
@@ -150,20 +108,17 @@ class WorkerProcess:
         # are set inside the signal handler, because the main thread may be
         # busy in a request.
         self.stop, self.drain = Notice(), Notice()
-        # The own idle connection: its Parked (None: none, or being served),
-        # the descriptor registered for it (-1: none) and when it expires.
+        # The own idle connection (None: none, or being served), the
+        # descriptor registered for it (-1: none) and when it expires.
         self.own = None
         self.own_fd = -1
         self.own_deadline = None
-        # What the hold's poll found when it parked a connection, for the
-        # loop to act on.
-        self.found = 0
         # Fresh connections passed on by a stopping master: (fd, addr).
         self.late = []
         self.selector = None
         self.box = None
-        # While a fresh connection's request is awaited (see WorkerHold),
-        # the listening socket is not watched, until this monotonic time.
+        # While a fresh connection's request is awaited (see _keep), the
+        # listening socket is not watched, until this monotonic time.
         self.deaf_until = 0.0
 
     # -- the scoreboard and the pipe
@@ -213,11 +168,8 @@ class WorkerProcess:
             return EXIT_BOOT_FAILED
         handler = self.handler
         handler.set_app(app)
-        # No drain notice for the handler: a draining worker's connections
-        # go to the master (see _finish), never wait for quiet here.
-        handler.stop_notice = self.stop
         handler.on_request_done = self._request_done
-        handler.hold = WorkerHold(self)
+        handler.wait_for_data = self.wait_for_data
         self.mark(IDLE)
         self._tell_master(READY)
         try:
@@ -237,29 +189,74 @@ class WorkerProcess:
             if signum == signal.SIGUSR1:
                 self.pool._reopen_logs()
 
+    # -- serving
+
+    def _serve(self, conn):
+        """Serve what has come on ``conn`` (None: refused, closed already);
+        if it stays open, it becomes the own connection."""
+        if conn is not None and self._serve_ready(conn):
+            self._keep(conn)
+        else:
+            self.mark(HOLDING if self.deaf_until else IDLE)
+
+    def _serve_ready(self, conn):
+        """Serve the requests that have come on ``conn``, through the
+        handler's contract; True if it is open and idle after, False if
+        closed."""
+        handler = self.handler
+        while handler.serve_next(conn) is KEEP:
+            if conn.ready():
+                continue  # The next request is buffered already.
+            if not conn.partial():
+                return True
+            # Part of a request is in this process, and bytes read cannot be
+            # passed to another: wait here for the rest (bounded).
+            if not self.wait_for_data(conn):
+                handler.connection_failed(conn, TimeoutError())
+                conn.close()
+                return False
+        return False
+
+    def wait_for_data(self, conn):
+        """Inside a request: wait (bounded by the idle timeout) for the
+        peer's next bytes.  The handler calls it (set in ``serve``): a wait
+        longer than ``stall_mark`` marks this worker stalled, so the master
+        can tell a pool of stuck workers from a busy one."""
+        # The first poll is the hot path: the peer's bytes are normally there.
+        timeout = self.handler.idle_timeout or None
+        first = self.stall_mark if timeout is None else min(self.stall_mark, timeout)
+        if wait_readable([conn], first):
+            return True
+        if timeout is not None and timeout <= first:
+            return False
+        self.mark(STALLED)
+        self.wake_if_all_stalled()
+        try:
+            rest = None if timeout is None else timeout - first
+            return bool(wait_readable([conn], rest))
+        finally:
+            self.mark(BUSY)
+
     # -- the own connection
 
-    def go_idle(self, sock, first):
-        """``sock`` has no request in it: watch it as the own connection and
-        wait once; return what the wait found."""
-        self._watch_own(sock)
-        if first:
-            self.deafen(WorkerHold.first_byte_grace)
-            self.mark(HOLDING)
-        else:
-            self.mark(IDLE)
-        if self.drain.is_set():
-            return NOTICE  # Draining: straight to the master.
-        return self.wait()
-
-    def _watch_own(self, sock):
-        fd = sock.fileno()
+    def _keep(self, conn):
+        """``conn`` is open with no request in it: it becomes the own
+        connection, watched in the worker's poll."""
+        self.own = conn
+        fd = conn.fd
         if fd != self.own_fd:
             self._unwatch_own()
             self.selector.register(fd, selectors.EVENT_READ, OWN)
             self.own_fd = fd
         idle = self.handler.idle_timeout
         self.own_deadline = time.monotonic() + idle if idle else None
+        if conn.fresh:
+            # Its first request is normally on its way: accepting meanwhile
+            # would only pass this connection to the master and back.
+            self.deafen(self.first_byte_grace)
+            self.mark(HOLDING)
+        else:
+            self.mark(IDLE)
 
     def _unwatch_own(self):
         if self.own_fd >= 0:
@@ -267,10 +264,10 @@ class WorkerProcess:
             self.own_fd = -1
 
     def _drop_own(self):
-        """Stop watching the own connection; return its Parked (or None)."""
+        """Stop watching the own connection; return it (or None)."""
         own, self.own = self.own, None
         self._unwatch_own()
-        if own is not None and own.first:
+        if own is not None and own.fresh:
             self.hear()
         return own
 
@@ -278,31 +275,18 @@ class WorkerProcess:
         """Pass the own connection to the master, before serving another."""
         own = self._drop_own()
         if own is not None:
-            hand_over(self.channel, own.sock, own.first, own.addr, self.hand_over_patience)
+            hand_over(self.channel, own, own.fresh, own.addr, self.hand_over_patience)
 
     def _close_own(self):
         own = self._drop_own()
         if own is not None:
-            close_quietly(own.sock)
+            own.close()
 
     def _serve_own(self):
-        own = self.own
-        if self._serve_kept is not None and not own.first:
-            self.mark(BUSY)
-            outcome = self._serve_kept(own)
-            if outcome == SERVED:
-                self._watch_own(own.sock)  # Idle from now.
-                self.mark(IDLE)
-                return
-            if outcome != RESUME:  # Closed already.
-                self._drop_own()
-                self.mark(IDLE)
-                return
-        self.own = None
-        if own.first:
-            self.hear()  # Its request has arrived.
+        """The own connection is readable: serve it (its request has come)."""
+        own = self._drop_own()
         self.mark(BUSY)
-        self._serve(self.handler.resume_connection, own)
+        self._serve(own)
 
     # -- waiting
 
@@ -338,15 +322,6 @@ class WorkerProcess:
 
     # -- the loop
 
-    def _serve(self, run, *args):
-        parked = run(*args)
-        if parked is None:
-            self._unwatch_own()  # Closed (or never idle).
-        else:
-            self.own = parked
-            self._watch_own(parked.sock)
-        self.mark(HOLDING if self.deaf_until else IDLE)
-
     def _take_passed(self):
         """Serve a connection from the channel; False if another worker
         took it first."""
@@ -362,7 +337,10 @@ class WorkerProcess:
             return True
         self._pass_own()
         self._leave_idle()
-        self._serve(self.handler.serve_handed, fd, addr, first)
+        conn = self.handler.connect(fd, addr)
+        if conn is not None:
+            conn.fresh = first
+        self._serve(conn)
         return True
 
     def _accept_one(self):
@@ -382,7 +360,7 @@ class WorkerProcess:
             return True
         self._pass_own()
         self._leave_idle()
-        self._serve(self.handler.handle_accepted, fd, addr)
+        self._serve(self.handler.connect(fd, addr))
         return True
 
     def _accept_loop(self, box):
@@ -419,15 +397,13 @@ class WorkerProcess:
                     log.debug("%s: idle connection timed out after %ss",
                               self.handler.protocol, self.handler.idle_timeout)
                     self._close_own()
-                found, self.found = self.found, 0
-                if not found:
-                    # Accept before polling: under load the next connection
-                    # is usually waiting, and the poll was a fifth of the
-                    # cost of a request.  Not with an own connection: its
-                    # next request comes first.
-                    if self.own is None and not self.deaf_until and self._accept_one():
-                        continue
-                    found = self.wait()
+                # Accept before polling: under load the next connection is
+                # usually waiting, and the poll was a fifth of the cost of a
+                # request.  Not with an own connection: its next request
+                # comes first.
+                if self.own is None and not self.deaf_until and self._accept_one():
+                    continue
+                found = self.wait()
                 if found & OWN and self.own is not None:
                     self._serve_own()
                 elif found & PASSED and self._take_passed():
@@ -435,19 +411,23 @@ class WorkerProcess:
                 elif found & LISTEN and not self.deaf_until:
                     self._accept_one()
         finally:
-            self.found = 0
             self._finish()
             selector.close()
 
     def _finish(self):
-        """Leaving: on a drain the own connection goes to the master; on a
+        """A worker serves a connection through the handler's contract
+(``connect``, then ``serve_next`` while a request has come; see
+base.ProtocolHandler): the worker alone decides where the connection
+waits next.
+
+Leaving: on a drain the own connection goes to the master; on a
         stop a kept one closes and fresh ones get their grace."""
         if not self.stop.is_set():
             self._pass_own()
             return
         own = self._drop_own()
-        if own is not None and not own.first:
-            close_quietly(own.sock)
+        if own is not None and not own.fresh:
+            own.close()
             own = None
         self._finish_fresh(own)
 
@@ -455,11 +435,9 @@ class WorkerProcess:
         """Stopping: fresh connections whose request is still on its way get
         ``first_request_grace`` seconds, all together: the own one (if
         fresh) and those the master passes on as it stops."""
-        handler, waiting = self.handler, {}
-        if own is not None:
-            waiting[own.sock.fileno()] = (own.sock.close, handler.resume_connection, (own,))
+        waiting = {} if own is None else {own.fd: own}
         channel = self.channel.fileno()
-        deadline = time.monotonic() + handler.first_request_grace
+        deadline = time.monotonic() + self.handler.first_request_grace
         while True:
             self._take_late(waiting)
             if not waiting:
@@ -472,14 +450,13 @@ class WorkerProcess:
             for fd in ready:
                 if fd == channel:
                     continue
-                _, run, args = waiting.pop(fd)
+                conn = waiting.pop(fd)
                 self.mark(BUSY)
-                parked = run(*args)  # Stopping: it closes after this request.
-                if parked is not None:
-                    close_quietly(parked.sock)
+                if self._serve_ready(conn):
+                    conn.close()  # Stopping: it closes after this request.
                 self.mark(IDLE)
-        for close, _, _ in waiting.values():
-            close()
+        for conn in waiting.values():
+            conn.close()
 
     def _take_late(self, waiting):
         """Add the connections passed on by the stopping master to ``waiting``."""
@@ -491,5 +468,7 @@ class WorkerProcess:
             # has arrived (served, then closed as the stop says).
             self.late.append((got[0], got[2]))
         for fd, addr in self.late:
-            waiting[fd] = (functools.partial(os.close, fd), self.handler.serve_handed, (fd, addr))
+            conn = self.handler.connect(fd, addr)
+            if conn is not None:
+                waiting[fd] = conn
         self.late = []

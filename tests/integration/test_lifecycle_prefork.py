@@ -253,11 +253,10 @@ def test_stop_does_not_wait_for_idle_kept_connections(start_server):
 
 
 def test_reload_passes_a_kept_connection_on_to_the_new_workers(start_server):
-    # The old worker does not wait for the connection to go quiet (30 s
-    # here): it passes it to the master and exits; the connection stays
-    # open and a new worker serves its next request.
-    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1,
-                           handler_attrs={"drain_quiet": 30.0})
+    # The old worker does not wait for the connection to go quiet: it
+    # passes it to the master and exits; the connection stays open and a
+    # new worker serves its next request.
+    server = start_prefork(start_server, "fcgi", minspare=1, maxspare=1)
     with client.FastCGIConnection(server.address, timeout=30) as conn:
         old = int(conn.request(path="/pid", keep_conn=True).body)
         server.signal(signal.SIGHUP)

@@ -6,6 +6,7 @@ import pytest
 
 from runfcgi_compat.options import from_mapping, peer_allowlist
 from runfcgi_compat.servers import PROTOCOLS
+from runfcgi_compat.servers.base import KEEP
 from runfcgi_compat.servers.signals import wait_readable
 from tests.unit.peers import start_peer, stop_peer
 
@@ -46,6 +47,17 @@ def pairs():
         sock.close()  # Twice is harmless: a test may close one itself.
 
 
+def serve_until_closed(handler, sock, addr):
+    """Serve one connection through the handler's contract, in a thread of
+    its own: a pool's work without its scheduling.  Between requests it
+    waits for the next, up to the handler's idle timeout."""
+    conn = handler.connect(sock, addr)
+    while conn is not None and handler.serve_next(conn) is KEEP:
+        if not conn.ready() and not wait_readable([conn], handler.idle_timeout or None):
+            conn.close()
+            return
+
+
 @pytest.fixture
 def serve():
     """Start in-process servers: ``serve(protocol, app, ...) -> (address, handler)``."""
@@ -53,8 +65,8 @@ def serve():
 
     def start(protocol, app, family=socket.AF_INET, debug=False,
               tmp_dir=None, accepted=False, **attrs):
-        # accepted: hand over bare descriptors (handle_accepted), as a
-        # prefork worker does; else socket objects, as the threaded pool.
+        # accepted: connect bare descriptors, as a prefork worker does;
+        # else socket objects, as the threaded pool.
         # The allow list as make_server resolves it (FCGI_WEB_SERVER_ADDRS here).
         handler = PROTOCOLS[protocol](debug=debug, multithreaded=True,
                                       multiprocess=False, max_conns=7,
@@ -77,11 +89,9 @@ def serve():
             while not stop.is_set():
                 if not wait_readable([listen], 0.05):
                     continue
-                if accepted:
-                    target, args = handler.handle_accepted, listen._accept()
-                else:
-                    target, args = handler.handle_connection, listen.accept()
-                threading.Thread(target=target, args=args, daemon=True).start()
+                args = listen._accept() if accepted else listen.accept()
+                threading.Thread(target=serve_until_closed, args=(handler, *args),
+                                 daemon=True).start()
 
         thread = threading.Thread(target=accept_loop, daemon=True)
         thread.start()

@@ -68,7 +68,7 @@ def test_make_server_applies_allow_and_timeouts(monkeypatch):
                                        "gracetimeout": 3}), lambda: None)
     assert [str(n) for n in server.handler.allowed_peers] == ["192.0.2.0/24"]
     assert server.handler.idle_timeout == 7
-    assert server.graceful_timeout == server.handler.drain_timeout == 3
+    assert server.graceful_timeout == 3
     assert PROTOCOLS["fcgi"].idle_timeout == 60.0  # Class default untouched.
 
 

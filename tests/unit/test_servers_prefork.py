@@ -19,14 +19,7 @@ from runfcgi_compat.servers import prefork
 from runfcgi_compat.servers.prefork import PreforkPool
 from runfcgi_compat.servers.scoreboard import BUSY, IDLE, STARTING
 from runfcgi_compat.servers.worker import EXIT_BOOT_FAILED, EXIT_OK
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from tests.unit.clock import FakeClock
 
 
 class FakeHandler:
@@ -110,7 +103,7 @@ def make_pool():
     def make(minspare=1, maxspare=2, maxchildren=4, **attrs):
         pool = PreforkPool(FakeHandler(), load_app=None, minspare=minspare,
                            maxspare=maxspare, maxchildren=maxchildren)
-        pool.clock = Clock()
+        pool.clock = FakeClock()
         for name, value in attrs.items():
             setattr(pool, name, value)
         fleet = Fleet(pool)

@@ -1,8 +1,8 @@
 """Protocol handlers in-process, over real loopback and UNIX sockets.
 
-Each test runs a handler's ``handle_connection`` in a thread for every
-accepted connection and talks to it with ``runfcgi_compat.client`` or raw
-records, the way a web server would.
+Each test serves every accepted connection through the handler's contract
+(``connect``, ``serve_next``) in a thread of its own, and talks to it with
+``runfcgi_compat.client`` or raw records, the way a web server would.
 """
 import json
 import logging
@@ -17,7 +17,6 @@ import pytest
 from runfcgi_compat import client
 from runfcgi_compat.servers.base import NODELAY_SAMPLES
 from runfcgi_compat.servers.fcgi import FastCGIHandler
-from runfcgi_compat.servers.signals import Notice
 
 LOGGER = "runfcgi_compat"
 
@@ -328,46 +327,6 @@ def test_fcgi_kept_connection_closes_when_idle_too_long(serve):
     with client.FastCGIConnection(address) as conn:
         assert conn.request(path="/", keep_conn=True).status == 200
         assert read_until_closed(conn._channel.sock) == b""
-
-
-def test_fcgi_kept_connection_closes_on_stop_notice(serve):
-    notice = Notice()
-    address, _ = serve("fcgi", hello_app, stop_notice=notice)
-    with client.FastCGIConnection(address) as conn:
-        assert conn.request(path="/", keep_conn=True).status == 200
-        notice.set()
-        assert read_until_closed(conn._channel.sock) == b""
-    notice.close()
-
-
-def test_fcgi_draining_keeps_a_used_connection_then_closes_it_when_quiet(serve):
-    drain = Notice()
-    address, handler = serve("fcgi", hello_app, drain_notice=drain, drain_quiet=30.0)
-    with client.FastCGIConnection(address) as conn:
-        assert conn.request(path="/", keep_conn=True).status == 200
-        handler.drain_started = time.monotonic()
-        drain.set()
-        # Still in use by the web server: served on the same connection.
-        assert conn.request(path="/", keep_conn=True).status == 200
-        handler.drain_quiet = 0.05
-        assert conn.request(path="/", keep_conn=True).status == 200
-        assert read_until_closed(conn._channel.sock) == b""
-    drain.close()
-
-
-def test_fcgi_stop_overrides_draining(serve):
-    drain, stop = Notice(), Notice()
-    address, handler = serve("fcgi", hello_app, drain_notice=drain, stop_notice=stop,
-                             drain_quiet=60.0)
-    with client.FastCGIConnection(address) as conn:
-        assert conn.request(path="/", keep_conn=True).status == 200
-        handler.drain_started = time.monotonic()
-        drain.set()
-        assert conn.request(path="/", keep_conn=True).status == 200
-        stop.set()
-        assert read_until_closed(conn._channel.sock) == b""
-    drain.close()
-    stop.close()
 
 
 def test_fcgi_repeated_end_of_params_runs_the_app_once(serve):

@@ -17,16 +17,9 @@ import pytest
 
 from runfcgi_compat.servers.base import CLOSE, KEEP
 from runfcgi_compat.servers.threaded import IdleConnections, ThreadedPool
+from tests.unit.clock import FakeClock
 
 LIMIT = 10.0  # Seconds any one wait may take before the test fails.
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 class LineApp:

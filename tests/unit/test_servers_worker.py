@@ -8,6 +8,7 @@ it serves another); nothing depends on timing.
 """
 import os
 import socket
+import struct
 import threading
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from runfcgi_compat import client
 from runfcgi_compat.servers.fcgi import FastCGIHandler
 from runfcgi_compat.servers.idle import open_channel, recv_conn, send_conn
-from runfcgi_compat.servers.scoreboard import Scoreboard
+from runfcgi_compat.servers.scoreboard import STALLED, Scoreboard
 from runfcgi_compat.servers.signals import SignalBox, wait_readable
 from runfcgi_compat.servers.worker import WorkerProcess
 
@@ -33,8 +34,13 @@ class App:
         if environ["PATH_INFO"] == "/slow":
             self.started.set()
             self.release.wait(TIMEOUT)
+        if environ["PATH_INFO"] == "/echo":
+            self.started.set()
+            body = environ["wsgi.input"].read()
+        else:
+            body = environ["PATH_INFO"].encode()
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return [environ["PATH_INFO"].encode()]
+        return [body]
 
 
 class Pool:
@@ -222,3 +228,40 @@ def test_a_fresh_connection_passed_as_the_pool_stops_gets_its_grace(harness):
     assert harness.ended()
     assert harness.worker.stop.is_set()
     assert harness.passed_to_master() is None
+
+
+def test_a_peer_that_goes_quiet_inside_a_request_marks_the_worker_stalled(harness):
+    """The worker's wait for a request body (its ``wait_for_data``, which
+    the handler calls) counts as stalled, and as busy again once the rest
+    comes."""
+    harness.start()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    harness.opened.append(sock)
+    sock.connect(harness.address)
+    sock.settimeout(TIMEOUT)
+    body = b"x" * 10
+    params = client.cgi_params("POST", "/echo", body=body)
+    begin = client._fcgi_record(1, struct.pack(">HB5x", 1, 0))
+    sock.sendall(begin + client._fcgi_params(params) + client._fcgi_record(5, body[:4]))
+    assert harness.app.started.wait(TIMEOUT)
+    wait_until_state(harness, STALLED)
+    sock.sendall(client._fcgi_record(5, body[4:]) + client._fcgi_record(5))
+    answer = read_until_closed(sock)
+    assert b"Status: 200" in answer and body in answer
+    assert harness.pool.board.get(0) != STALLED
+
+
+def wait_until_state(harness, state):
+    """Wait, on the worker's own wake-ups, until its scoreboard slot shows
+    ``state``: when it marks itself stalled it also writes to its pipe if
+    every worker is (here, the only one)."""
+    while harness.pool.board.get(0) != state:
+        assert wait_readable([harness.status_read], TIMEOUT), harness.pool.board.get(0)
+        os.read(harness.status_read, 64)
+
+
+def read_until_closed(sock):
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)

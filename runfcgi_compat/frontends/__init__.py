@@ -431,4 +431,5 @@ def _title(protocol, host, port, socket, prefix):
 
 
 # Last: balancer.py uses the helpers above.
-from .balancer import nginx_balancer  # noqa: E402,F401
+from .balancer import apache_balancer, apache_balancer_modules, nginx_balancer  # noqa: E402,F401
+from .haproxy_balancer import haproxy_balancer  # noqa: E402,F401

@@ -1,8 +1,9 @@
 """Web servers in front of several runfcgi backends: nginx and Apache.
 
 nginx retries a failed request on the next backend; Apache's
-mod_proxy_balancer skips a member it cannot connect to, but sends a request
-again after its backend died only if it has no body.  HAProxy's balancer lives in
+mod_proxy_balancer skips a member it cannot connect to and sends a request
+whose backend died to another member, but with only the part of its body it
+had not sent yet.  HAProxy's balancer lives in
 ``haproxy_balancer.py``.  Tested by tests/integration/test_failover.py (one
 backend killed mid-load, then started again) and shown on the docs' scaling
 page.
@@ -147,8 +148,8 @@ def apache_balancer(protocol="fcgi", backends=(), *, listen="*:80",
     ``retry`` seconds and the request goes to another; mod_proxy_hcheck
     opens a connection to every member each ``check_interval`` seconds and
     takes a member out, or back, by the result.  A request whose backend
-    dies after taking it is sent to another member only if it has no body
-    (mod_proxy no longer has the body to send again).
+    dies after taking it goes to another member, with only the part of its
+    body Apache had not sent yet (seen with Apache 2.4.71).
     """
     protocol, found, commands = members(protocol, backends, allow=allow, sockets=False)
     return render(

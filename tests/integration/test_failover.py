@@ -1,4 +1,4 @@
-"""A backend dies under load behind a balancer, comes back, and is drained.
+"""A backend dies under load behind a balancer, comes back, and one is drained.
 
 Two prefork ``runfcgi`` backends, on two loopback addresses standing for two
 machines, sit behind one real nginx, HAProxy or Apache configured by
@@ -14,8 +14,9 @@ SIGKILLed.
   at the kill may fail, and every request that starts after it is served by
   the survivor.
 * Started again on its address, the killed backend serves again.
-* HAProxy: a backend stopped with SIGTERM (runfcgi's graceful stop, how a
-  machine is drained for a deploy) under load fails no request either.
+* Then the other backend is stopped with SIGTERM (runfcgi's graceful stop,
+  how a machine is drained for a deploy) under the same load: no request
+  fails behind any of the three.
 """
 import os
 import re
@@ -66,6 +67,29 @@ def later_answers(answers, moment):
     return [answer for answer in answers if answer.started > moment]
 
 
+def drain_under_load(kind, port, draining, serving):
+    """SIGTERM ``draining`` a third of the way into a load, as for a deploy.
+
+    runfcgi's graceful stop lets the requests in progress finish: no request
+    fails, and once it is gone ``serving`` answers everything.
+    """
+    def drain():
+        stopped_at = time.monotonic()
+        draining.process.send_signal(signal.SIGTERM)
+        status = draining.process.wait(timeout=60)
+        wait_until(lambda: group_gone(draining.pid), 10, "the drained backend's workers")
+        return stopped_at, time.monotonic(), status
+
+    started = time.monotonic()
+    answers, (stopped_at, gone_at, status) = load(port, drain)
+    report(kind, answers, f"backend {draining.pid} sent SIGTERM", stopped_at, started)
+    assert status == 0, "runfcgi's graceful stop ends with status 0"
+    assert not failures(answers)
+    after = later_answers(answers, gone_at)
+    assert served_by(after) == {serving.pid: len(after)}
+    return answers
+
+
 def start_front(balancer_front, kind, tmp_path, render):  # noqa: F811
     texts = []
 
@@ -78,7 +102,7 @@ def start_front(balancer_front, kind, tmp_path, render):  # noqa: F811
     return process, port
 
 
-def test_nginx_resends_what_a_killed_backend_had(start_backend, balancer_front,  # noqa: F811
+def test_nginx_resends_and_drains(start_backend, balancer_front,  # noqa: F811
                                                  tmp_path):
     require_binary("nginx")
     victim, survivor = start_machines(start_backend, tmp_path)
@@ -101,6 +125,7 @@ def test_nginx_resends_what_a_killed_backend_had(start_backend, balancer_front, 
     again = restart(start_backend, victim, tmp_path)
     print(f"nginx: the restarted backend served again after "
           f"{back_in_rotation(port, again)} requests")
+    drain_under_load("nginx", port, survivor, again)
 
 
 def test_haproxy_resends_and_drains(start_backend, balancer_front, tmp_path):  # noqa: F811
@@ -128,24 +153,10 @@ def test_haproxy_resends_and_drains(start_backend, balancer_front, tmp_path):  #
     wait_until(lambda: "django1 is UP, reason: Layer7 check passed, code: 200"
                in haproxy.log.read_text(), 10, "HAProxy's health check to take it back")
 
-    def drain():
-        stopped_at = time.monotonic()
-        survivor.process.send_signal(signal.SIGTERM)
-        status = survivor.process.wait(timeout=60)
-        wait_until(lambda: group_gone(survivor.pid), 10, "the drained backend's workers")
-        return stopped_at, time.monotonic(), status
-
-    started = time.monotonic()
-    answers, (stopped_at, gone_at, status) = load(port, drain)
-    report("haproxy", answers, f"backend {survivor.pid} sent SIGTERM", stopped_at, started)
-    log = haproxy.log.read_text(errors="replace")
-    retried = len(re.findall(r" \d+/\d+/\d+/\d+/\+?[1-9]\d* \d+/\d+ ", log))
-    print(f"haproxy logged {retried} requests it sent again")
-
-    assert status == 0, "runfcgi's graceful stop ends with status 0"
-    assert not failures(answers)
-    after = later_answers(answers, gone_at)
-    assert served_by(after) == {again.pid: len(after)}
+    answers = drain_under_load("haproxy", port, survivor, again)
+    retried = len(re.findall(r" \d+/\d+/\d+/\d+/\+?[1-9]\d* \d+/\d+ ",
+                             haproxy.log.read_text(errors="replace")))
+    print(f"haproxy logged {retried} requests it sent again, over both loads")
 
 
 def test_apache_skips_a_dead_member(start_backend, balancer_front, tmp_path):  # noqa: F811
@@ -172,3 +183,4 @@ def test_apache_skips_a_dead_member(start_backend, balancer_front, tmp_path):  #
     again = restart(start_backend, victim, tmp_path)
     print(f"apache: the restarted backend served again after "
           f"{back_in_rotation(port, again)} requests")
+    drain_under_load("apache", port, survivor, again)

@@ -364,6 +364,9 @@ class Example:
 
 
 SITE = dict(server_name="example.com")
+# The machines of docs/scaling.rst: two backends and the balancer in front.
+BACKENDS = [("10.0.0.5", PORT), ("10.0.0.6", PORT)]
+BALANCER = "10.0.0.2"
 TCP = dict(host="127.0.0.1", port=PORT)
 UNIX = dict(socket=SOCKET)
 
@@ -425,15 +428,17 @@ EXAMPLES = (
         bin_path=f"{PYTHON} {PROJECT}/manage.py runfcgi",
         bin_environment={"DJANGO_SETTINGS_MODULE": SETTINGS}),
         base="lighttpd-socket.conf", tested_by="lighttpd-spawn"),
-    # several backends behind one nginx: shown once frontends has
-    # nginx_balancer() (today it lives in tests/integration/nginx_cluster.py)
+    # several machines behind one balancer (docs/scaling.rst); each runs
+    # runfcgi with allow= set to the balancer's address
     Example("nginx-balancer.conf", "nginx_balancer", dict(
-        protocol="fcgi", backends=[("10.0.0.5", PORT), ("10.0.0.6", PORT)], **SITE),
-        optional=True, tested_in="tests/integration/test_failover.py",
-        fallback=("The complete configuration the test suite runs is written by\n"
-                  "``nginx_balancer()`` in ``tests/integration/nginx_cluster.py`` in the\n"
-                  "repository: an ``upstream`` block with one ``server`` line per backend,\n"
-                  "and a ``location`` that passes to it with the line above.\n")),
+        protocol="fcgi", backends=BACKENDS, allow=BALANCER, **SITE),
+        tested_in="tests/integration/test_failover.py"),
+    Example("haproxy-balancer.cfg", "haproxy_balancer", dict(
+        backends=BACKENDS, allow=BALANCER, **SITE),
+        tested_in="tests/integration/test_failover.py"),
+    Example("apache-balancer.conf", "apache_balancer", dict(
+        protocol="fcgi", backends=BACKENDS, allow=BALANCER, **SITE),
+        tested_in="tests/integration/test_failover.py"),
     # systemd and log rotation
     Example("django-fcgi.service", "systemd", dict(
         UNIX, python=PYTHON, project_dir=PROJECT, settings=SETTINGS)),

@@ -22,6 +22,9 @@ root, or e.g. ``"/app"``).
 * ``systemd()``, ``systemd_socket()``: a service unit running ``runfcgi`` in
   the foreground, and the socket unit for socket activation.
 * ``logrotate()``: rotation of runfcgi's own log files (SIGUSR1 reopens).
+* ``nginx_balancer()``, ``apache_balancer()`` (balancer.py) and
+  ``haproxy_balancer()`` (haproxy_balancer.py): one balancer in front of
+  runfcgi backends on several machines.
 * ``nginx_main()``, ``apache_main()``, ``lighttpd_main()``: minimal whole-server
   configurations that include a snippet; enough to try one out (the tests use
   them).
@@ -431,4 +434,5 @@ def _title(protocol, host, port, socket, prefix):
 
 
 # Last: balancer.py uses the helpers above.
-from .balancer import nginx_balancer  # noqa: E402,F401
+from .balancer import apache_balancer, apache_balancer_modules, nginx_balancer  # noqa: E402,F401
+from .haproxy_balancer import haproxy_balancer  # noqa: E402,F401

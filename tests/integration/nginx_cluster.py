@@ -1,10 +1,4 @@
-"""One real nginx balancing over several ``runfcgi`` backends, for the tests.
-
-``nginx_balancer()`` renders the ``http { }`` snippet.  It takes the same
-arguments as ``runfcgi_compat.frontends.nginx()`` where they overlap and
-checks every value with ``frontends.backend()``, so it can move into
-``runfcgi_compat.frontends`` (as a template) once the docs show it; until
-then it lives here, where the failover test proves it.
+"""One real nginx in front of ``runfcgi``, for the soak test.
 
 ``nginx_front`` is a fixture: ``nginx_front(tmp, site_text)`` starts nginx
 from a temporary configuration on a free loopback port (through
@@ -12,7 +6,6 @@ from a temporary configuration on a free loopback port (through
 """
 import pytest
 
-from runfcgi_compat.frontends import nginx_balancer  # noqa: F401  (re-exported for tests)
 from tests.helpers import free_port
 from tests.integration.frontends import start_nginx
 

@@ -42,6 +42,11 @@ ALL_RENDERED = {
                                               settings="p.settings", activated=True),
     "systemd-socket": lambda: conf.systemd_socket(socket="/run/s/fcgi.sock"),
     "logrotate": lambda: conf.logrotate(["/var/log/s/err.log"], "/run/s/fcgi.pid"),
+    "nginx-balancer": lambda: conf.nginx_balancer("fcgi", [("10.0.0.5", 3033)]),
+    "haproxy-balancer": lambda: conf.haproxy_balancer([("10.0.0.5", 3033), "/run/s.sock"],
+                                                      allow="10.0.0.2"),
+    "apache-balancer": lambda: conf.apache_balancer("fcgi", [("10.0.0.5", 3033)],
+                                                    allow="10.0.0.2"),
 }
 
 
@@ -56,7 +61,8 @@ def test_rendered_text_is_clean(name):
 
 def test_every_template_is_used():
     names = {entry.name for entry in resources.files(conf).joinpath("templates").iterdir()}
-    source = resources.files(conf).joinpath("__init__.py").read_text()
+    source = "".join(entry.read_text() for entry in resources.files(conf).iterdir()
+                     if entry.name.endswith(".py"))
     unused = sorted(name for name in names if f'"{name}"' not in source)
     assert not unused
 

@@ -133,7 +133,8 @@ SEE_ALSO = {
     "socketmode": ":ref:`starting-as-root`.",
     "user": ":ref:`starting-as-root`.",
     "group": ":ref:`starting-as-root`.",
-    "allow": ":ref:`tcp-peers`.",
+    "allow": ":ref:`tcp-peers`; unset on an address beyond loopback: "
+             ":ref:`protected-mode`.",
     "ajpsecret": ":ref:`ajp-secret`.",
     "idletimeout": "Matters for connections the web server keeps open "
                    "(:ref:`kept-connections`).",

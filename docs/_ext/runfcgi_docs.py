@@ -432,7 +432,8 @@ EXAMPLES = (
     # several backends behind one nginx: shown once frontends has
     # nginx_balancer() (today it lives in tests/integration/nginx_cluster.py)
     Example("nginx-balancer.conf", "nginx_balancer", dict(
-        protocol="fcgi", backends=[("10.0.0.5", PORT), ("10.0.0.6", PORT)], **SITE),
+        protocol="fcgi", backends=[("10.0.0.5", PORT), ("10.0.0.6", PORT)],
+        allow="10.0.0.2", **SITE),
         optional=True, tested_in="tests/integration/test_failover.py",
         fallback=("The complete configuration the test suite runs is written by\n"
                   "``nginx_balancer()`` in ``tests/integration/nginx_cluster.py`` in the\n"

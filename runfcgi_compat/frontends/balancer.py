@@ -7,7 +7,7 @@ import re
 
 from runfcgi_compat.options import OptionError
 
-from . import PROTOCOL_NAMES, backend, runfcgi_words
+from . import PROTOCOL_NAMES, backend, hardened_words
 
 # Try the next backend on anything that means "this one is gone or sick",
 # for every method.  fastcgi_/scgi_next_upstream know no http_502 (only
@@ -49,12 +49,14 @@ server {{
 def nginx_balancer(protocol="fcgi", backends=(), *, listen="80", server_name="_",
                    upstream="django", connect_timeout="1s", next_upstream=NEXT_UPSTREAM,
                    max_fails=1, fail_timeout="10s", max_body="20m",
-                   params_dir="/etc/nginx"):
+                   params_dir="/etc/nginx", allow=None):
     """Return an nginx snippet spreading requests over ``backends``.
 
     Each backend is a ``(host, port)`` pair or a UNIX socket path.
     ``max_fails``/``fail_timeout``: after that many failures a backend is
-    left alone for that long.
+    left alone for that long.  ``allow``: nginx's addresses, which each
+    runfcgi command shown names (a back end on another host refuses other
+    peers: docs/security.rst).
     """
     if not backends:
         raise OptionError("backends: give at least one (host, port) or socket path.")
@@ -66,7 +68,7 @@ def nginx_balancer(protocol="fcgi", backends=(), *, listen="80", server_name="_"
         else:
             protocol, host, port, path = backend(protocol, *target)
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        words = runfcgi_words(protocol, host, port, path)
+        words = hardened_words(protocol, host, port, path, allow=allow)
         commands.append("#   " + " ".join(["manage.py runfcgi", *words]))
         servers.append(f"    server {address} max_fails={int(max_fails)} "
                        f"fail_timeout={_as_time('fail_timeout', fail_timeout)};")

@@ -99,3 +99,35 @@ def test_every_risk_at_once_in_order(warnings_for):
         f"listening beyond loopback on {where.split(':')[0]}", "serving as root",
         f"AJP beyond loopback on {where.split(':')[0]}", "debug=true beyond loopback on "
         + where.split(":")[0]]
+
+
+class FakeListener:
+    """What startup_warnings reads of a listener, for a set-up the docs quote."""
+
+    def __init__(self, family, name, unix_path=None):
+        self.unix_path = unix_path
+        self.sock = self
+        self.family = family
+        self._name = name
+
+    def getsockname(self):
+        return self._name
+
+
+def test_the_docs_quote_every_warning(monkeypatch):
+    import socket
+
+    from tests.helpers import REPO
+    docs = (REPO / "docs" / "security.rst").read_text()
+    tcp = FakeListener(socket.AF_INET, ("0.0.0.0", 3033))
+    rule = peers.PeerRule(peers.EVERYONE, where="0.0.0.0:3033")
+    options = parse_words(["protocol=ajp", "host=0.0.0.0", "port=3033", "allow=any",
+                           "debug=true"])
+    lines = risks.startup_warnings(options, tcp, rule, euid=0)
+    monkeypatch.setattr(risks, "_socket_mode", lambda listener: 0o777)
+    unix = FakeListener(socket.AF_UNIX, "/run/mysite/fcgi.sock", "/run/mysite/fcgi.sock")
+    lines += risks.startup_warnings(parse_words(["socket=/run/mysite/fcgi.sock"]), unix,
+                                    peers.PeerRule(peers.EVERYONE), euid=1000)
+    assert len(lines) == 5
+    for line in lines:
+        assert f"   {line}\n" in docs, line

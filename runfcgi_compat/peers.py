@@ -55,14 +55,14 @@ class PeerRule:
         self.kind = kind
         self.networks = tuple(networks)
         self.where = where
+        # False when every peer is served: connect() asks nothing more.
+        self.checks = kind != EVERYONE
         # Only a rule that refuses needs the table (made here, before the
         # prefork pool forks, so that its workers share it).
-        self.refusals = None if kind == EVERYONE else RefusalLog(clock)
-
-    @property
-    def checks(self):
-        """False when every peer is served: connect() asks nothing more."""
-        return self.kind != EVERYONE
+        self.refusals = RefusalLog(clock) if self.checks else None
+        # Read once: whether binding an address proves it is this machine's.
+        self.bind_proves = {version: not nonlocal_bind(version) for version in (4, 6)} if (
+            kind == PROTECTED) else {}
 
     def admits(self, addr):
         """Return True if the peer at ``addr`` (an accepted IP address
@@ -77,7 +77,7 @@ class PeerRule:
             seen = {ip, ipaddress.ip_address(str(addr[0]).split("%", 1)[0])}
             return any(each.version == net.version and each in net
                        for each in seen for net in self.networks)
-        return ip.is_loopback or is_own_address(ip, addr)
+        return ip.is_loopback or (self.bind_proves[ip.version] and is_own_address(ip, addr))
 
     def refuse(self, protocol, peer, addr):
         """Log that the peer at ``addr`` (``peer``: as shown) was refused,
@@ -164,11 +164,9 @@ def is_own_address(ip, addr=()):
 
     Asked of the kernel, not of a list made at start-up (addresses come
     and go, by DHCP for one): only an address of this machine can be
-    bound.  Unless the kernel lets any address be bound (Linux's
-    ip_nonlocal_bind): then no answer is trusted.
+    bound -- unless the kernel lets any address be bound (Linux's
+    ip_nonlocal_bind, see ``nonlocal_bind``): the caller checks that.
     """
-    if nonlocal_bind(ip.version):
-        return False
     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
     # A link-local IPv6 address is only one with its interface (scope id).
     scope = addr[3] if ip.version == 6 and len(addr) == 4 else 0
@@ -182,6 +180,7 @@ def is_own_address(ip, addr=()):
 
 
 def nonlocal_bind(version):
+    """True if this kernel binds addresses that are not its own."""
     try:
         with open(f"/proc/sys/net/ipv{version}/ip_nonlocal_bind") as setting:
             return setting.read().strip() != "0"

@@ -128,13 +128,19 @@ def test_a_handler_before_its_socket_applies_the_list_or_serves_everyone():
     assert rule.kind == LISTED and rule.admits(("::1", 1, 0, 0))
 
 
-def test_own_addresses_are_asked_of_the_kernel(monkeypatch):
+def test_own_addresses_are_asked_of_the_kernel(monkeypatch, listener):
     import ipaddress
     assert peers.is_own_address(ipaddress.ip_address("127.0.0.1"))
     assert not peers.is_own_address(ipaddress.ip_address("192.0.2.99"))
+    address = own_address()
+    if address is None:
+        pytest.skip("this machine has no address beyond loopback")
+    assert peers.decide(listener(socket.AF_INET, "0.0.0.0"), None).admits((address, 1))
     # If the kernel binds any address, binding proves nothing: only loopback.
     monkeypatch.setattr(peers, "nonlocal_bind", lambda version: True)
-    assert not peers.is_own_address(ipaddress.ip_address("127.0.0.1"))
+    rule = peers.decide(listener(socket.AF_INET, "0.0.0.0"), None)
+    assert not rule.admits((address, 1))
+    assert rule.admits(("127.0.0.1", 1))
 
 
 # -- the log line, at most once a minute per address ---------------------------------

@@ -268,8 +268,35 @@ def _resume(options, state, load_app, server_factory):
 
 
 def _log_warnings(warnings):
+    """Log each warning; also write it to stderr (errlog) when the project's
+    LOGGING sends our logger's lines somewhere else: they must be seen."""
     for line in warnings:
         logger.warning("%s", line)
+    if warnings and not _logs_reach_stderr():
+        _show_warnings(warnings, sys.stderr)
+
+
+def _logs_reach_stderr():
+    """True if a warning of our logger is written to fd 2 by some handler."""
+    if not logger.isEnabledFor(logging.WARNING):
+        return False
+    current = logger
+    while current is not None:
+        for handler in current.handlers:
+            stream = getattr(handler, "stream", None)
+            if handler.level <= logging.WARNING and _is_stderr(stream):
+                return True
+        if not current.propagate:
+            break
+        current = current.parent
+    return False
+
+
+def _is_stderr(stream):
+    try:
+        return stream is not None and stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return stream is sys.stderr  # pytest's capture, say: no real fd.
 
 
 def _show_warnings(warnings, stream):

@@ -172,3 +172,30 @@ def test_a_bad_fcgi_web_server_addrs_stops_before_listening(tmp_path, monkeypatc
                        "'webserver' is not an IP address or network.$"):
         run([f"socket={tmp_path}/s.sock", "daemonize=false"], fake)
     assert fake.calls == [] and os.listdir(tmp_path) == []
+
+
+def test_on_loopback_the_banner_is_as_before(tmp_path):
+    fake = FakeServer(tmp_path)
+    port = free_port()
+    out = run(["host=127.0.0.1", f"port={port}", "daemonize=false"], fake)
+    assert out == (f"runfcgi: serving fcgi on 127.0.0.1:{port}, prefork (2-5 spare, at most "
+                   f"50 workers), pid {os.getpid()}, foreground\n")
+
+
+def test_warnings_reach_stderr_whatever_logging_says(tmp_path, capsys, monkeypatch):
+    import logging as stdlib_logging
+    ours = stdlib_logging.getLogger("runfcgi_compat")
+    to_file = stdlib_logging.FileHandler(tmp_path / "project.log")
+    monkeypatch.setattr(ours, "handlers", [to_file])
+    monkeypatch.setattr(ours, "propagate", False)
+    try:
+        runner._log_warnings(["serving as root: ..."])
+        # The project's LOGGING sends our lines to a file: stderr gets them too.
+        assert capsys.readouterr().err == "runfcgi: WARNING serving as root: ...\n"
+        assert "serving as root: ..." in (tmp_path / "project.log").read_text()
+        # A handler on stderr already shows them: once is enough.
+        monkeypatch.setattr(ours, "handlers", [to_file, stdlib_logging.StreamHandler()])
+        runner._log_warnings(["serving as root: ..."])
+        assert capsys.readouterr().err == "serving as root: ...\n"
+    finally:
+        to_file.close()

@@ -159,6 +159,21 @@ def as_networks(name, value):
     return tuple(networks)
 
 
+def as_peers(name, value):
+    """``any`` (every peer, on purpose), or addresses and networks as
+    ``as_networks`` takes them."""
+    if isinstance(value, str) and value.strip().lower() == "any":
+        return "any"
+    if isinstance(value, str) and "any" in value.lower().replace(" ", "").split(","):
+        raise OptionError(f"{name}={value!r}: any admits every peer; give it alone.")
+    try:
+        return as_networks(name, value)
+    except OptionError as exc:
+        raise OptionError(str(exc).replace(
+            "is not an IP address or network.",
+            "is not an IP address, a network or any.")) from None
+
+
 def as_secret(name, value):
     """A shared secret: one word; never echoed back in a message."""
     text = str(value)
@@ -241,8 +256,9 @@ OPTIONS = (
            "Run as this account after binding (needs root).", "USER"),
     Option("group", as_group, None,
            "Run as this group after binding; the UNIX socket is given to it.", "GROUP"),
-    Option("allow", as_networks, None,
-           "Peers allowed to connect, e.g. 127.0.0.1,::1 [FCGI_WEB_SERVER_ADDRS or any].",
+    Option("allow", as_peers, None,
+           "Peers allowed to connect, e.g. 10.0.0.5,10.0.1.0/24, or any "
+           "(unset: FCGI_WEB_SERVER_ADDRS, else this machine only).",
            "ADDRS"),
     Option("ajpsecret", as_secret, None,
            "AJP only: refuse requests without this secret (Apache's secret=).", "SECRET"),
@@ -281,7 +297,7 @@ class Options:
     socketmode: int = None
     user: str = None
     group: str = None
-    allow: tuple = None
+    allow: tuple = None  # or "any"
     ajpsecret: str = None
     idletimeout: int = 60
     gracetimeout: int = 30
@@ -377,11 +393,13 @@ def _check_combinations(values, given):
 
 
 def peer_allowlist(options, environ=os.environ):
-    """Return the networks allowed to connect, or None for any peer.
+    """Return the networks allowed to connect, ``"any"``, or None (nothing set).
 
     The ``allow`` option wins; otherwise FastCGI's FCGI_WEB_SERVER_ADDRS
-    variable applies (to every protocol).  UNIX-socket peers are always let
-    in: the socket's permissions decide who may connect there.
+    variable applies (to every protocol).  What None means depends on the
+    listening socket (``peers.decide``): every peer on loopback, only this
+    machine's beyond it.  UNIX-socket peers are always let in: the socket's
+    permissions decide who may connect there.
     """
     if options.allow is not None:
         return options.allow

@@ -1,7 +1,7 @@
 """The start-up checklist, from validated options to a serving process.
 
-    check paths -> umask -> load the app -> listen -> daemonize -> pidfile
-    -> serve -> clean up (master only)
+    check paths -> umask -> load the app -> listen -> who may connect and
+    warnings -> daemonize -> pidfile -> serve -> clean up (master only)
 
 Everything a user can get wrong is checked before anything is forked, bound
 or written, and every failure is a StartupError with one line of text.
@@ -22,8 +22,9 @@ import pwd
 import signal
 import sys
 
-from . import daemon, handover, pidfile, scriptwatch, sockets
+from . import daemon, handover, peers, pidfile, risks, scriptwatch, sockets
 from .errors import StartupError
+from .options import peer_allowlist
 
 logger = logging.getLogger("runfcgi_compat")
 
@@ -65,6 +66,7 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
     streams = daemon.Streams(options.outlog, options.errlog)
     check_paths(options, streams)
     account = check_account(options)
+    allow = peer_allowlist(options)  # A bad FCGI_WEB_SERVER_ADDRS stops us here.
     if options.umask is not None:
         os.umask(options.umask)
     _load(load_app)
@@ -75,17 +77,27 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
     try:
         give_socket(listener, options, account)
+        # The same decision the handler makes on this socket (peers.py),
+        # for the banner and the warnings.
+        rule = peers.decide(listener.sock, allow)
+        warnings = risks.startup_warnings(options, listener, rule)
         reporter = daemon.NoReporter()
         if options.daemonize:
             if options.umask is None:
                 os.umask(DAEMON_UMASK)
-            reporter = daemon.detach(
-                options.workdir, streams,
-                on_ready=lambda pid: _banner(options, listener, pid, stdout, verbosity))
+
+            def on_ready(pid):
+                # The daemon logs to errlog; the operator watches this terminal.
+                _show_warnings(warnings, sys.stderr)
+                _banner(options, listener, rule, pid, stdout, verbosity)
+
+            reporter = daemon.detach(options.workdir, streams, on_ready=on_ready)
             listener.owner_pid = os.getpid()
+            _log_warnings(warnings)
         else:
             streams.redirect(detached=False)
-            _banner(options, listener, os.getpid(), stdout, verbosity)
+            _log_warnings(warnings)
+            _banner(options, listener, rule, os.getpid(), stdout, verbosity)
         if listener.spawned_by_web_server and options.method == "threaded":
             scriptwatch.start(os.path.abspath(sys.argv[0]))  # touch mysite.fcgi
         _serve(options, listener, load_app, server_factory, streams, reporter, account,
@@ -255,7 +267,45 @@ def _resume(options, state, load_app, server_factory):
             listener.close()
 
 
-def _banner(options, listener, pid, stdout, verbosity):
+def _log_warnings(warnings):
+    """Log each warning; also write it to stderr (errlog) when the project's
+    LOGGING sends our logger's lines somewhere else: they must be seen."""
+    for line in warnings:
+        logger.warning("%s", line)
+    if warnings and not _logs_reach_stderr():
+        _show_warnings(warnings, sys.stderr)
+
+
+def _logs_reach_stderr():
+    """True if a warning of our logger is written to fd 2 by some handler."""
+    if not logger.isEnabledFor(logging.WARNING):
+        return False
+    current = logger
+    while current is not None:
+        for handler in current.handlers:
+            stream = getattr(handler, "stream", None)
+            if handler.level <= logging.WARNING and _is_stderr(stream):
+                return True
+        if not current.propagate:
+            break
+        current = current.parent
+    return False
+
+
+def _is_stderr(stream):
+    try:
+        return stream is not None and stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return stream is sys.stderr  # pytest's capture, say: no real fd.
+
+
+def _show_warnings(warnings, stream):
+    for line in warnings:
+        stream.write(f"runfcgi: WARNING {line}\n")
+    stream.flush()
+
+
+def _banner(options, listener, rule, pid, stdout, verbosity):
     if verbosity < 1:
         return
     if options.method == "prefork":
@@ -266,6 +316,6 @@ def _banner(options, listener, pid, stdout, verbosity):
     mode = "daemon" if options.daemonize else "foreground"
     stdout.write(
         f"runfcgi: serving {options.protocol} on {listener.description}, "
-        f"{options.method} ({limits}), pid {pid}, {mode}\n"
+        f"{options.method} ({limits}), pid {pid}, {mode}{rule.banner_note()}\n"
     )
     stdout.flush()

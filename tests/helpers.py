@@ -15,6 +15,18 @@ EXAMPLE = REPO / "example"
 # that no other process on the same port can give.
 BANNER = "runfcgi: serving"
 
+# The start-up warning of a server that serves as root (risks.py).  The
+# suite runs as root: a test that starts one sees it, and says so
+# (``expect_root_warning``) rather than hiding it.
+ROOT_WARNING = ("serving as root: Django would run with every privilege; give "
+                "user=ACCOUNT (and group=GROUP) to switch after binding.")
+
+
+def expect_root_warning(words, stderr):
+    """Assert that a server started with ``words`` warned about root if it is root."""
+    serving_as_root = os.geteuid() == 0 and not any(w.startswith("user=") for w in words)
+    assert (ROOT_WARNING in stderr) is serving_as_root, stderr
+
 
 def _first_ephemeral_port():
     try:

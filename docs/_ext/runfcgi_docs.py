@@ -72,6 +72,9 @@ def accepted_values(option):
     if caster is getattr(o, "as_networks", None):
         return ("IP addresses or networks, comma separated, IPv4 or IPv6, "
                 "e.g. 127.0.0.1,10.0.0.0/24,::1")
+    if caster is getattr(o, "as_peers", None):
+        return ("IP addresses or networks, comma separated, IPv4 or IPv6, "
+                "e.g. 10.0.0.5,10.0.1.0/24,fd00::/64; or ``any`` alone for every peer")
     if caster is getattr(o, "as_secret", None):
         return "one word without spaces (the same as Apache's secret=)"
     if caster is o.as_octal:
@@ -133,7 +136,8 @@ SEE_ALSO = {
     "socketmode": ":ref:`starting-as-root`.",
     "user": ":ref:`starting-as-root`.",
     "group": ":ref:`starting-as-root`.",
-    "allow": ":ref:`tcp-peers`.",
+    "allow": ":ref:`tcp-peers`; unset on an address beyond loopback: "
+             ":ref:`protected-mode`.",
     "ajpsecret": ":ref:`ajp-secret`.",
     "idletimeout": "Matters for connections the web server keeps open "
                    "(:ref:`kept-connections`).",

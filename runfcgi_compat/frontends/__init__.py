@@ -30,6 +30,7 @@ root, or e.g. ``"/app"``).
   them).
 """
 import functools
+import ipaddress
 import re
 import shlex
 from importlib import resources
@@ -115,6 +116,45 @@ def runfcgi_words(protocol="fcgi", host=None, port=None, socket=None, method=Non
     return words
 
 
+# Shown in a runfcgi command for a back end beyond loopback when the web
+# servers' addresses were not given: runfcgi refuses it as an allow= value,
+# so the command cannot be run before someone fills it in.
+WEB_SERVER_ADDRESS = "WEB_SERVER_ADDRESS"
+
+
+def hardened_words(protocol="fcgi", host=None, port=None, socket=None, *, allow=None,
+                   ajpsecret=None, **options):
+    """Return ``runfcgi_words`` for a command the docs and generators show:
+
+    * a UNIX socket gets ``umask=007``: its group (the web server's, through
+      a set-group-ID directory, see docs/permissions.rst) may connect, other
+      users may not;
+    * TCP beyond loopback gets ``allow=`` (``allow``, else a placeholder to
+      fill in): a back end on another host must name its web servers, or
+      protected mode refuses them;
+    * ``ajpsecret`` when given.
+    """
+    if socket is not None and "socketmode" not in options:
+        options.setdefault("umask", "007")
+    if socket is None and host is not None and not is_loopback(host):
+        options["allow"] = _safe("allow", allow or WEB_SERVER_ADDRESS)
+    elif allow is not None:
+        options["allow"] = _safe("allow", allow)
+    if ajpsecret is not None:
+        options["ajpsecret"] = _safe("ajpsecret", ajpsecret)
+    return runfcgi_words(protocol, host, port, socket, **options)
+
+
+def is_loopback(host):
+    """True for a loopback address or ``localhost``."""
+    if host.strip("[]").lower() in ("localhost", "localhost6"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # Another host's name.
+
+
 def _address(host, port):
     """host:port, with brackets around an IPv6 address."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -153,14 +193,15 @@ def render(template, /, **context):
 def nginx(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
           server_name="_", prefix="", https=False, keepalive=0, max_body="20m",
           params_dir="/etc/nginx", upstream="django", static_url=None,
-          static_root=None):
+          static_root=None, allow=None):
     """Return an nginx snippet for the ``http`` context.
 
     ``keepalive`` > 0 keeps that many idle FastCGI connections open
     (``fastcgi_keep_conn on``); SCGI cannot keep connections.  ``https``
     sends ``HTTPS on`` for TLS that ends before nginx.  Only the stock
     ``fastcgi_params``/``scgi_params`` are included: runfcgi_compat fixes
-    SCRIPT_NAME and PATH_INFO itself.
+    SCRIPT_NAME and PATH_INFO itself.  ``allow``: nginx's addresses, for
+    the runfcgi command shown (``hardened_words``).
     """
     protocol, host, port, socket = backend(protocol, host, port, socket)
     if protocol == "ajp":
@@ -173,7 +214,8 @@ def nginx(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
     return render(
         "nginx.conf",
         title=_title(protocol, host, port, socket, prefix),
-        runfcgi=" ".join(["manage.py runfcgi"] + runfcgi_words(protocol, host, port, socket)),
+        runfcgi=" ".join(["manage.py runfcgi"] + hardened_words(protocol, host, port, socket,
+                                                                allow=allow)),
         protocol=protocol,
         upstream=_safe("upstream", upstream),
         nginx_backend=f"unix:{socket}" if socket else _address(host, port),
@@ -211,12 +253,14 @@ def apache_modules(protocol="fcgi", *, fcgid=False):
 
 
 def apache(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80",
-           server_name="localhost", prefix="", secret=None, reuse=False, https=False):
+           server_name="localhost", prefix="", secret=None, reuse=False, https=False,
+           allow=None):
     """Return an Apache ``<VirtualHost>`` proxying to runfcgi.
 
     mod_proxy_fcgi reaches a UNIX socket as ``unix:/path|fcgi://localhost/``;
     mod_proxy_scgi and mod_proxy_ajp only over TCP.  ``secret`` is AJP's
-    shared secret; ``reuse`` keeps backend connections (``enablereuse=on``).
+    shared secret; ``reuse`` keeps backend connections (``enablereuse=on``);
+    ``allow``: Apache's addresses, for the runfcgi command shown.
     """
     protocol, host, port, socket = backend(protocol, host, port, socket)
     if socket and protocol != "fcgi":
@@ -234,8 +278,9 @@ def apache(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80",
         "apache.conf",
         title=_title(protocol, host, port, socket, prefix),
         # With a secret, runfcgi must check it too, or the secret protects nothing.
-        runfcgi=" ".join(["manage.py runfcgi"] + runfcgi_words(
-            protocol, host, port, socket, ajpsecret=secret and _safe("secret", secret))),
+        runfcgi=" ".join(["manage.py runfcgi"] + hardened_words(
+            protocol, host, port, socket, allow=allow,
+            ajpsecret=secret and _safe("secret", secret))),
         modules=list(apache_modules(protocol)),
         protocol=protocol,
         listen=_safe("listen", listen),
@@ -363,22 +408,33 @@ def lighttpd_main(root, site, *, host="127.0.0.1", port=80, max_body_kbytes=6553
 
 def systemd(protocol="fcgi", host=None, port=None, socket=None, *, python,
             project_dir, settings, unit="django-fcgi", user="www-data",
-            group="www-data", method="prefork", activated=False):
+            group="www-data", method="prefork", activated=False, allow=None,
+            ajpsecret=None):
     """Return a systemd service unit running runfcgi in the foreground.
 
     A socket under ``/run/<name>/`` gets ``RuntimeDirectory=<name>`` so
     systemd creates the directory for the service's user, and
     ``socketmode=660`` so only the account and its group (the web server's)
     may connect.  With ``activated`` the socket comes from ``systemd_socket()``
-    (LISTEN_FDS) and the command names none.
+    (LISTEN_FDS) and the command names none.  ``allow`` and ``ajpsecret``
+    go into the command as in ``hardened_words``.
+
+    The unit is hardened where that cannot break serving (no new
+    privileges, the system read-only, private /tmp and devices, no
+    capabilities but binding a port below 1024 when the port is one);
+    ``ProtectHome=`` only when neither the project nor Python lives in a
+    home directory.
     """
     protocol, host, port, socket = backend(protocol, host, port, socket)
     runtime_directory = None
+    secured = {"allow": allow, "ajpsecret": ajpsecret}
     if activated:
-        words = runfcgi_words(protocol, method=method, daemonize="false")
+        words = runfcgi_words(protocol, method=method, daemonize="false",
+                              **{k: _safe(k, v) for k, v in secured.items() if v})
     else:
-        words = runfcgi_words(protocol, host, port, socket, method=method,
-                              daemonize="false", socketmode="660" if socket else None)
+        words = hardened_words(protocol, host, port, socket, method=method,
+                               daemonize="false", socketmode="660" if socket else None,
+                               **secured)
         parts = (socket or "").split("/")
         if len(parts) == 4 and parts[1] == "run":
             runtime_directory = parts[2]
@@ -396,7 +452,16 @@ def systemd(protocol="fcgi", host=None, port=None, socket=None, *, python,
         runtime_directory=runtime_directory,
         activated=activated,
         exec_start=shlex.join(command),
+        protect_home=not any(str(path).startswith(HOME_DIRECTORIES)
+                             for path in (project_dir, python, socket or "")),
+        # A socket in /tmp must stay where the web server sees it.
+        private_tmp=not (socket or "").startswith(("/tmp/", "/var/tmp/")),
+        low_port=not activated and socket is None and port < 1024,
     )
+
+
+# ProtectHome= would hide a project or a virtualenv kept in one of these.
+HOME_DIRECTORIES = ("/home/", "/root/", "/run/user/")
 
 
 def systemd_socket(protocol="fcgi", host=None, port=None, socket=None, *,

@@ -12,7 +12,7 @@ import re
 
 from runfcgi_compat.options import OptionError, as_networks
 
-from . import PROTOCOL_NAMES, backend, render, runfcgi_words
+from . import PROTOCOL_NAMES, backend, hardened_words, render
 
 # Try the next backend on anything that means "this one is gone or sick",
 # for every method.  fastcgi_/scgi_next_upstream know no http_502 (only
@@ -77,7 +77,7 @@ def members(protocol, backends, *, allow=None, sockets=True):
         else:
             protocol, host, port, path = backend(protocol, *target)
         found.append((host, port, path))
-        words = runfcgi_words(protocol, host, port, path, allow=allow if host else None)
+        words = hardened_words(protocol, host, port, path, allow=allow)
         commands.append("#   " + " ".join(["manage.py runfcgi", *words]))
     return protocol, found, commands
 

@@ -19,7 +19,6 @@ The pools may set two things on a handler:
   prefork worker's own marks the worker stalled while it waits.
 """
 import errno
-import ipaddress
 import logging
 import os
 import socket
@@ -28,6 +27,7 @@ import sys
 import time
 import traceback
 
+from .. import peers
 from .environ import fix_environ
 from .signals import wait_readable, wait_writable
 
@@ -94,52 +94,6 @@ def send_all(fd, data, timeout):
                 raise TimeoutError("the peer stopped reading the response") from None
             continue
         view = view[sent:]
-
-
-# -- allowed peers ------------------------------------------------------------
-
-
-def parse_allowed_peers(networks):
-    """Turn addresses or networks ("127.0.0.1", "10.0.0.0/8", "::1") into
-    ``ip_network`` objects; None (or nothing usable) allows every peer.
-
-    ``networks`` is a comma-separated string (FCGI_WEB_SERVER_ADDRS) or a
-    sequence (the ``allow`` option, already validated).
-    """
-    if networks is None:
-        return None
-    if isinstance(networks, str):
-        networks = networks.split(",")
-    allowed = []
-    for item in networks:
-        item = str(item).strip().strip("[]")
-        if not item:
-            continue
-        try:
-            allowed.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            log.warning("allowed peers: ignoring %r, not an IP address or network", item)
-    return allowed or None
-
-
-def peer_allowed(family, addr, allowed):
-    """Return True if a peer may talk to us.
-
-    UNIX-socket peers are always allowed: file permissions guard the socket.
-    An IPv4 peer reaching an IPv6 socket appears as ::ffff:a.b.c.d and
-    matches the plain IPv4 entry.
-    """
-    if allowed is None or family not in (socket.AF_INET, socket.AF_INET6):
-        return True
-    try:
-        peer = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
-    except (ValueError, IndexError, TypeError):
-        return False
-    candidates = [peer]
-    if getattr(peer, "ipv4_mapped", None) is not None:
-        candidates.append(peer.ipv4_mapped)
-    return any(ip.version == net.version and ip in net
-               for ip in candidates for net in allowed)
 
 
 def describe_peer(sock, addr):
@@ -530,8 +484,10 @@ class ProtocolHandler:
                                "wsgi.multiprocess": multiprocess, "wsgi.run_once": False}
         self.max_conns = max_conns
         # Resolved once, by the caller (options.peer_allowlist): the allow
-        # option, else FCGI_WEB_SERVER_ADDRS; None lets every peer in.
-        self.allowed_peers = parse_allowed_peers(allowed_peers)
+        # option, else FCGI_WEB_SERVER_ADDRS; "any"; or None (nothing set).
+        # Who may connect is decided with the listening socket (peers.py).
+        self.allowed_peers = allowed_peers
+        self.peers = peers.rule_before_listening(allowed_peers)
         self.on_request_done = None
         # False: set TCP_NODELAY on each connection; see prepare_listener.
         self.nodelay_inherited = False
@@ -543,7 +499,8 @@ class ProtocolHandler:
     # -- connection level
 
     def prepare_listener(self, listen_sock):
-        """Set what accepted connections should inherit, once, on the listener.
+        """Look once at the listening socket: who may connect to it
+        (``peers.decide``), and what accepted connections should inherit.
 
         Linux copies TCP_NODELAY from a listening socket to the sockets it
         accepts, which saves a system call per connection.
@@ -551,6 +508,8 @@ class ProtocolHandler:
         # What a connection's socket object is built from (make_socket):
         # read once; socket.accept() converts them to enums twice per call.
         self.socket_args = (int(listen_sock.family), int(listen_sock.type), listen_sock.proto)
+        # Who may connect, from where the socket listens (protected mode).
+        self.peers = peers.decide(listen_sock, self.allowed_peers)
         if listen_sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 listen_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -588,10 +547,8 @@ class ProtocolHandler:
         if type(addr) is tuple:
             if not self.nodelay_inherited:
                 self._set_nodelay(conn._sock)
-            if self.allowed_peers is not None and not peer_allowed(
-                    conn._sock.family, addr, self.allowed_peers):
-                log.warning("%s: connection from %s refused (not in FCGI_WEB_SERVER_ADDRS)",
-                            self.protocol, describe_peer(conn._sock, addr))
+            if self.peers.checks and not self.peers.admits(addr):
+                self.peers.refuse(self.protocol, describe_peer(conn._sock, addr), addr)
                 conn.close()
                 return None
         return conn

@@ -10,7 +10,8 @@ subclassed but its ``run``/``processInput`` are replaced because they
 * give the app the raw socket file as ``wsgi.input``, where ``read()``
   without a size waits for an EOF the web server never sends;
 * only allow 127.0.0.1 by default, which refuses IPv6 and makes no sense
-  for UNIX sockets (the handler checks FCGI_WEB_SERVER_ADDRS instead).
+  for UNIX sockets (the handler applies ``peers.py``'s rule instead, the
+  same for the three protocols).
 """
 from flup.server import scgi_base
 

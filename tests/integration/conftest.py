@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import (
     BANNER,
     example_env,
+    expect_root_warning,
     kill_group,
     kill_quietly,
     manage_command,
@@ -62,6 +63,15 @@ class Backend:
             self.kill()
             out, err = self.output()
             raise AssertionError(f"{exc}\nstdout: {out}\nstderr: {err}") from None
+        # Logged before the banner, so it is there by now.
+        expect_root_warning(self.words, self._errors())
+
+    def _errors(self):
+        errlog = [word.partition("=")[2] for word in self.words if word.startswith("errlog=")]
+        if errlog:
+            with open(errlog[-1], encoding="utf-8", errors="replace") as f:
+                return f.read()
+        return self.output()[1]
 
     def _wait_for_banner(self, timeout=30.0):
         # Its own banner before any connect: a port from free_port() can be

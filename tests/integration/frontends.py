@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from runfcgi_compat import frontends as conf
-from tests.helpers import BANNER, free_port
+from tests.helpers import BANNER, expect_root_warning, free_port
 from tests.integration.conftest import require_binary
 
 HERE = Path(__file__).resolve().parent
@@ -168,8 +168,10 @@ def start_backend(tmp, protocol, method, *, host=None, port=None, socket_path=No
         # bind, and then the other server would answer the connect.
         return log.exists() and BANNER.encode() in log.read_bytes() and accepting()
 
-    return start(f"runfcgi {protocol} {method}", argv, log, ready=ready,
-                 env=django_env(**(env or {})), cwd=str(PROJECT))
+    process = start(f"runfcgi {protocol} {method}", argv, log, ready=ready,
+                    env=django_env(**(env or {})), cwd=str(PROJECT))
+    expect_root_warning(argv, log.read_text(errors="replace"))
+    return process
 
 
 # -- the web servers --------------------------------------------------------------

@@ -173,12 +173,23 @@ def test_systemd_accepts_units(tmp_path):
         "plain.service": conf.systemd("scgi", port=9000, python=python,
                                       project_dir=str(tmp_path), settings="p.settings",
                                       unit="plain"),
+        # Every hardening line, and the capability a port below 1024 needs.
+        "unix.service": conf.systemd(socket="/run/unix/fcgi.sock", python="/usr/bin/python3",
+                                     project_dir="/srv/p", settings="p.settings",
+                                     unit="unix"),
+        "ajp.service": conf.systemd("ajp", "10.0.0.5", 80, python=python,
+                                    project_dir=str(tmp_path), settings="p.settings",
+                                    unit="ajp", allow="10.0.0.1", ajpsecret="s3"),
     }
+    assert "ProtectHome=yes" in units["unix.service"]
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in units["ajp.service"]
     for name, text in units.items():
         (tmp_path / name).write_text(text)
     check = subprocess.run([analyze, "verify", *(str(tmp_path / name) for name in units)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
+    # A directive this systemd does not know is only a warning: none here.
+    assert "Unknown" not in check.stderr and "ignoring" not in check.stderr, check.stderr
 
 
 def test_touching_mysite_fcgi_restarts_it_under_mod_fcgid():

@@ -67,12 +67,47 @@ def test_nginx(words, tmp):
                                             ("ajp", False)])
 def test_apache(protocol, unix, tmp):
     tmp_dir, processes = tmp
-    where = backend(tmp_dir, processes, protocol,
-                    socket_path=str(tmp_dir / "d.sock") if unix else None)
     listen = free_port()
-    text = generate("apache", f"protocol={protocol}", *where, f"listen=127.0.0.1:{listen}")
+    if protocol == "ajp":
+        # The generated secret is on both sides: Apache's secret= and the
+        # runfcgi command shown; a backend started with it serves.
+        port = free_port()
+        where = ["host=127.0.0.1", f"port={port}"]
+        text = generate("apache", "protocol=ajp", *where, f"listen=127.0.0.1:{listen}")
+        [secret] = [word for word in _django_side(text) if word.startswith("ajpsecret=")]
+        assert f"secret={secret.partition('=')[2]}" in text.split("ProxyPass", 1)[1]
+        processes.append(harness.start_backend(tmp_dir, "ajp", "prefork", host="127.0.0.1",
+                                               port=port, extra=[secret]))
+    else:
+        where = backend(tmp_dir, processes, protocol,
+                        socket_path=str(tmp_dir / "d.sock") if unix else None)
+        text = generate("apache", f"protocol={protocol}", *where, f"listen=127.0.0.1:{listen}")
     processes.append(harness.start_apache(tmp_dir, text, listen, conf.apache_modules(protocol)))
     check_site(listen)
+
+
+def test_generated_files_are_hardened():
+    # A back end on another host names its web servers (placeholder or given).
+    assert _django_side(generate("nginx", "host=10.0.0.5", "port=3033"))[-1] == (
+        "allow=WEB_SERVER_ADDRESS")
+    assert _django_side(generate("nginx", "host=10.0.0.5", "port=3033",
+                                 "allow=10.0.0.1,10.0.0.2"))[-1] == (
+        "allow=10.0.0.1/32,10.0.0.2/32")
+    # A UNIX socket is for the web server's group only.
+    assert _django_side(generate("nginx", "socket=/run/m/fcgi.sock"))[-1] == "umask=007"
+    # AJP: the same secret in the Apache and systemd files, made apart.
+    apache = generate("apache", "protocol=ajp", "host=127.0.0.1", "port=8009")
+    unit = generate("systemd", "protocol=ajp", "host=127.0.0.1", "port=8009")
+    [secret] = [word for word in _django_side(apache) if word.startswith("ajpsecret=")]
+    assert len(secret) == len("ajpsecret=") + 32
+    assert f" {secret}" in next(line for line in unit.splitlines()
+                                if line.startswith("ExecStart="))
+    assert "NoNewPrivileges=yes" in unit.splitlines()
+
+
+def _django_side(text):
+    line = next(line for line in text.splitlines() if line.startswith("# Django side: "))
+    return line.split()[5:]
 
 
 @pytest.mark.parametrize("protocol", ["fcgi", "scgi"])

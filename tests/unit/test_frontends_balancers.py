@@ -32,8 +32,9 @@ def test_allow_may_list_several_balancers():
                                                              allow="10.0.0.2,10.0.0.3")
 
 
-def test_without_allow_the_commands_name_none():
-    assert "allow=" not in conf.nginx_balancer("fcgi", MACHINES)
+def test_without_allow_the_commands_name_a_placeholder_runfcgi_refuses():
+    text = conf.nginx_balancer("fcgi", MACHINES)
+    assert text.count("allow=WEB_SERVER_ADDRESS") == len(MACHINES)
 
 
 # -- nginx ---------------------------------------------------------------------

@@ -334,3 +334,63 @@ def test_runfcgi_words():
     assert conf.runfcgi_words("ajp", "::1", 8009, method="threaded", maxrequests=10) == [
         "protocol=ajp", "method=threaded", "host=::1", "port=8009", "maxrequests=10"]
     assert conf.runfcgi_words() == ["protocol=fcgi"]
+
+
+# -- hardened by default (docs/security.rst) -----------------------------------------
+
+
+def test_the_runfcgi_command_shown_is_hardened():
+    assert conf.hardened_words(socket="/run/m/fcgi.sock") == [
+        "protocol=fcgi", "socket=/run/m/fcgi.sock", "umask=007"]
+    assert conf.hardened_words(host="127.0.0.1", port=3033) == [
+        "protocol=fcgi", "host=127.0.0.1", "port=3033"]
+    assert conf.hardened_words(host="localhost", port=3033) == [
+        "protocol=fcgi", "host=localhost", "port=3033"]
+    # Another host: its web servers must be named, or protected mode refuses them.
+    assert conf.hardened_words("scgi", "10.0.0.5", 3033) == [
+        "protocol=scgi", "host=10.0.0.5", "port=3033", "allow=WEB_SERVER_ADDRESS"]
+    assert conf.hardened_words("ajp", "10.0.0.5", 8009, allow="10.0.0.1/32",
+                               ajpsecret="s3") == [
+        "protocol=ajp", "host=10.0.0.5", "port=8009", "allow=10.0.0.1/32", "ajpsecret=s3"]
+    assert "# Django side: manage.py runfcgi protocol=fcgi host=10.0.0.5 port=9000 " \
+           "allow=WEB_SERVER_ADDRESS" in lines(conf.nginx(host="10.0.0.5", port=9000))
+    assert "# Django side: manage.py runfcgi protocol=fcgi host=10.0.0.5 port=9000 " \
+           "allow=10.0.0.9" in lines(conf.apache(host="10.0.0.5", port=9000, allow="10.0.0.9"))
+
+
+def test_the_placeholder_cannot_be_run_unfilled():
+    from runfcgi_compat.options import parse_words
+    with pytest.raises(OptionError, match="'WEB_SERVER_ADDRESS' is not an IP address"):
+        parse_words(conf.hardened_words("fcgi", "10.0.0.5", 3033))
+
+
+HARDENING = ["NoNewPrivileges=yes", "ProtectSystem=full", "ProtectHome=yes", "PrivateTmp=yes",
+             "PrivateDevices=yes", "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
+             "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
+             "ProtectHostname=yes", "RestrictNamespaces=yes", "RestrictRealtime=yes",
+             "RestrictSUIDSGID=yes", "LockPersonality=yes",
+             "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+             "CapabilityBoundingSet="]
+
+
+def test_the_systemd_unit_is_hardened():
+    text = conf.systemd(socket="/run/mysite/fcgi.sock", python="/srv/venv/bin/python",
+                        project_dir="/srv/p", settings="p.settings", user="mysite")
+    assert [line for line in lines(text) if line in HARDENING] == HARDENING
+    assert "User=mysite" in lines(text)
+    assert "AmbientCapabilities" not in text
+
+
+def test_systemd_hardening_leaves_out_what_would_break_serving():
+    home = conf.systemd(port=3033, python="/home/me/venv/bin/python", project_dir="/srv/p",
+                        settings="p.settings")
+    assert "ProtectHome" not in home  # Python lives in a home directory.
+    tmp = conf.systemd(socket="/tmp/mysite.sock", python="/v/bin/python", project_dir="/srv/p",
+                       settings="p.settings")
+    assert "PrivateTmp" not in tmp  # nginx must see the socket.
+    low = conf.systemd("ajp", "10.0.0.5", 80, python="/v/bin/python", project_dir="/srv/p",
+                       settings="p.settings", allow="10.0.0.1", ajpsecret="s3")
+    assert "CapabilityBoundingSet=CAP_NET_BIND_SERVICE" in lines(low)
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in lines(low)
+    assert ("ExecStart=/v/bin/python manage.py runfcgi protocol=ajp method=prefork "
+            "host=10.0.0.5 port=80 daemonize=false allow=10.0.0.1 ajpsecret=s3") in lines(low)

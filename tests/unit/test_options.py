@@ -32,6 +32,14 @@ def test_allow_parses_addresses_and_networks():
     assert parsed.allow == ("127.0.0.1/32", "::1/128", "10.0.0.0/8")
 
 
+def test_allow_any_admits_every_peer_on_purpose():
+    assert parse_words(["allow=any"]).allow == "any"
+    assert parse_words(["allow= ANY "]).allow == "any"
+    assert options.from_mapping({"allow": "any"}).allow == "any"
+    assert options.peer_allowlist(parse_words(["allow=any"]), {
+        "FCGI_WEB_SERVER_ADDRS": "127.0.0.1"}) == "any"
+
+
 def test_peer_allowlist_falls_back_to_fcgi_web_server_addrs():
     assert options.peer_allowlist(parse_words([]), {}) is None
     assert options.peer_allowlist(parse_words([]), {"FCGI_WEB_SERVER_ADDRS": "127.0.0.1"}) == (
@@ -167,7 +175,8 @@ def test_umask_forms():
     (["user=nosuchuser"], "user='nosuchuser' is not an account on this machine."),
     (["group=nosuchgroup"], "group='nosuchgroup' is not a group on this machine."),
     (["allow=127.0.0.1,localhost"],
-     "allow='127.0.0.1,localhost': 'localhost' is not an IP address or network."),
+     "allow='127.0.0.1,localhost': 'localhost' is not an IP address, a network or any."),
+    (["allow=any,10.0.0.1"], "allow='any,10.0.0.1': any admits every peer; give it alone."),
     (["idletimeout=-1"], "idletimeout='-1' is out of range: use a number from 0 to 86400."),
     (["socketmode=660", "host=127.0.0.1", "port=1"],
      "socketmode='660' needs socket=PATH (it sets the UNIX socket's permissions)."),

@@ -1,5 +1,6 @@
 """runner.py: the start-up checklist, with the server factory as the seam."""
 import io
+import logging
 import os
 import stat
 
@@ -8,7 +9,7 @@ import pytest
 from runfcgi_compat import runner
 from runfcgi_compat.errors import StartupError
 from runfcgi_compat.options import parse_words
-from tests.helpers import free_port
+from tests.helpers import ROOT_WARNING, free_port
 
 
 def app(environ, start_response):
@@ -133,3 +134,68 @@ def test_a_garbled_reload_hand_over_is_one_error_line(tmp_path, monkeypatch):
         run(["method=prefork", f"socket={tmp_path / 's.sock'}"], fake)
     assert str(caught.value) == "RUNFCGI_REEXEC lacks cwd, description, workdir."
     assert fake.calls == [] and os.listdir(tmp_path) == []
+
+
+def test_beyond_loopback_the_banner_says_protected(tmp_path, caplog):
+    fake = FakeServer(tmp_path)
+    port = free_port("0.0.0.0")
+    with caplog.at_level(logging.WARNING, "runfcgi_compat"):
+        out = run(["host=0.0.0.0", f"port={port}", "daemonize=false", "method=threaded"], fake)
+    assert out == (f"runfcgi: serving fcgi on 0.0.0.0:{port}, threaded (at most 50 threads), "
+                   f"pid {os.getpid()}, foreground, protected mode (only this machine may "
+                   "connect; allow= admits others)\n")
+    # The suite runs as root: serving as root is the one warning here.
+    assert [r.getMessage() for r in caplog.records] == (
+        [ROOT_WARNING] if os.geteuid() == 0 else [])
+
+
+def test_verbosity_zero_does_not_hide_warnings(tmp_path, caplog):
+    fake = FakeServer(tmp_path)
+    port = free_port("0.0.0.0")
+    with caplog.at_level(logging.WARNING, "runfcgi_compat"):
+        out = run(["host=0.0.0.0", f"port={port}", "daemonize=false", "allow=any"], fake,
+                  verbosity=0)
+    assert out == ""
+    assert [r.getMessage() for r in caplog.records] == [
+        f"listening beyond loopback on 0.0.0.0:{port} with allow=any: every peer that "
+        "reaches the port is served and may claim any client address, Host or HTTPS; "
+        "name your web servers with allow=ADDRESS/NETWORK instead."] + (
+        [ROOT_WARNING] if os.geteuid() == 0 else [])
+    assert all(r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_a_bad_fcgi_web_server_addrs_stops_before_listening(tmp_path, monkeypatch):
+    from runfcgi_compat.options import OptionError
+    monkeypatch.setenv("FCGI_WEB_SERVER_ADDRS", "10.0.0.1,webserver")
+    fake = FakeServer(tmp_path)
+    with pytest.raises(OptionError, match="^FCGI_WEB_SERVER_ADDRS='10.0.0.1,webserver': "
+                       "'webserver' is not an IP address or network.$"):
+        run([f"socket={tmp_path}/s.sock", "daemonize=false"], fake)
+    assert fake.calls == [] and os.listdir(tmp_path) == []
+
+
+def test_on_loopback_the_banner_is_as_before(tmp_path):
+    fake = FakeServer(tmp_path)
+    port = free_port()
+    out = run(["host=127.0.0.1", f"port={port}", "daemonize=false"], fake)
+    assert out == (f"runfcgi: serving fcgi on 127.0.0.1:{port}, prefork (2-5 spare, at most "
+                   f"50 workers), pid {os.getpid()}, foreground\n")
+
+
+def test_warnings_reach_stderr_whatever_logging_says(tmp_path, capsys, monkeypatch):
+    import logging as stdlib_logging
+    ours = stdlib_logging.getLogger("runfcgi_compat")
+    to_file = stdlib_logging.FileHandler(tmp_path / "project.log")
+    monkeypatch.setattr(ours, "handlers", [to_file])
+    monkeypatch.setattr(ours, "propagate", False)
+    try:
+        runner._log_warnings(["serving as root: ..."])
+        # The project's LOGGING sends our lines to a file: stderr gets them too.
+        assert capsys.readouterr().err == "runfcgi: WARNING serving as root: ...\n"
+        assert "serving as root: ..." in (tmp_path / "project.log").read_text()
+        # A handler on stderr already shows them: once is enough.
+        monkeypatch.setattr(ours, "handlers", [to_file, stdlib_logging.StreamHandler()])
+        runner._log_warnings(["serving as root: ..."])
+        assert capsys.readouterr().err == "serving as root: ...\n"
+    finally:
+        to_file.close()

@@ -16,8 +16,6 @@ from runfcgi_compat.servers.base import (
     ProtocolError,
     Response,
     error_page,
-    parse_allowed_peers,
-    peer_allowed,
 )
 from runfcgi_compat.servers.prefork import PreforkPool
 from runfcgi_compat.servers.scgi import (
@@ -91,42 +89,6 @@ def test_load_app_is_not_called_by_make_server():
     def load_app():
         raise AssertionError("called too early")
     make_server(from_mapping({}), load_app)
-
-
-# -- allowed peers ---------------------------------------------------------------------
-
-
-def test_allowed_peers_parsing():
-    assert parse_allowed_peers(None) is None
-    assert parse_allowed_peers(" ") is None
-    peers = parse_allowed_peers("127.0.0.1, ::1,[fe80::1], 10.0.0.0/8, nonsense")
-    assert {str(p) for p in peers} == {"127.0.0.1/32", "::1/128", "fe80::1/128",
-                                       "10.0.0.0/8"}
-    assert parse_allowed_peers(("192.0.2.0/24",))[0].num_addresses == 256
-
-
-@pytest.mark.parametrize("family, addr, allowed", [
-    (socket.AF_INET, ("127.0.0.1", 5), True),
-    (socket.AF_INET, ("10.1.1.1", 5), False),
-    (socket.AF_INET6, ("::1", 5, 0, 0), True),
-    (socket.AF_INET6, ("::ffff:127.0.0.1", 5, 0, 0), True),  # IPv4 on a dual socket
-    (socket.AF_INET6, ("fe80::1%eth0", 5, 0, 2), False),
-    (socket.AF_UNIX, "", True),                              # always allowed
-])
-def test_peer_allowed(family, addr, allowed):
-    assert peer_allowed(family, addr, parse_allowed_peers("127.0.0.1,::1")) is allowed
-
-
-def test_networks_and_mapped_addresses():
-    allowed = parse_allowed_peers("10.0.0.0/8,2001:db8::/32")
-    assert peer_allowed(socket.AF_INET, ("10.9.8.7", 1), allowed)
-    assert peer_allowed(socket.AF_INET6, ("::ffff:10.9.8.7", 1, 0, 0), allowed)
-    assert peer_allowed(socket.AF_INET6, ("2001:db8::9", 1, 0, 0), allowed)
-    assert not peer_allowed(socket.AF_INET, ("11.0.0.1", 1), allowed)
-
-
-def test_every_peer_allowed_by_default():
-    assert peer_allowed(socket.AF_INET6, ("2001:db8::5", 1, 0, 0), None)
 
 
 # -- WSGI glue -----------------------------------------------------------------------

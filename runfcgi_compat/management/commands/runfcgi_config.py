@@ -67,20 +67,27 @@ def _cast(name, value, cast):
 
 
 def render(kind, parsed, extra):
-    """Return the configuration text of ``kind`` for ``parsed`` options."""
+    """Return the configuration text of ``kind`` for ``parsed`` options.
+
+    Hardened by default (docs/security.rst): the runfcgi command shown
+    names its web servers in ``allow=`` when it listens beyond loopback, a
+    UNIX socket is for the web server's group only, and AJP gets a shared
+    secret on both sides.
+    """
     where = {"protocol": parsed.protocol, "host": parsed.host, "port": parsed.port,
              "socket": parsed.socket}
+    allow = _allow_text(parsed.allow)
     prefix = extra.get("prefix", "")
     if kind == "nginx":
         return frontends.nginx(
             **where, prefix=prefix, listen=extra.get("listen", "80"),
             server_name=extra.get("servername", "_"), https=extra.get("https", False),
-            keepalive=extra.get("keepalive", 0))
+            keepalive=extra.get("keepalive", 0), allow=allow)
     if kind == "apache":
         return frontends.apache(
             **where, prefix=prefix, listen=extra.get("listen", "*:80"),
             server_name=extra.get("servername", "localhost"),
-            secret=extra.get("secret"), https=extra.get("https", False))
+            secret=_ajp_secret(parsed, extra), https=extra.get("https", False), allow=allow)
     if kind == "lighttpd":
         if parsed.bind is not None:
             return frontends.lighttpd(**where, prefix=prefix)
@@ -100,8 +107,29 @@ def render(kind, parsed, extra):
         return frontends.systemd(
             **where, python=sys.executable, project_dir=os.path.dirname(_manage_py()),
             settings=_settings_module(),
-            method=parsed.method, activated=extra.get("activated", False), **account)
+            method=parsed.method, activated=extra.get("activated", False), allow=allow,
+            ajpsecret=_ajp_secret(parsed, extra), **account)
     return frontends.systemd_socket(**where, **account)
+
+
+def _allow_text(allow):
+    if allow is None or allow == "any":
+        return allow
+    return ",".join(allow)
+
+
+def _ajp_secret(parsed, extra):
+    """AJP's shared secret: the one given (secret= or ajpsecret=), else one
+    derived from the project's SECRET_KEY, so that the Apache and systemd
+    files generated apart carry the same secret."""
+    if parsed.protocol != "ajp":
+        return extra.get("secret")
+    given = extra.get("secret") or parsed.ajpsecret
+    if given:
+        return given
+    from django.utils.crypto import salted_hmac
+
+    return salted_hmac("runfcgi_compat.runfcgi_config", "ajpsecret").hexdigest()[:32]
 
 
 def _settings_module():

@@ -19,9 +19,9 @@ from runfcgi_compat.servers.base import (
     parse_allowed_peers,
     peer_allowed,
 )
+from runfcgi_compat.servers.body import LimitedInput
 from runfcgi_compat.servers.prefork import PreforkPool
 from runfcgi_compat.servers.scgi import (
-    LimitedInput,
     SCGIConnection,
     SCGIHandler,
     parse_headers,

@@ -146,6 +146,7 @@ def test_validated_get_with_query(validated):
     assert status == 200, data
     seen = json.loads(data)
     assert (seen["path"], seen["query"]) == ("/café/x", {"q": ["1"], "r": ["é"]})
+    assert seen["wsgi_input"] == "wsgiref.validate.InputWrapper"
 
 
 def test_validated_post_with_repeated_content_headers(validated):

@@ -79,6 +79,7 @@ def test_non_ascii_path_and_query(site):
     assert seen["query"] == {"q": ["1"], "r": ["été"]}
     assert seen["method"] == "GET"
     assert seen["is_secure"] is site.secure
+    assert seen["wsgi_input"] == "wsgiref.validate.InputWrapper"  # The validator is on.
 
 
 def test_echo_post_1mib(site):

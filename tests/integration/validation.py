@@ -69,6 +69,8 @@ def get_with_query(site):
     seen = site.json("GET", "/caf%C3%A9/x?q=1&r=%C3%A9t%C3%A9")
     assert seen["path_info"] == "/café/x"
     assert seen["query"] == {"q": ["1"], "r": ["été"]}
+    # The validator is there to find something.
+    assert seen["wsgi_input"] == "wsgiref.validate.InputWrapper", seen
 
 
 def post_form(site):

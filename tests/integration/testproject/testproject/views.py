@@ -38,6 +38,8 @@ def echo(request, rest):
         "server_software": request.META.get("SERVER_SOFTWARE", ""),
         "content_type": request.META.get("CONTENT_TYPE"),
         "content_length": request.META.get("CONTENT_LENGTH"),
+        # wsgiref.validate's wrapper when the validator is on (wsgi.py).
+        "wsgi_input": "{0.__module__}.{0.__name__}".format(type(request.META["wsgi.input"])),
         "pid": os.getpid(),
     })
 

@@ -28,7 +28,8 @@ import time
 import traceback
 
 from .. import peers
-from .environ import fix_environ
+from .body import request_body
+from .environ import content_length, fix_environ
 from .signals import wait_readable, wait_writable
 
 log = logging.getLogger("runfcgi_compat")
@@ -632,12 +633,20 @@ class ProtocolHandler:
 
     # -- request level
 
-    def base_environ(self, environ, wsgi_input, errors=None):
-        # wsgi.url_scheme is set by fix_environ.
+    def base_environ(self, environ, body):
+        """Make the params a web server sent into the request's WSGI environ.
+
+        ``body`` is the request body as the protocol has it (see
+        ``body.request_body``); the app reads it up to CONTENT_LENGTH.
+        """
         environ.update(self.wsgi_constants)
-        environ["wsgi.input"] = wsgi_input
-        environ["wsgi.errors"] = errors if errors is not None else sys.stderr
-        fix_environ(environ, self.protocol)
+        environ["wsgi.errors"] = sys.stderr
+        fix_environ(environ, self.protocol)  # wsgi.url_scheme too.
+        try:
+            length = content_length(environ)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+        environ["wsgi.input"] = request_body(body, length)
         return environ
 
     def serve_request(self, environ, transport):

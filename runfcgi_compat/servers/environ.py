@@ -44,6 +44,24 @@ first request (and again after ``override_settings`` changes it).
 
 ``wsgi.url_scheme`` is ``https`` when the server says ``HTTPS`` is ``on``
 (any case) or ``1`` -- or, without HTTPS, when ``REQUEST_SCHEME`` is https.
+
+PEP 3333 (and ``wsgiref.validate``) want more of the CGI variables than web
+servers give, whatever the protocol:
+
+* No ``HTTP_CONTENT_TYPE`` or ``HTTP_CONTENT_LENGTH``.  nginx and Caddy pass
+  every request header as ``HTTP_*`` besides ``CONTENT_TYPE`` and
+  ``CONTENT_LENGTH``; RFC 3875 (4.1.18) says those two are not repeated.
+  The web server's own ``CONTENT_TYPE``/``CONTENT_LENGTH`` win; when it sent
+  none (or an empty one), the header's value takes its place, as a CGI
+  server would have put it there (``fix_content_headers``).
+* ``SERVER_NAME`` and ``SERVER_PORT`` are never missing or empty: when the
+  server sent none, they come from the ``Host`` header, else ``localhost``
+  and the scheme's port (``_fill_server``).
+* ``QUERY_STRING``, ``SCRIPT_NAME`` and ``PATH_INFO`` are always there (see
+  above), and every value is a native ``str`` (latin-1 text of the bytes).
+
+``content_length`` reads CONTENT_LENGTH for the body stream, which never
+lets the app read past it (``base.ProtocolHandler.base_environ``).
 """
 from urllib.parse import unquote
 
@@ -91,13 +109,67 @@ except ImportError:
 
 
 def fix_environ(environ, protocol):
-    """Correct SCRIPT_NAME, PATH_INFO, QUERY_STRING and wsgi.url_scheme in place.
+    """Correct SCRIPT_NAME, PATH_INFO, QUERY_STRING and wsgi.url_scheme in place,
+    and make the CGI variables PEP 3333's (see the module's docstring).
 
     ``protocol`` is ``"fcgi"``, ``"scgi"`` or ``"ajp"``.  Safe to call on
     params exactly as the server sent them, or after flup's own guesses.
     """
-    if protocol != "ajp" and _force_script_name is None and fix_usual(environ):
-        return  # Step 2, the usual case (fix_usual_py).
+    if "HTTP_CONTENT_TYPE" in environ or "HTTP_CONTENT_LENGTH" in environ:
+        fix_content_headers(environ)
+    if not (protocol != "ajp" and _force_script_name is None and fix_usual(environ)):
+        _fix_paths(environ, protocol)  # Not the usual case (fix_usual_py).
+    get = environ.get
+    if not get("SERVER_NAME") or not get("SERVER_PORT"):
+        _fill_server(environ)
+
+
+def fix_content_headers(environ):
+    """Drop HTTP_CONTENT_TYPE and HTTP_CONTENT_LENGTH (RFC 3875, 4.1.18).
+
+    The web server's CONTENT_TYPE and CONTENT_LENGTH win when it sent them;
+    when it sent none, or an empty one (nginx's ``$content_type`` when the
+    request has no such header), the header's value becomes it.
+    """
+    for header, variable in (("HTTP_CONTENT_TYPE", "CONTENT_TYPE"),
+                             ("HTTP_CONTENT_LENGTH", "CONTENT_LENGTH")):
+        value = environ.pop(header, None)
+        if value and not environ.get(variable):
+            environ[variable] = value
+
+
+def content_length(environ):
+    """Return CONTENT_LENGTH as an int; None when there is none (or it is
+    empty, as nginx sends it for a GET).  ValueError when it is not a length."""
+    value = environ.get("CONTENT_LENGTH")
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"invalid CONTENT_LENGTH {value!r}")
+    return int(value)
+
+
+def _fill_server(environ):
+    """Fill SERVER_NAME and SERVER_PORT, which PEP 3333 says are never
+    empty, from the Host header when the web server left them out."""
+    host = environ.get("HTTP_HOST", "")
+    name, port = host, ""
+    if host.startswith("["):  # [::1]:8080
+        bracket = host.find("]")
+        if bracket > 0:
+            name, port = host[:bracket + 1], host[bracket + 1:].lstrip(":")
+    elif host.count(":") == 1:
+        name, _, port = host.partition(":")
+    if not environ.get("SERVER_NAME"):
+        environ["SERVER_NAME"] = name or "localhost"
+    if not environ.get("SERVER_PORT"):
+        if not (port.isascii() and port.isdigit()):
+            port = "443" if environ.get("wsgi.url_scheme") == "https" else "80"
+        environ["SERVER_PORT"] = port
+
+
+def _fix_paths(environ, protocol):
+    """fix_environ beyond the usual case: the steps in the module's docstring."""
     get = environ.get
     https = get("HTTPS")
     if https is not None:
@@ -127,6 +199,10 @@ def fix_environ(environ, protocol):
         force = _forced_script_name()
     if force is not None:
         script, path_info = _apply_forced(force, script, path_info)
+    if script == "/":
+        # PEP 3333: the root is SCRIPT_NAME "" (a server that sent "/" and
+        # nothing to check it against).
+        script, path_info = "", "/" + path_info.lstrip("/")
     environ["SCRIPT_NAME"] = script
     environ["PATH_INFO"] = path_info
 

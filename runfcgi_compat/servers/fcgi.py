@@ -32,7 +32,6 @@ request bookkeeping.  What we change, each in a subclass:
   after each request (``serve`` returns KEEP), which alone decides where
   they wait, for how long, and when a stop closes them.
 """
-import io
 import struct
 
 from flup.server import fcgi_base
@@ -181,7 +180,7 @@ class FCGIConnection(Connection, fcgi_base.Connection):
         self._stdin_ended = True
         self.request_id = request_id
         handler = self.server
-        handler.serve_whole(handler.base_environ(params, io.BytesIO(body)), self)
+        handler.serve_whole(handler.base_environ(params, body), self)
         # The end of the response travels with it: one write.
         self._outbox.append(end_of_request(request_id))
         self.flush()

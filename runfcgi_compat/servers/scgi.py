@@ -8,7 +8,8 @@ subclassed but its ``run``/``processInput`` are replaced because they
 * trust the netstring length (10**12 made the server allocate until
   MemoryError) and read it one ``recv(1)`` at a time;
 * give the app the raw socket file as ``wsgi.input``, where ``read()``
-  without a size waits for an EOF the web server never sends;
+  without a size waits for an EOF the web server never sends (ours ends
+  after CONTENT_LENGTH bytes: ``body.LimitedInput``);
 * only allow 127.0.0.1 by default, which refuses IPv6 and makes no sense
   for UNIX sockets (the handler applies ``peers.py``'s rule instead, the
   same for the three protocols).
@@ -20,40 +21,6 @@ from .base import CLOSE, Connection, ProtocolError, ProtocolHandler, encode_head
 # nginx and Apache send a few KiB of headers; anything far larger is garbage
 # or an attack, and must not be allocated.
 MAX_HEADER_BYTES = 1024 * 1024
-
-
-class LimitedInput:
-    """``wsgi.input`` that ends after CONTENT_LENGTH bytes."""
-
-    def __init__(self, rfile, length):
-        self._rfile = rfile
-        self._left = length
-
-    def read(self, size=-1):
-        if size is None or size < 0 or size > self._left:
-            size = self._left
-        data = self._rfile.read(size) if size else b""
-        self._left -= len(data)
-        return data
-
-    def readline(self, size=-1):
-        if size is None or size < 0 or size > self._left:
-            size = self._left
-        line = self._rfile.readline(size) if size else b""
-        self._left -= len(line)
-        return line
-
-    def readlines(self, hint=-1):
-        lines, total = [], 0
-        for line in self:
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self):
-        return iter(self.readline, b"")
 
 
 def read_netstring(conn, limit):
@@ -121,17 +88,13 @@ class SCGIConnection(Connection, scgi_base.Connection):
         if header is None:
             return self.incomplete()
         environ = parse_headers(header)
-        try:
-            length = int(environ["CONTENT_LENGTH"])
-            if length < 0:
-                raise ValueError
-        except KeyError:
-            raise ProtocolError("SCGI request without CONTENT_LENGTH") from None
-        except ValueError:
-            raise ProtocolError(
-                f"invalid CONTENT_LENGTH {environ['CONTENT_LENGTH']!r}") from None
-        body = LimitedInput(self, length)
-        environ = self.server.base_environ(environ, body)
+        if not environ.get("CONTENT_LENGTH"):
+            # SCGI's one required header ("0" without a body): without it the
+            # body would be the rest of the connection.  base_environ checks
+            # that it is a length.
+            raise ProtocolError("SCGI request without CONTENT_LENGTH")
+        environ = self.server.base_environ(environ, self)
+        body = environ["wsgi.input"]  # Ends after CONTENT_LENGTH bytes.
         self.server.serve_request(environ, SCGITransport(self))
         # The end of the response is our EOF.  Unless the whole request was
         # read (or the peer has closed), wait for the peer's, so unread body
@@ -139,7 +102,7 @@ class SCGIConnection(Connection, scgi_base.Connection):
         self.close(linger=not (body._left == 0 and not self.buffered()))
         return CLOSE
 
-    # -- reading, for read_netstring and LimitedInput
+    # -- reading, for read_netstring and the body (body.LimitedInput)
 
     def peek(self, size):
         return self._inbuf[self._inpos:self._inpos + size]

@@ -1,9 +1,12 @@
 """Django behind real nginx, Apache and lighttpd, configured from runfcgi_compat.frontends.
 
 Each set-up (see ``frontends.SETUPS``) is started once per method with the real
-``runfcgi`` command serving ``testproject``, then gets the same five checks:
+``runfcgi`` command serving ``testproject``, then gets the same checks:
 a non-ASCII path with a query string, a 1 MiB echo, an 8 MiB upload, a 10 MiB
-streamed response and a 500 without a traceback.
+streamed response, a 500 without a traceback, and those of ``validation.py``
+(form, multipart and raw POST, HEAD, a client leaving mid-stream).  The
+project is served inside ``wsgiref.validate``: after every test, no log of
+the set-up may hold a finding.
 """
 import hashlib
 import os
@@ -14,7 +17,7 @@ import time
 import pytest
 
 from runfcgi_compat import frontends as conf
-from tests.integration import frontends
+from tests.integration import frontends, validation
 from tests.integration.conftest import require_binary
 
 pytestmark = pytest.mark.integration
@@ -50,6 +53,24 @@ def site(request):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def nothing_for_the_validator(request):
+    """After each test served by a set-up: no validator finding in its logs."""
+    yield
+    if "site" in request.fixturenames:
+        validation.assert_no_findings(request.getfixturevalue("site"))
+
+
+# The validator's checks this module does not already make below.
+NEW_CHECKS = [validation.post_form, validation.post_multipart, validation.post_raw,
+              validation.head, validation.client_leaves]
+
+
+@pytest.mark.parametrize("check", NEW_CHECKS, ids=lambda check: check.__name__)
+def test_validated(site, check):
+    check(site)
+
+
 def test_non_ascii_path_and_query(site):
     seen = site.json("GET", "/caf%C3%A9/x?q=1&r=%C3%A9t%C3%A9")
     assert seen["path"] == site.prefix + "/café/x", site.logs()
@@ -58,6 +79,7 @@ def test_non_ascii_path_and_query(site):
     assert seen["query"] == {"q": ["1"], "r": ["été"]}
     assert seen["method"] == "GET"
     assert seen["is_secure"] is site.secure
+    assert seen["wsgi_input"] == "wsgiref.validate.InputWrapper"  # The validator is on.
 
 
 def test_echo_post_1mib(site):

@@ -6,6 +6,7 @@ path named), before flup or runfcgi_compat touched it.  Values are what a
 FastCGI/SCGI/AJP server hands over: latin-1 text of the raw bytes.
 """
 import io
+import re
 from urllib.parse import quote
 
 import pytest
@@ -411,3 +412,100 @@ def test_the_usual_case_takes_nginx_with_a_path_info(usual):
     encoded = {"REQUEST_URI": "/a%20b", "SCRIPT_NAME": "", "PATH_INFO": "/a b"}
     assert usual(encoded) is False
     assert "wsgi.url_scheme" not in encoded  # Left untouched for the general code.
+
+
+# -- PEP 3333's CGI variables, whatever the server sent --------------------------------
+
+# The usual case (nginx with a PATH_INFO) and one for the general code.
+ROUTES = {"usual": {"REQUEST_URI": "/x?a=1", "SCRIPT_NAME": "", "PATH_INFO": "/x"},
+          "general": {"REQUEST_URI": "/x?a=1", "SCRIPT_NAME": "/x"}}
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+@pytest.mark.parametrize("sent, expected", [
+    # nginx and Caddy send both: the web server's own value wins.
+    ({"CONTENT_TYPE": "text/plain", "HTTP_CONTENT_TYPE": "text/html",
+      "CONTENT_LENGTH": "3", "HTTP_CONTENT_LENGTH": "5"},
+     {"CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": "3"}),
+    # Only the header (a hand-written param list): it takes the variable's place.
+    ({"HTTP_CONTENT_TYPE": "text/html", "HTTP_CONTENT_LENGTH": "5"},
+     {"CONTENT_TYPE": "text/html", "CONTENT_LENGTH": "5"}),
+    # nginx's empty $content_type when... the header came some other way.
+    ({"CONTENT_TYPE": "", "HTTP_CONTENT_TYPE": "a/b", "CONTENT_LENGTH": ""},
+     {"CONTENT_TYPE": "a/b", "CONTENT_LENGTH": ""}),
+    # An empty header adds nothing.
+    ({"HTTP_CONTENT_TYPE": "", "HTTP_CONTENT_LENGTH": ""}, {}),
+    ({"CONTENT_TYPE": "", "CONTENT_LENGTH": ""}, {"CONTENT_TYPE": "", "CONTENT_LENGTH": ""}),
+])
+def test_content_headers_are_not_repeated(route, sent, expected):
+    environ = fixed(dict(ROUTES[route], **sent))
+    assert "HTTP_CONTENT_TYPE" not in environ and "HTTP_CONTENT_LENGTH" not in environ
+    content = {key: environ[key] for key in ("CONTENT_TYPE", "CONTENT_LENGTH") if key in environ}
+    assert content == expected
+
+
+@pytest.mark.parametrize("sent, expected", [
+    ({"SERVER_NAME": "a", "SERVER_PORT": "81", "HTTP_HOST": "b:82"}, ("a", "81")),
+    ({"HTTP_HOST": "example.com:8080"}, ("example.com", "8080")),
+    ({"HTTP_HOST": "[::1]:8081"}, ("[::1]", "8081")),
+    ({"HTTP_HOST": "[::1]"}, ("[::1]", "80")),
+    ({"HTTP_HOST": "example.com", "HTTPS": "on"}, ("example.com", "443")),
+    ({"HTTP_HOST": "example.com:"}, ("example.com", "80")),
+    ({}, ("localhost", "80")),
+    ({"SERVER_NAME": "", "SERVER_PORT": "", "HTTP_HOST": "h"}, ("h", "80")),
+    ({"SERVER_NAME": "a"}, ("a", "80")),
+])
+def test_server_name_and_port_are_never_missing(sent, expected):
+    environ = fixed(dict(ROUTES["usual"], **sent))
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == expected
+
+
+@pytest.mark.parametrize("sent, expected", [
+    ({"SCRIPT_NAME": "/"}, ("", "/")),
+    ({"SCRIPT_NAME": "/", "PATH_INFO": "/x"}, ("", "/x")),
+])
+def test_script_name_is_never_a_slash(sent, expected):
+    environ = fixed(sent)
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, None), ("", None), ("0", 0), ("12", 12), ("007", 7)])
+def test_content_length(value, expected):
+    environ = {} if value is None else {"CONTENT_LENGTH": value}
+    assert environ_module.content_length(environ) == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "x", " 3", "1_000", "+3", "\u0663", "3.0"])
+def test_content_length_that_is_not_a_length(value):
+    with pytest.raises(ValueError, match=re.escape(f"invalid CONTENT_LENGTH {value!r}")):
+        environ_module.content_length({"CONTENT_LENGTH": value})
+
+
+HEADER_KEYS = KEYS + ["CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_CONTENT_TYPE",
+                      "HTTP_CONTENT_LENGTH", "SERVER_NAME", "SERVER_PORT", "HTTP_HOST"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(HEADER_KEYS), LATIN1_VALUES),
+       st.sampled_from(["fcgi", "scgi", "ajp"]))
+def test_wsgiref_validate_finds_nothing_in_any_environ(sent, protocol):
+    """Whatever a server sends, the environ passes wsgiref.validate's checks
+    (a CONTENT_LENGTH that is not a length is refused before the app runs)."""
+    import warnings
+    from wsgiref.validate import check_environ
+
+    if any(sent.get(key, "/")[:1] != "/" for key in ("SCRIPT_NAME", "PATH_INFO",
+                                                     "DOCUMENT_URI", "REQUEST_URI")):
+        return  # Not a path: no web server sends it (and step 6 trusts the server).
+    environ = fixed(dict(sent, REQUEST_METHOD="GET"), protocol)
+    try:
+        environ_module.content_length(environ)
+    except ValueError:
+        return  # base_environ: a ProtocolError, the app never sees it.
+    environ.update({"wsgi.version": (1, 0), "wsgi.input": io.BytesIO(),
+                    "wsgi.errors": io.StringIO(), "wsgi.multithread": False,
+                    "wsgi.multiprocess": True, "wsgi.run_once": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_environ(environ)

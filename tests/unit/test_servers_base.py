@@ -17,9 +17,9 @@ from runfcgi_compat.servers.base import (
     Response,
     error_page,
 )
+from runfcgi_compat.servers.body import LimitedInput
 from runfcgi_compat.servers.prefork import PreforkPool
 from runfcgi_compat.servers.scgi import (
-    LimitedInput,
     SCGIConnection,
     SCGIHandler,
     parse_headers,

@@ -329,6 +329,24 @@ def test_fcgi_kept_connection_closes_when_idle_too_long(serve):
         assert read_until_closed(conn._channel.sock) == b""
 
 
+@pytest.mark.parametrize("size", [10, 300_000])  # Whole in the buffer; record by record.
+def test_fcgi_body_ending_short_of_content_length_never_reaches_the_app_whole(serve, size):
+    """The FastCGI specification: compare what came on FCGI_STDIN with
+    CONTENT_LENGTH and abort when they differ (body.BodyCut)."""
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(len(environ["wsgi.input"].read()))
+        start_response("200 OK", [])
+        return [b"whole"]
+
+    address, _ = serve("fcgi", app)
+    with pytest.raises(client.ClientError):
+        client.request(address, "fcgi", method="POST", body=b"x" * size,
+                       params={"CONTENT_LENGTH": str(size + 100)})
+    assert seen == []
+
+
 def test_fcgi_repeated_end_of_params_runs_the_app_once(serve):
     calls = []
 
@@ -464,15 +482,16 @@ def test_ajp_without_a_required_secret_accepts_any(serve):
         assert client.request(address, "ajp", secret=secret).status == 200
 
 
-def test_ajp_empty_body_packet_ends_the_body(serve):
+def test_ajp_empty_body_packet_short_of_content_length_breaks_the_request(serve):
     # Content-Length says 20, the web server sends 5 bytes and then an empty
-    # body packet: the app reads 5 bytes, the connection is not dropped.
+    # body packet: a cut body (body.BodyCut), never 5 bytes passed off as
+    # the whole; the server closes the connection and serves the next.
     address, _ = serve("ajp", echo_app)
+    with client.AJPConnection(address) as conn, pytest.raises(client.ClientError):
+        conn.request(method="POST", body=b"hello", headers=[("Content-Length", "20")])
     with client.AJPConnection(address) as conn:
-        response = conn.request(method="POST", body=b"hello",
-                                headers=[("Content-Length", "20")])
+        response = conn.request(method="POST", body=b"hello")
         assert (response.status, response.body) == (200, b"hello")
-        assert conn.request(path="/").status == 200  # Still the same connection.
 
 
 # -- requests the web server got wrong ------------------------------------------------
@@ -494,8 +513,8 @@ def test_request_without_request_method_is_a_400_and_one_warning(serve, protocol
 
 
 def test_scgi_reader_reads_lines_and_sizes_across_recvs():
+    from runfcgi_compat.servers.body import LimitedInput
     from runfcgi_compat.servers.scgi import (
-        LimitedInput,
         SCGIConnection,
         SCGIHandler,
         read_netstring,
@@ -573,3 +592,82 @@ def test_nodelay_never_copied_is_set_on_every_connection():
                     handler._set_nodelay(conn)
                     assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     assert handler.nodelay_inherited is False
+
+
+# -- PEP 3333: what wsgiref.validate checks, over every protocol -----------------------
+
+
+def reading_app(environ, start_response):
+    """Read the body every way PEP 3333 allows; show what the app saw."""
+    body = environ["wsgi.input"]
+    first = body.readline()
+    second = body.readline(4)
+    some = body.read(3)
+    lines = body.readlines()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    seen = {key: environ.get(key) for key in ("CONTENT_TYPE", "CONTENT_LENGTH",
+                                                "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH",
+                                                "SERVER_NAME", "SERVER_PORT")}
+    seen["body"] = [part.decode("latin-1") for part in [first, second, some, *lines]]
+    seen["rest"] = body.read(10).decode("latin-1")
+    seen["types"] = sorted({type(value).__name__ for key, value in environ.items()
+                            if "." not in key})
+    return [json.dumps(seen).encode()]
+
+
+@pytest.mark.parametrize("size", [30, 300_000], ids=["whole", "records"])
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_wsgiref_validate_finds_nothing(serve, protocol, size):
+    from wsgiref.validate import validator
+
+    # -W error: a WSGIWarning fails the request too.
+    address, _ = serve(protocol, validator(reading_app))
+    body = b"line one\nline two\n" + b"x" * (size - 18)
+    # nginx and Caddy repeat the headers as HTTP_* params, here with values
+    # that differ from the web server's own.
+    params = {"HTTP_CONTENT_TYPE": "text/html", "HTTP_CONTENT_LENGTH": "999"}
+    response = client.request(address, protocol, method="POST", path="/v", body=body,
+                              headers={"Content-Type": "text/plain"},
+                              params=None if protocol == "ajp" else params)
+    assert response.status == 200, response.body[:2000]
+    seen = json.loads(response.body)
+    assert seen.pop("body") == ["line one\n", "line", " tw", "o\n", "x" * (size - 18)]
+    assert seen == {"CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": str(size),
+                    "HTTP_CONTENT_TYPE": None, "HTTP_CONTENT_LENGTH": None,
+                    "SERVER_NAME": "localhost", "SERVER_PORT": "80", "rest": "",
+                    "types": ["str"]}
+
+
+@pytest.mark.parametrize("size", [10, 300_000], ids=["whole", "records"])
+@pytest.mark.parametrize("params, expected", [
+    ({"CONTENT_LENGTH": "5"}, 5),  # Less than FCGI_STDIN holds: the app gets 5.
+    ({"CONTENT_LENGTH": None, "HTTP_CONTENT_LENGTH": "7"}, 7),  # Only the header: it counts.
+    ({"CONTENT_LENGTH": None}, None),  # None at all: FCGI_STDIN's end ends the body.
+], ids=["content-length", "header-only", "none"])
+def test_fcgi_body_ends_at_content_length(serve, params, expected, size):
+    def app(environ, start_response):
+        data = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(len(data)).encode(), b" ", environ.get("CONTENT_LENGTH", "-").encode()]
+
+    address, _ = serve("fcgi", app)
+    body = b"z" * size
+    response = client.request(address, "fcgi", method="POST", body=body, params=params)
+    length = size if expected is None else expected
+    assert response.body == f"{length} {expected or '-'}".encode()
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "ajp"])
+def test_content_length_that_is_not_a_length_closes_the_connection(serve, protocol, caplog):
+    address, _ = serve(protocol, hello_app)
+    with pytest.raises(client.ClientError):
+        client.request(address, protocol, method="POST", body=b"abc",
+                       headers={"Content-Length": "x"} if protocol == "ajp" else None,
+                       params=None if protocol == "ajp" else {"CONTENT_LENGTH": "x"})
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.getMessage().startswith(f"{protocol}: closing connection from 127.0.0.1:")
+    assert warning.getMessage().endswith({
+        "fcgi": ": invalid CONTENT_LENGTH 'x'",
+        "ajp": ": malformed AJP packet (ValueError: invalid literal for int() with base 10: b'x')",
+    }[protocol])
+    assert client.request(address, protocol).status == 200

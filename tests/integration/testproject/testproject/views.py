@@ -1,6 +1,7 @@
 """Views that show what Django received, to check each front end end to end."""
 import hashlib
 import os
+import sys
 
 from django.http import JsonResponse, StreamingHttpResponse
 from django.urls import get_script_prefix
@@ -35,6 +36,10 @@ def echo(request, rest):
         "body_len": body_len,
         "body_sha256": body_sha256,
         "server_software": request.META.get("SERVER_SOFTWARE", ""),
+        "content_type": request.META.get("CONTENT_TYPE"),
+        "content_length": request.META.get("CONTENT_LENGTH"),
+        # wsgiref.validate's wrapper when the validator is on (wsgi.py).
+        "wsgi_input": "{0.__module__}.{0.__name__}".format(type(request.META["wsgi.input"])),
         "pid": os.getpid(),
     })
 
@@ -50,6 +55,33 @@ def stream(request, size):
         while left > 0:
             yield PATTERN[:min(left, CHUNK)]
             left -= CHUNK
+
+    return StreamingHttpResponse(chunks(), content_type="application/octet-stream")
+
+
+def form(request):
+    """What Django parsed of a form: fields, and each file's name, size and digest."""
+    return JsonResponse({
+        "method": request.method,
+        "fields": {key: request.POST.getlist(key) for key in request.POST},
+        "files": {key: [upload.name, upload.size,
+                        hashlib.sha256(upload.read()).hexdigest()]
+                  for key, upload in request.FILES.items()},
+    })
+
+
+def endless(request, token):
+    """Stream until the client leaves (at most 64 MiB); when the server
+    closes the response, say so on standard error, for the test to see."""
+    def chunks():
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:
+                yield PATTERN
+                sent += len(PATTERN)
+        finally:
+            print(f"testproject: endless {token} closed after {sent} bytes",
+                  file=sys.stderr, flush=True)
 
     return StreamingHttpResponse(chunks(), content_type="application/octet-stream")
 

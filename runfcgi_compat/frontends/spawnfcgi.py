@@ -19,7 +19,7 @@ import shlex
 
 from runfcgi_compat.options import OptionError, as_octal
 
-from . import PROTOCOL_NAMES, _safe, backend, runfcgi_words
+from . import PROTOCOL_NAMES, _address, _safe, backend, runfcgi_words
 
 
 def spawn_fcgi_argv(protocol="fcgi", host=None, port=None, socket=None, *, python,
@@ -71,11 +71,16 @@ def spawn_fcgi(protocol="fcgi", host=None, port=None, socket=None, **kwargs):
     """
     argv = spawn_fcgi_argv(protocol, host, port, socket, **kwargs)
     protocol, host, port, socket = backend(protocol, host, port, socket)
-    where = f"UNIX socket {socket}" if socket else (
-        f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    where = f"UNIX socket {socket}" if socket else _address(host, port)
     style = ("spawn-fcgi forks it and writes its pid to " + kwargs["pidfile"]
              if kwargs.get("pidfile") else "spawn-fcgi -n becomes runfcgi (foreground)")
     split = argv.index("--")
+    note = ""
+    logged = any(word.startswith(("outlog=", "errlog=")) for word in kwargs.get("options", ()))
+    if kwargs.get("pidfile") and not logged:
+        note = ("# The forked runfcgi's standard output and error are /dev/null: add\n"
+                "# errlog=/path/to/file (and outlog=) to keep its messages.\n")
     return (f"# spawn-fcgi: Django over {PROTOCOL_NAMES[protocol]} on {where}; {style}\n"
+            f"{note}"
             f"{shlex.join(argv[:split])} \\\n"
             f"    {shlex.join(argv[split:])}\n")

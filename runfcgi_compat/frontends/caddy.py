@@ -39,14 +39,17 @@ def caddy(protocol="fcgi", host=None, port=None, socket=None, *, address="exampl
     )
 
 
-def caddy_main(root, site):
+def caddy_main(root, site, *, bind=None):
     """Return a whole Caddyfile that runs from ``root`` and imports ``site``.
 
     The admin endpoint and automatic HTTPS are off, and Caddy's storage and
     log are under ``root``: enough to try a site block on a free port (the
-    tests use it).
+    tests use it).  ``bind`` is the address every site listens on (Caddy's
+    ``default_bind``), e.g. 127.0.0.1 with a site address ``http://:8080``
+    that answers whatever the Host header says.
     """
-    return render("caddy-main.conf", root=_safe("root", root), site=_safe("site", site))
+    return render("caddy-main.conf", root=_safe("root", root), site=_safe("site", site),
+                  bind=bind and _safe("bind", bind))
 
 
 def _dial(host, port):

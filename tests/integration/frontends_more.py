@@ -44,7 +44,8 @@ def start_caddy(tmp, site_text, port):
     site = root / "site.caddy"
     site.write_text(site_text)
     main = root / "Caddyfile"
-    main.write_text(conf.caddy_main(str(root), str(site)))
+    # Sites at http://:port answer any Host header; only on 127.0.0.1.
+    main.write_text(conf.caddy_main(str(root), str(site), bind="127.0.0.1"))
     # Caddy keeps its state under HOME/XDG directories: keep them in root.
     env = dict(os.environ, HOME=str(root), XDG_CONFIG_HOME=str(root / "config"),
                XDG_DATA_HOME=str(root / "data"))
@@ -172,8 +173,7 @@ def _caddy(*, unix=False, **options):
     def build(tmp, method, processes):
         host, port, path = _backend(tmp, processes, "fcgi", method, unix=unix)
         listen = free_port()
-        site = conf.caddy("fcgi", host, port, path, address=f"http://127.0.0.1:{listen}",
-                          **options)
+        site = conf.caddy("fcgi", host, port, path, address=f"http://:{listen}", **options)
         processes.append(start_caddy(tmp, site, listen))
         return listen
     return build

@@ -123,7 +123,7 @@ def test_caddy(tmp):
     tmp_dir, processes = tmp
     where = backend(tmp_dir, processes, "fcgi", socket_path=str(tmp_dir / "d.sock"))
     listen = free_port()
-    text = generate("caddy", *where, f"listen=http://127.0.0.1:{listen}", "prefix=/app")
+    text = generate("caddy", *where, f"listen=http://:{listen}", "prefix=/app")
     processes.append(more.start_caddy(tmp_dir, text, listen))
     check_site(listen, "/app")
 

@@ -22,7 +22,7 @@ RENDERED = {
     "caddy-everything": lambda: conf.caddy(socket="/run/s/fcgi.sock", prefix="/app",
                                            https=True),
     "caddy-https-root": lambda: conf.caddy(https=True),
-    "caddy-main": lambda: conf.caddy_main("/srv/c", "/srv/c/site"),
+    "caddy-main": lambda: conf.caddy_main("/srv/c", "/srv/c/site", bind="::1"),
     "haproxy": lambda: conf.haproxy(),
     "haproxy-everything": lambda: conf.haproxy(socket="/run/s/fcgi.sock", prefix="/app",
                                                https=True, keep_conn=False),
@@ -83,6 +83,8 @@ def test_caddy_ipv6_backend():
 def test_caddy_main_turns_off_admin_and_automatic_https():
     text = conf.caddy_main("/srv/c", "/srv/c/site")
     assert {"admin off", "auto_https off", "import /srv/c/site"} <= set(lines(text))
+    assert "default_bind" not in text
+    assert "default_bind 127.0.0.1" in lines(conf.caddy_main("/c", "/c/s", bind="127.0.0.1"))
 
 
 # -- HAProxy -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from tests.integration.conftest import require_binary
 from tests.integration.frontends import (
     PROJECT,
     SETTINGS,
+    START_TIMEOUT,
     STOP_TIMEOUT,
     Process,
     _backend,
@@ -105,9 +106,13 @@ class Spawned(Process):
 
     def stop(self):
         """SIGTERM the pid in the pidfile, then end whatever is left of its session."""
+        try:
+            pid = self.pid
+        except (OSError, ValueError, IndexError):  # no pid written: nothing was forked
+            return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-        wait_for_exit(self.pid, STOP_TIMEOUT)
+            os.kill(pid, signal.SIGTERM)
+        wait_for_exit(pid, STOP_TIMEOUT)
         super().stop()
 
 
@@ -142,28 +147,25 @@ def start_spawn_fcgi(tmp, method, *, host=None, port=None, socket_path=None,
     path = tmp / "runfcgi.pid"
     argv = spawn_fcgi_argv(method, host=host, port=port, socket_path=socket_path,
                            pidfile=str(path), options=[f"outlog={log}", f"errlog={log}"])
-    done = subprocess.run(argv, capture_output=True, text=True, env=django_env(),
-                          stdin=subprocess.DEVNULL, timeout=60)
-    if done.returncode:
-        raise RuntimeError(f"spawn-fcgi failed ({done.returncode}): {done.stdout}{done.stderr}")
-    # spawn-fcgi has exited; the Popen is only there to satisfy Process.
-    popen = subprocess.Popen(["true"])
-    popen.wait()
-    process = Spawned(f"spawn-fcgi -P runfcgi {method}", popen, log, pidfile=path)
+    with open(tmp / "spawn-fcgi.log", "ab") as out:
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=django_env())
+    process = Spawned(f"spawn-fcgi -P runfcgi {method}", popen, log,
+                      [tmp / "spawn-fcgi.log"], pidfile=path)
     try:
-        wait_ready(ready, process)
-    except BaseException:
+        # spawn-fcgi exits once runfcgi is forked and its pid written.
+        status = popen.wait(STOP_TIMEOUT)
+        if status:
+            raise RuntimeError(f"spawn-fcgi exited with status {status}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError("runfcgi printed no banner")
+            time.sleep(0.05)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
         process.stop()
-        raise
+        raise RuntimeError(f"{process.name} did not start: {exc}\n{process.describe()}")
     return process
-
-
-def wait_ready(ready, process, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{process.name} did not start:\n{process.describe()}")
-        time.sleep(0.05)
 
 
 # -- set-ups ---------------------------------------------------------------------------

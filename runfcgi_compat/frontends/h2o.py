@@ -36,8 +36,8 @@ def h2o(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
     idle connection to runfcgi open that many seconds
     (``fastcgi.timeout.keepalive``).  ``spawn`` is a shell command h2o runs
     to start runfcgi itself (no host, port or socket then); ``spawn_user``
-    the account it runs as (h2o's default, when h2o starts as root, is
-    ``nobody``).
+    the account it runs as (by default h2o's global ``user``: ``nobody``
+    when h2o starts as root and names none).
     """
     prefix = _as_prefix("prefix", prefix)
     mount = f" under {prefix}/" if prefix else ""

@@ -92,7 +92,7 @@ def test_caddy_main_turns_off_admin_and_automatic_https():
 
 def test_haproxy_tcp_at_the_root():
     text = conf.haproxy(port=3033, listen="127.0.0.1:8080")
-    assert "bind 127.0.0.1:8080" in lines(text)
+    assert "frontend django_http" in lines(text) and "bind 127.0.0.1:8080" in lines(text)
     assert "default_backend django" in lines(text)
     assert "use-fcgi-app runfcgi" in lines(text)
     assert "server runfcgi 127.0.0.1:3033 proto fcgi" in lines(text)

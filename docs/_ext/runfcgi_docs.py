@@ -119,7 +119,8 @@ DJANGO_18_OPTIONS = (
 # Keys must be option names; tests/unit/test_docs.py checks that.
 SEE_ALSO = {
     "protocol": "The web server pages: :doc:`/frontends/nginx`, :doc:`/frontends/apache`, "
-                ":doc:`/frontends/lighttpd`.",
+                ":doc:`/frontends/lighttpd`, :doc:`/frontends/caddy`, "
+                ":doc:`/frontends/haproxy`, :doc:`/frontends/h2o` (FastCGI only).",
     "socket": ":doc:`/permissions` for who may connect; :ref:`systemd-socket` for a "
               "socket that systemd creates.",
     "method": ":doc:`/performance` for choosing between them.",
@@ -432,6 +433,42 @@ EXAMPLES = (
         bin_path=f"{PYTHON} {PROJECT}/manage.py runfcgi",
         bin_environment={"DJANGO_SETTINGS_MODULE": SETTINGS}),
         base="lighttpd-socket.conf", tested_by="lighttpd-spawn"),
+    # Caddy
+    Example("caddy-tcp.conf", "caddy", dict(TCP, address="example.com"),
+            tested_by="caddy-fcgi-tcp"),
+    Example("caddy-unix-prefix.conf", "caddy", dict(
+        UNIX, address="example.com", prefix="/app", https=True),
+        base="caddy-tcp.conf", tested_by="caddy-fcgi-unix-prefix-https"),
+    # HAProxy
+    Example("haproxy-tcp.cfg", "haproxy", dict(TCP, docroot=PROJECT),
+            tested_by="haproxy-fcgi-tcp"),
+    Example("haproxy-unix-prefix.cfg", "haproxy", dict(
+        UNIX, docroot=PROJECT, prefix="/app", https=True),
+        base="haproxy-tcp.cfg", tested_by="haproxy-fcgi-unix-prefix-https"),
+    # h2o
+    Example("h2o-tcp.conf", "h2o", dict(TCP, keepalive=10, **SITE),
+            tested_by="h2o-fcgi-tcp-keepalive"),
+    Example("h2o-unix-prefix.conf", "h2o", dict(
+        UNIX, keepalive=10, prefix="/app", https=True, **SITE),
+        base="h2o-tcp.conf", tested_by="h2o-fcgi-unix-prefix-https"),
+    Example("h2o-spawn.conf", "h2o", dict(
+        spawn=f"exec /usr/bin/env DJANGO_SETTINGS_MODULE={SETTINGS} {PYTHON} "
+              f"{PROJECT}/manage.py runfcgi protocol=fcgi method=prefork",
+        spawn_user="mysite", **SITE),
+        tested_by="h2o-spawn"),
+    # spawn-fcgi
+    Example("spawn-fcgi-tcp.sh", "spawn_fcgi", dict(
+        TCP, python=PYTHON, project_dir=PROJECT, settings=SETTINGS, user="mysite"),
+        tested_in="tests/integration/test_spawners.py"),
+    Example("spawn-fcgi-ipv6.sh", "spawn_fcgi", dict(
+        host="::1", port=PORT, python=PYTHON, project_dir=PROJECT, settings=SETTINGS,
+        user="mysite"),
+        tested_by="spawn-fcgi-ipv6"),
+    Example("spawn-fcgi-unix-pidfile.sh", "spawn_fcgi", dict(
+        UNIX, python=PYTHON, project_dir=PROJECT, settings=SETTINGS, user="mysite",
+        group="mysite", socket_user="www-data", socket_group="www-data", socket_mode="660",
+        pidfile=PIDFILE, options=["errlog=/var/log/mysite/err.log"]),
+        tested_by="spawn-fcgi-unix-pidfile"),
     # several machines behind one balancer (docs/scaling.rst); each runs
     # runfcgi with allow= set to the balancer's address
     Example("nginx-balancer.conf", "nginx_balancer", dict(
@@ -539,6 +576,12 @@ def language(filename):
         return "apache"
     if filename.startswith("lighttpd"):
         return "lighttpd"
+    if filename.startswith("caddy"):
+        return "caddyfile"
+    if filename.startswith("h2o"):
+        return "yaml"
+    if filename.endswith(".sh"):
+        return "bash"
     if filename.endswith((".service", ".socket")):
         return "systemd"
     if filename.endswith(".fcgi"):

@@ -28,6 +28,17 @@ root, or e.g. ``"/app"``).
 * ``nginx_main()``, ``apache_main()``, ``lighttpd_main()``: minimal whole-server
   configurations that include a snippet; enough to try one out (the tests use
   them).
+
+Newer front ends, each in a module of its own (FastCGI only):
+
+* ``caddy()``, ``caddy_main()`` (``caddy.py``): a Caddy 2 site block,
+  ``reverse_proxy`` with ``transport fastcgi``.
+* ``haproxy()``, ``haproxy_main()`` (``haproxy.py``): HAProxy's ``fcgi-app``;
+  ``fcgi_app_section()`` and ``fcgi_server_line()`` are the reusable pieces.
+* ``h2o()``, ``h2o_main()`` (``h2o.py``): ``fastcgi.connect``, or
+  ``fastcgi.spawn`` where h2o starts runfcgi.
+* ``spawn_fcgi()``, ``spawn_fcgi_argv()`` (``spawnfcgi.py``): the command
+  line that has spawn-fcgi start runfcgi, foreground or with a pidfile.
 """
 import functools
 import ipaddress
@@ -498,6 +509,15 @@ def _title(protocol, host, port, socket, prefix):
     return f"Django{mount} over {PROTOCOL_NAMES[protocol]} to {where}"
 
 
-# Last: balancer.py uses the helpers above.
+# Last: these modules use the helpers above.
 from .balancer import apache_balancer, apache_balancer_modules, nginx_balancer  # noqa: E402,F401
+from .caddy import caddy, caddy_main  # noqa: E402,F401
+from .h2o import h2o, h2o_main, h2o_spawn_command  # noqa: E402,F401
+from .haproxy import (  # noqa: E402,F401
+    fcgi_app_section,
+    fcgi_server_line,
+    haproxy,
+    haproxy_main,
+)
 from .haproxy_balancer import haproxy_balancer  # noqa: E402,F401
+from .spawnfcgi import spawn_fcgi, spawn_fcgi_argv  # noqa: E402,F401

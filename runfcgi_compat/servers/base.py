@@ -151,6 +151,10 @@ class Response:
     headers = None
     headers_sent = False
     buffered = False  # True: flush once at the end, not per chunk.
+    # True for a HEAD request: the head alone is sent (RFC 3875 4.3.2: the
+    # script must not send a body; HAProxy answers 502 if it does, nginx and
+    # Apache drop it).  The app still runs and its iterable is still closed.
+    head_only = False
 
     def __init__(self, transport):
         self.transport = transport
@@ -171,6 +175,10 @@ class Response:
     def write(self, data):
         if self.status is None:
             raise AssertionError("write() before start_response()")
+        if self.head_only:
+            if self.headers_sent:
+                return
+            data = b""
         try:
             if not self.headers_sent:
                 self.headers_sent = True
@@ -241,13 +249,15 @@ def missing_cgi_variables(environ):
     return [] if environ.get("REQUEST_METHOD") else ["REQUEST_METHOD"]
 
 
-def send_error(transport, status, body, headers=None):
-    """Send a complete plain-text response of our own in one write."""
+def send_error(transport, status, body, headers=None, *, head_only=False):
+    """Send a complete plain-text response of our own in one write
+    (its head alone with ``head_only``, the answer to a HEAD request)."""
     if headers is None:
         headers = [("Content-Type", "text/plain; charset=utf-8"),
                    ("Content-Length", str(len(body)))]
     response = Response(transport)
     response.buffered = True
+    response.head_only = head_only
     response.start_response(status, headers)
     response.write(body)
     response.finish()
@@ -671,6 +681,7 @@ class ProtocolHandler:
                     self.on_request_done()
             return
         response = Response(transport)
+        response.head_only = environ.get("REQUEST_METHOD") == "HEAD"
         try:
             run_app(self.app, environ, response)
         except Exception as exc:
@@ -685,7 +696,7 @@ class ProtocolHandler:
             log.exception("%s: unhandled exception in the application for %s",
                           self.protocol, where)
             status, headers, body = error_page(self.debug, sys.exc_info())
-            send_error(transport, status, body, headers)
+            send_error(transport, status, body, headers, head_only=response.head_only)
         finally:
             if self.on_request_done is not None:
                 self.on_request_done()

@@ -491,3 +491,7 @@ setup("lighttpd-spawn-nofix")(
 def cases():
     """Every (set-up, method) pair, in a stable order."""
     return [(s, method) for s in SETUPS.values() for method in s.methods]
+
+
+# Caddy, HAProxy, h2o and spawn-fcgi add their set-ups (last: they use the above).
+from tests.integration import frontends_more  # noqa: E402,F401

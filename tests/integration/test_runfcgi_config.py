@@ -8,6 +8,8 @@ import pytest
 from runfcgi_compat import frontends as conf
 from tests.helpers import free_port
 from tests.integration import frontends as harness
+from tests.integration import frontends_more as more
+from tests.integration.conftest import require_binary
 
 
 def generate(*words):
@@ -152,12 +154,60 @@ def test_systemd_exec_start_runs(tmp):
     check_site(listen)
 
 
+def test_caddy(tmp):
+    tmp_dir, processes = tmp
+    where = backend(tmp_dir, processes, "fcgi", socket_path=str(tmp_dir / "d.sock"))
+    listen = free_port()
+    text = generate("caddy", *where, f"listen=http://:{listen}", "prefix=/app")
+    processes.append(more.start_caddy(tmp_dir, text, listen))
+    check_site(listen, "/app")
+
+
+def test_haproxy(tmp):
+    tmp_dir, processes = tmp
+    where = backend(tmp_dir, processes, "fcgi")
+    listen = free_port()
+    text = generate("haproxy", *where, f"listen=127.0.0.1:{listen}")
+    processes.append(more.start_haproxy(tmp_dir, text, listen))
+    check_site(listen)
+
+
+def test_h2o_spawning_runfcgi(tmp):
+    """No address: h2o starts manage.py runfcgi itself (fastcgi.spawn)."""
+    tmp_dir, processes = tmp
+    listen = free_port()
+    text = generate("h2o", "method=threaded", "maxchildren=4", f"listen=127.0.0.1:{listen}")
+    assert "runfcgi protocol=fcgi method=threaded maxchildren=4" in text
+    assert "DJANGO_SETTINGS_MODULE=testproject.settings" in text
+    processes.append(more.start_h2o(tmp_dir, text, listen, env=harness.django_env()))
+    check_site(listen)
+
+
+def test_spawn_fcgi_command_runs(tmp):
+    """The printed command line, run by a shell as written, serves the project."""
+    require_binary("spawn-fcgi")
+    tmp_dir, processes = tmp
+    port = free_port()
+    text = generate("spawn-fcgi", "host=127.0.0.1", f"port={port}", "method=threaded")
+    assert text.splitlines()[1].startswith("spawn-fcgi -n -a 127.0.0.1 ")
+    processes.append(harness.start("spawn-fcgi", ["sh", "-c", text], tmp_dir / "spawn.log",
+                                   ready=harness.accepts(("127.0.0.1", port)),
+                                   env=harness.django_env()))
+    listen = free_port()
+    site = conf.nginx("fcgi", "127.0.0.1", port, listen=f"127.0.0.1:{listen}")
+    processes.append(harness.start_nginx(tmp_dir, site, listen))
+    check_site(listen)
+
+
 @pytest.mark.parametrize("words, message", [
     (["nginx", "protocol=ajp", "host=127.0.0.1", "port=9"],
      "protocol='ajp': nginx has no AJP module; use fcgi or scgi."),
     (["nginx", "port=abc", "host=127.0.0.1"], "port='abc' is not a whole number."),
     (["nginx", "sockt=/x"], "Unknown option 'sockt': run 'runfcgi help' for the list."),
     (["systemd"], "systemd needs host and port or socket."),
+    (["caddy", "protocol=scgi"], "protocol='scgi': Caddy speaks FastCGI only; use protocol=fcgi."),
+    (["spawn-fcgi"], "spawn-fcgi needs host and port or socket: it makes the socket runfcgi "
+                     "gets on fd 0."),
 ])
 def test_bad_words_are_one_line_errors(words, message):
     done = subprocess.run([sys.executable, "-m", "django", "runfcgi_config", *words],

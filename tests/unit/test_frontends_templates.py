@@ -61,6 +61,7 @@ def test_rendered_text_is_clean(name):
 
 def test_every_template_is_used():
     names = {entry.name for entry in resources.files(conf).joinpath("templates").iterdir()}
+    # Every module of the package may render templates.
     source = "".join(entry.read_text() for entry in resources.files(conf).iterdir()
                      if entry.name.endswith(".py"))
     unused = sorted(name for name in names if f'"{name}"' not in source)

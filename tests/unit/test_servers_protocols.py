@@ -97,6 +97,34 @@ def test_get_and_post(serve, protocol):
     assert client.request(address, protocol).status == 200
 
 
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_head_gets_the_head_only(serve, protocol):
+    """RFC 3875 4.3.2: no body in the answer to HEAD (HAProxy's FastCGI
+    answers the client 502 when one comes); the app still runs whole."""
+    closed = []
+
+    class Body:
+        def __iter__(self):
+            return iter([b"first", b"second"])
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "11")])
+        return Body()
+
+    address, _ = serve(protocol, app)
+    response = client.request(address, protocol, method="HEAD")
+    assert (response.status, response.body) == (200, b"")
+    assert response.header("Content-Length") == "11"
+    assert closed == [True]
+    assert client.request(address, protocol).body == b"firstsecond"
+    for app_ in (failing_app, hello_app):
+        address, _ = serve(protocol, app_)
+        assert client.request(address, protocol, method="HEAD").body == b""
+
+
 @pytest.mark.parametrize("family", ["unix", "ipv6"])
 @pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
 def test_unix_and_ipv6_peers(serve, protocol, family, tmp_path):

@@ -1,4 +1,7 @@
-"""``manage.py runfcgi_config nginx|apache|lighttpd|systemd|systemd-socket [key=value ...]``
+"""``manage.py runfcgi_config KIND [key=value ...]``
+
+KIND is nginx, apache, lighttpd, caddy, haproxy, h2o, spawn-fcgi, systemd or
+systemd-socket.
 
 Print a front end's configuration for the runfcgi you would start with the
 same key=value words.  The text comes from ``runfcgi_compat.frontends``, the
@@ -12,15 +15,17 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ... import frontends, options
 
-KINDS = ("nginx", "apache", "lighttpd", "systemd", "systemd-socket")
+KINDS = ("nginx", "apache", "lighttpd", "caddy", "haproxy", "h2o", "spawn-fcgi", "systemd",
+         "systemd-socket")
 
 # Words that shape the front end's side rather than runfcgi's.
 FRONTEND_WORDS = {
     "prefix": str,              # URL prefix the site is mounted under, e.g. /app
-    "listen": str,              # nginx/Apache listen address
-    "servername": str,          # server_name / ServerName
-    "keepalive": int,           # nginx: idle kept FastCGI connections per worker
-    "https": options.as_bool,   # TLS ends in front of nginx/Apache
+    "listen": str,              # listen address (Caddy: the site address)
+    "servername": str,          # server_name / ServerName / Caddy's site / h2o's host
+    "keepalive": int,           # nginx: idle kept connections; h2o: seconds kept
+    "https": options.as_bool,   # TLS ends in front of the web server
+    "docroot": str,             # HAProxy fcgi-app docroot
     "secret": str,              # Apache mod_proxy_ajp secret=
     "unit": str,                # systemd unit name
     "activated": options.as_bool,  # systemd: the service of a .socket unit
@@ -32,8 +37,8 @@ DEFAULT_SPAWN_SOCKET = "/run/lighttpd/django-fcgi.sock"
 
 
 class Command(BaseCommand):
-    help = ("Prints the nginx, Apache, lighttpd or systemd configuration for runfcgi "
-            "started with the same key=value options.")
+    help = ("Prints the nginx, Apache, lighttpd, Caddy, HAProxy, h2o, spawn-fcgi or systemd "
+            "configuration for runfcgi started with the same key=value options.")
     requires_system_checks = []
 
     def add_arguments(self, parser):
@@ -41,7 +46,7 @@ class Command(BaseCommand):
         parser.add_argument("words", nargs="*", metavar="key=value",
                             help="runfcgi's options (protocol, host, port, socket, method, "
                                  "...) and prefix=, listen=, servername=, keepalive=, "
-                                 "https=, secret=, unit=, activated=, spawnsocket=")
+                                 "https=, secret=, unit=, activated=, spawnsocket=, docroot=")
 
     def handle(self, *args, kind, words, **kwargs):
         try:
@@ -53,7 +58,7 @@ class Command(BaseCommand):
                     extra[name] = cast(name, value) if cast is options.as_bool else _cast(
                         name, value, cast)
             parsed = options.from_mapping(given)
-            text = render(kind, parsed, extra)
+            text = render(kind, parsed, extra, given)
         except options.OptionError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(text, ending="" if text.endswith("\n") else "\n")
@@ -66,14 +71,23 @@ def _cast(name, value, cast):
         raise options.OptionError(f"{name}={value!r} is not valid.") from None
 
 
-def render(kind, parsed, extra):
+# runfcgi's words a spawning front end handles itself: the rest are passed on.
+SPAWNER_WORDS = ("protocol", "host", "port", "socket", "method", "pidfile", "user", "group",
+                 "socketmode", "daemonize")
+
+
+def render(kind, parsed, extra, given=None):
     """Return the configuration text of ``kind`` for ``parsed`` options.
 
     Hardened by default (docs/security.rst): the runfcgi command shown
     names its web servers in ``allow=`` when it listens beyond loopback, a
     UNIX socket is for the web server's group only, and AJP gets a shared
-    secret on both sides.
+    secret on both sides.  ``given`` holds runfcgi's words as typed; the
+    ones a spawning front end (h2o's fastcgi.spawn, spawn-fcgi) does not
+    handle itself are passed on to the runfcgi it starts.
     """
+    passed_on = [f"{name}={value}" for name, value in (given or {}).items()
+                 if name not in SPAWNER_WORDS]
     where = {"protocol": parsed.protocol, "host": parsed.host, "port": parsed.port,
              "socket": parsed.socket}
     allow = _allow_text(parsed.allow)
@@ -99,6 +113,35 @@ def render(kind, parsed, extra):
         return frontends.lighttpd(
             parsed.protocol, socket=extra.get("spawnsocket", DEFAULT_SPAWN_SOCKET),
             prefix=prefix, bin_path=bin_path, bin_environment=environment)
+    if kind == "caddy":
+        address = extra.get("listen") or extra.get("servername") or ":80"
+        return frontends.caddy(**where, prefix=prefix, address=address,
+                               https=extra.get("https", False), allow=allow)
+    if kind == "haproxy":
+        return frontends.haproxy(**where, prefix=prefix, listen=extra.get("listen", "*:80"),
+                                 https=extra.get("https", False),
+                                 docroot=extra.get("docroot", os.path.dirname(_manage_py())),
+                                 allow=allow)
+    if kind == "h2o":
+        common = dict(prefix=prefix, listen=extra.get("listen", "80"),
+                      server_name=extra.get("servername", "default"),
+                      https=extra.get("https", False), keepalive=extra.get("keepalive", 0))
+        if parsed.bind is not None:
+            return frontends.h2o(**where, **common, allow=allow)
+        # No address: h2o starts runfcgi itself (fastcgi.spawn, socket on fd 0).
+        command = frontends.h2o_spawn_command(
+            sys.executable, _manage_py(), settings=_settings_module(), method=parsed.method,
+            options=passed_on)
+        return frontends.h2o(parsed.protocol, spawn=command, spawn_user=parsed.user, **common)
+    if kind == "spawn-fcgi":
+        if parsed.bind is None:
+            raise options.OptionError("spawn-fcgi needs host and port or socket: it makes "
+                                      "the socket runfcgi gets on fd 0.")
+        return frontends.spawn_fcgi(
+            **where, python=sys.executable, manage_py=_manage_py(),
+            project_dir=os.path.dirname(_manage_py()), settings=_settings_module(),
+            method=parsed.method, pidfile=parsed.pidfile, user=parsed.user,
+            group=parsed.group, socket_mode=parsed.socketmode, options=passed_on)
     if parsed.bind is None and kind.startswith("systemd"):
         raise options.OptionError(f"{kind} needs host and port or socket.")
     account = {"user": parsed.user or "www-data", "group": parsed.group or "www-data",

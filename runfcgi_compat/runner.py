@@ -256,6 +256,8 @@ def _resume(options, state, load_app, server_factory):
 
 
 def _banner(options, listener, pid, stdout, verbosity):
+    from .servers import speedups
+
     if verbosity < 1:
         return
     if options.method == "prefork":
@@ -267,5 +269,6 @@ def _banner(options, listener, pid, stdout, verbosity):
     stdout.write(
         f"runfcgi: serving {options.protocol} on {listener.description}, "
         f"{options.method} ({limits}), pid {pid}, {mode}\n"
+        f"runfcgi: fast path in {speedups.DESCRIPTION}\n"
     )
     stdout.flush()

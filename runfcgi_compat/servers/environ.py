@@ -47,6 +47,8 @@ first request (and again after ``override_settings`` changes it).
 """
 from urllib.parse import unquote
 
+from . import speedups
+
 _UNREAD = object()
 _force_script_name = _UNREAD
 
@@ -84,10 +86,7 @@ def fix_usual_py(environ):
     return True
 
 
-try:
-    from ._wire import fix_usual  # The same in C.
-except ImportError:
-    fix_usual = fix_usual_py
+fix_usual = speedups.pick("fix_usual", fix_usual_py)  # The same in C.
 
 
 def fix_environ(environ, protocol):

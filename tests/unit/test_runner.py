@@ -8,6 +8,7 @@ import pytest
 from runfcgi_compat import runner
 from runfcgi_compat.errors import StartupError
 from runfcgi_compat.options import parse_words
+from runfcgi_compat.servers import speedups
 from tests.helpers import free_port
 
 
@@ -56,7 +57,8 @@ def test_unix_socket_pidfile_umask_then_cleanup(tmp_path):
     assert fake.mode == 0o770  # umask applied without daemonizing
     assert os.listdir(tmp_path) == []  # pidfile and socket removed at exit
     assert out == (f"runfcgi: serving fcgi on unix:{sock}, prefork (2-5 spare, at most 50 "
-                   f"workers), pid {os.getpid()}, foreground\n")
+                   f"workers), pid {os.getpid()}, foreground\n"
+                   f"runfcgi: fast path in {speedups.DESCRIPTION}\n")
 
 
 def test_verbosity_zero_is_quiet(tmp_path):

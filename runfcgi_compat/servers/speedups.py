@@ -7,6 +7,7 @@ package was built; ``RUNFCGI_PURE_PYTHON=1`` leaves it unused even then,
 to tell a fault of the C code from one of ours, or to compare speeds.
 The start-up banner and ``manage.py check --deploy`` print ``DESCRIPTION``.
 """
+import importlib
 import os
 
 FORCE_VARIABLE = "RUNFCGI_PURE_PYTHON"
@@ -27,13 +28,13 @@ def load():
         value = os.environ[FORCE_VARIABLE]
         return None, f"pure Python (forced by {FORCE_VARIABLE}={value})"
     try:
-        from . import _wire
-    except ModuleNotFoundError:
-        return None, ("pure Python (the C module is not installed: it is built"
-                      " only when a C compiler is found at install time)")
-    except ImportError as exc:  # Built, but not for this Python or system.
-        return None, f"pure Python (the C module cannot be imported: {exc})"
-    return _wire, f"the C module ({MODULE})"
+        wire = importlib.import_module(MODULE)
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == MODULE:
+            return None, ("pure Python (the C module is not installed: it is built"
+                          " only when a C compiler is found at install time)")
+        return None, f"pure Python (the C module cannot be imported: {exc})"  # A bad build.
+    return wire, f"the C module ({MODULE})"
 
 
 WIRE, DESCRIPTION = load()

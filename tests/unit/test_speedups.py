@@ -10,6 +10,9 @@ from tests import modes
 
 from .test_wire import TWINS
 
+NOT_INSTALLED = ("pure Python (the C module is not installed: it is built only when a C"
+                 " compiler is found at install time)")
+
 
 @pytest.mark.parametrize("value, expected", [
     (None, False), ("", False), ("0", False), ("1", True), ("yes", True),
@@ -27,12 +30,25 @@ def test_forced_twins_name_the_variable(monkeypatch):
     assert speedups.load() == (None, "pure Python (forced by RUNFCGI_PURE_PYTHON=1)")
 
 
+def test_a_missing_module_is_named_as_not_installed(monkeypatch):
+    monkeypatch.delenv("RUNFCGI_PURE_PYTHON", raising=False)
+    monkeypatch.setattr(speedups, "MODULE", "runfcgi_compat.servers._not_built")
+    assert speedups.load() == (None, NOT_INSTALLED)
+
+
+def test_a_module_that_fails_to_load_is_named_with_the_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("RUNFCGI_PURE_PYTHON", raising=False)
+    (tmp_path / "broken_wire.py").write_text("raise ImportError('undefined symbol: x')\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.setattr(speedups, "MODULE", "broken_wire")
+    assert speedups.load() == (
+        None, "pure Python (the C module cannot be imported: undefined symbol: x)")
+
+
 def test_this_run_says_which_path_serves():
     if modes.PORTABLE:
         assert speedups.WIRE is None
-        assert speedups.DESCRIPTION == (
-            "pure Python (the C module is not installed: it is built only when a C"
-            " compiler is found at install time)")
+        assert speedups.DESCRIPTION == NOT_INSTALLED
     else:
         assert speedups.WIRE is modes.wire()
         assert speedups.DESCRIPTION == "the C module (runfcgi_compat.servers._wire)"

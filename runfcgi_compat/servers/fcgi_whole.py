@@ -15,9 +15,9 @@ takes flup's record-by-record path (``fcgi.FCGIConnection.process_input``),
 which handles every case.  The two paths give the app the same environ.
 
 ``parse_whole``, ``decode_params`` and ``stdout_record`` are C
-(``_wire.c``) when the optional module was built, and their Python twins
-(``*_py``) otherwise; property tests hold each pair to the same results
-(tests/unit/test_wire.py lists every pair).
+(``_wire.c``) when the optional module serves, and their Python twins
+(``*_py``) otherwise (``speedups.py`` decides); property tests hold each
+pair to the same results (tests/unit/test_wire.py lists every pair).
 """
 import struct
 

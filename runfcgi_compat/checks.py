@@ -2,7 +2,7 @@
 from importlib import metadata
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Info, Warning, register
 
 SUPPORTED_FLUP = ("1.0",)
 
@@ -55,3 +55,23 @@ def check_script_prefix(app_configs=None, **kwargs):
             id="runfcgi_compat.W005",
         ))
     return problems
+
+
+@register("runfcgi", deploy=True)
+def check_fast_path(app_configs=None, **kwargs):
+    """Say which path will serve: the C module or its pure-Python twins.
+
+    A deploy check, so only ``check --deploy`` prints it.  It reads this
+    process's environment: run it with the server's (RUNFCGI_PURE_PYTHON).
+    """
+    from .servers import speedups
+
+    if speedups.WIRE is not None:
+        hint = None
+    elif speedups.forced():
+        hint = f"Unset {speedups.FORCE_VARIABLE} to use the C module, if it is installed."
+    else:
+        hint = ("Optional: reinstall with a C compiler and Python's headers at hand "
+                "(e.g. gcc and python3-dev) for the C module; the results are the same.")
+    return [Info(f"runfcgi serves its fast path in {speedups.DESCRIPTION}.", hint=hint,
+                 id="runfcgi_compat.I006")]

@@ -306,6 +306,8 @@ def _show_warnings(warnings, stream):
 
 
 def _banner(options, listener, rule, pid, stdout, verbosity):
+    from .servers import speedups
+
     if verbosity < 1:
         return
     if options.method == "prefork":
@@ -317,5 +319,6 @@ def _banner(options, listener, rule, pid, stdout, verbosity):
     stdout.write(
         f"runfcgi: serving {options.protocol} on {listener.description}, "
         f"{options.method} ({limits}), pid {pid}, {mode}{rule.banner_note()}\n"
+        f"runfcgi: fast path in {speedups.DESCRIPTION}\n"
     )
     stdout.flush()

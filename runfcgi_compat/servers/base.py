@@ -28,6 +28,7 @@ import time
 import traceback
 
 from .. import peers
+from . import speedups
 from .body import request_body
 from .environ import content_length, fix_environ
 from .signals import wait_readable, wait_writable
@@ -70,10 +71,8 @@ def is_client_gone(exc):
 # and in the threaded server each release handed the lock to another thread
 # and cost a wait to get it back, three times per kept request.
 
-try:
-    from ._wire import recv_now, send_now
-except ImportError:
-    recv_now, send_now = os.read, os.write
+recv_now = speedups.pick("recv_now", os.read)
+send_now = speedups.pick("send_now", os.write)
 
 
 def send_all(fd, data, timeout):
@@ -130,12 +129,9 @@ def check_start_py(status, headers):
             raise AssertionError(f"invalid WSGI header {header!r}")
 
 
-try:
-    # The same in C: with six headers, the checks were the costliest part
-    # of the WSGI glue (bench/PROFILE.rst).
-    from ._wire import check_start
-except ImportError:
-    check_start = check_start_py
+# The same in C: with six headers, the checks were the costliest part of
+# the WSGI glue (bench/PROFILE.rst).
+check_start = speedups.pick("check_start", check_start_py)
 
 
 class Response:
@@ -274,10 +270,7 @@ def encode_head_py(status, headers):
     return "".join(lines).encode("latin-1")
 
 
-try:
-    from ._wire import encode_head  # The same in C (see fcgi_whole).
-except ImportError:
-    encode_head = encode_head_py
+encode_head = speedups.pick("encode_head", encode_head_py)  # The same in C (see fcgi_whole).
 
 
 # -- connections ------------------------------------------------------------------

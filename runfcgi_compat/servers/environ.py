@@ -65,6 +65,8 @@ lets the app read past it (``base.ProtocolHandler.base_environ``).
 """
 from urllib.parse import unquote
 
+from . import speedups
+
 _UNREAD = object()
 _force_script_name = _UNREAD
 
@@ -102,10 +104,7 @@ def fix_usual_py(environ):
     return True
 
 
-try:
-    from ._wire import fix_usual  # The same in C.
-except ImportError:
-    fix_usual = fix_usual_py
+fix_usual = speedups.pick("fix_usual", fix_usual_py)  # The same in C.
 
 
 def fix_environ(environ, protocol):

@@ -15,9 +15,9 @@ takes flup's record-by-record path (``fcgi.FCGIConnection.process_input``),
 which handles every case.  The two paths give the app the same environ.
 
 ``parse_whole``, ``decode_params`` and ``stdout_record`` are C
-(``_wire.c``) when the optional module was built, and their Python twins
-(``*_py``) otherwise; property tests hold each pair to the same results
-(tests/unit/test_wire.py lists every pair).
+(``_wire.c``) when the optional module serves, and their Python twins
+(``*_py``) otherwise (``speedups.py`` decides); property tests hold each
+pair to the same results (tests/unit/test_wire.py lists every pair).
 """
 import struct
 
@@ -35,6 +35,7 @@ from flup.server.fcgi_base import (
     FCGI_Header,
 )
 
+from . import speedups
 from .base import encode_head_py
 
 HEADER = struct.Struct(FCGI_Header)
@@ -144,14 +145,12 @@ def stdout_record_py(request_id, status, headers, body):
             + content + PADDING[padding])
 
 
-try:
-    # The same in C, built when a compiler was at hand (``_wire.c``): these
-    # loops were most of the server's own instructions per request
-    # (bench/PROFILE.rst).
-    from ._wire import decode_params, parse_whole, stdout_record
-except ImportError:
-    decode_params, parse_whole = decode_params_py, parse_whole_py
-    stdout_record = stdout_record_py
+# The same in C, built when a compiler was at hand (``_wire.c``): these
+# loops were most of the server's own instructions per request
+# (bench/PROFILE.rst).
+decode_params = speedups.pick("decode_params", decode_params_py)
+parse_whole = speedups.pick("parse_whole", parse_whole_py)
+stdout_record = speedups.pick("stdout_record", stdout_record_py)
 
 
 _END_CACHE = {}

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
+from runfcgi_compat.servers import speedups
 from tests.helpers import example_env, free_port, run_manage, wait_for_connect, wait_for_exit
 from tests.integration import frontends, validation
 from tests.integration.conftest import require_binary
@@ -69,7 +70,8 @@ def test_daemon_with_pidfile_then_kill(method, daemons, tmp_path):
     daemons.append(pid)
     assert out == (f"runfcgi: serving fcgi on 127.0.0.1:{port}, {method} "
                    + ("(2-5 spare, at most 50 workers)" if method == "prefork"
-                      else "(at most 50 threads)") + f", pid {pid}, daemon\n")
+                      else "(at most 50 threads)") + f", pid {pid}, daemon\n"
+                   + f"runfcgi: fast path in {speedups.DESCRIPTION}\n")
     wait_for_connect(("127.0.0.1", port))  # Bound before the command returned.
     assert "Hello from runfcgi" in cgi_fcgi(f"127.0.0.1:{port}")
     os.kill(pid, signal.SIGTERM)

@@ -272,3 +272,34 @@ def test_readme_commands_are_executable_scripts():
     assert commands == ["scripts/demo", "scripts/test"]
     for command in commands:
         assert os.access(REPO / command, os.X_OK), command
+
+
+def test_install_lines_name_the_sdist_python_m_build_writes():
+    from runfcgi_compat import __version__
+
+    line = f"pip install dist/runfcgi_compat-{__version__}.tar.gz"
+    for page in (REPO / "README.rst", DOCS / "install.rst"):
+        text = page.read_text()
+        assert line in text and "pip install ." in text, page.name
+        assert re.findall(r"pip install runfcgi-compat\b", text) == [
+            "pip install runfcgi-compat"], f"{page.name}: the PyPI line, once, as for later"
+
+
+def headings(text, underline):
+    return re.findall(rf"^(\S.*)\n{re.escape(underline)}+\n", text, re.M)
+
+
+def test_the_changelog_keeps_one_convention():
+    text = pages()["changelog"]
+    versions = headings(text, "=")
+    assert versions[:3] == ["Changelog", "Versions and deprecations", "Unreleased"]
+    for version in versions[3:]:  # Released: "1.0.0 - 2027-01-31".
+        assert re.fullmatch(r"\d+\.\d+\.\d+ - \d{4}-\d\d-\d\d", version), version
+    groups = ["Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"]
+    sections = re.split(r"^\S.*\n=+\n", text, flags=re.M)[3:]
+    assert sections and headings(sections[0], "-")  # Unreleased has its groups.
+    for section in sections:
+        found = headings(section, "-")
+        assert found == sorted(found, key=groups.index), found
+    assert "docs/changelog.rst" in (REPO / "CHANGELOG.rst").read_text()
+    assert headings((REPO / "CHANGELOG.rst").read_text(), "=") == ["Changelog"]  # No entries.

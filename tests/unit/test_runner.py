@@ -9,6 +9,7 @@ import pytest
 from runfcgi_compat import runner
 from runfcgi_compat.errors import StartupError
 from runfcgi_compat.options import parse_words
+from runfcgi_compat.servers import speedups
 from tests.helpers import ROOT_WARNING, free_port
 
 
@@ -57,7 +58,8 @@ def test_unix_socket_pidfile_umask_then_cleanup(tmp_path):
     assert fake.mode == 0o770  # umask applied without daemonizing
     assert os.listdir(tmp_path) == []  # pidfile and socket removed at exit
     assert out == (f"runfcgi: serving fcgi on unix:{sock}, prefork (2-5 spare, at most 50 "
-                   f"workers), pid {os.getpid()}, foreground\n")
+                   f"workers), pid {os.getpid()}, foreground\n"
+                   f"runfcgi: fast path in {speedups.DESCRIPTION}\n")
 
 
 def test_verbosity_zero_is_quiet(tmp_path):
@@ -143,7 +145,8 @@ def test_beyond_loopback_the_banner_says_protected(tmp_path, caplog):
         out = run(["host=0.0.0.0", f"port={port}", "daemonize=false", "method=threaded"], fake)
     assert out == (f"runfcgi: serving fcgi on 0.0.0.0:{port}, threaded (at most 50 threads), "
                    f"pid {os.getpid()}, foreground, protected mode (only this machine may "
-                   "connect; allow= admits others)\n")
+                   "connect; allow= admits others)\n"
+                   f"runfcgi: fast path in {speedups.DESCRIPTION}\n")
     # The suite runs as root: serving as root is the one warning here.
     assert [r.getMessage() for r in caplog.records] == (
         [ROOT_WARNING] if os.geteuid() == 0 else [])
@@ -179,7 +182,8 @@ def test_on_loopback_the_banner_is_as_before(tmp_path):
     port = free_port()
     out = run(["host=127.0.0.1", f"port={port}", "daemonize=false"], fake)
     assert out == (f"runfcgi: serving fcgi on 127.0.0.1:{port}, prefork (2-5 spare, at most "
-                   f"50 workers), pid {os.getpid()}, foreground\n")
+                   f"50 workers), pid {os.getpid()}, foreground\n"
+                   f"runfcgi: fast path in {speedups.DESCRIPTION}\n")
 
 
 def test_warnings_reach_stderr_whatever_logging_says(tmp_path, capsys, monkeypatch):

@@ -2,7 +2,8 @@
 
 * It compiles as a POSIX system other than Linux would see it.
 * Each function it exports has exactly one Python twin, bound in its place
-  when the module is missing; the twins are held to the same results by
+  when the module is missing or RUNFCGI_PURE_PYTHON=1 (servers/speedups.py
+  decides, test_speedups.py checks); the twins are held to the same results by
   property tests: parse_whole, decode_params, stdout_record, encode_head
   and check_start in test_servers_fcgi_whole.py, fix_usual in
   test_environ.py, recv_now and send_now here.

@@ -7,7 +7,7 @@ import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 
-from notes.models import Note  # noqa
+from notes.models import Note
 from runfcgi_compat.testing import FastCGILiveServerTestCase, StaticFastCGILiveServerTestCase
 
 

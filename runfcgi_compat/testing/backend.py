@@ -207,9 +207,11 @@ class ChildBackend:
         while not (BANNER in self._read(self._out) and _accepts(self.address)):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self._kill()
+                text = self.errors() or self._read(self._out).decode(errors="replace")
+                self._out.close()
+                self._err.close()
                 raise LiveServerError(
-                    f"runfcgi ({self.protocol}, {self.method}) did not start:\n"
-                    f"{self.errors() or self._read(self._out).decode(errors='replace')}")
+                    f"runfcgi ({self.protocol}, {self.method}) did not start:\n{text}")
             time.sleep(0.02)
 
     @staticmethod

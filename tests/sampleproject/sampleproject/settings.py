@@ -25,7 +25,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
 ]
-ROOT_URLCONF = "sampleproject.urls"
+# The failure tests point a child process at a broken URLconf, or at broken settings.
+ROOT_URLCONF = os.environ.get("SAMPLE_ROOT_URLCONF", "sampleproject.urls")
+if os.environ.get("SAMPLE_BREAK_SETTINGS"):
+    raise ValueError("the sample settings are broken on purpose")
 TEMPLATES = [{
     "BACKEND": "django.template.backends.django.DjangoTemplates",
     "APP_DIRS": True,

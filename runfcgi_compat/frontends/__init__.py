@@ -212,13 +212,14 @@ def _tls(certificate, certificate_key):
     return _safe("certificate", certificate), _safe("certificate_key", certificate_key)
 
 
-def nginx_main(root, site, *, user=None):
+def nginx_main(root, site, *, user=None, mime_types="/etc/nginx/mime.types"):
     """Return a whole nginx.conf that runs from ``root`` and includes ``site``.
 
     ``root`` needs a ``tmp`` directory for request bodies and buffers.
     """
     return render("nginx-main.conf", root=_safe("root", root), site=_safe("site", site),
-                  user=user and _safe("user", user))
+                  user=user and _safe("user", user),
+                  mime_types=_safe("mime_types", mime_types))
 
 
 # -- Apache -------------------------------------------------------------------------

@@ -112,6 +112,8 @@ class HTTPSThroughNginx(LiveChecks, FastCGILiveServerTestCase):
 
 
 class StaticFilesThroughNginx(StaticFastCGILiveServerTestCase):
+    server_header = "nginx"
+
     def test_static_file_served_by_the_front_end(self):
         status, page = fetch(f"{self.live_server_url}/about/")
         self.assertIn('href="/static/notes/site.css"', page)
@@ -119,5 +121,18 @@ class StaticFilesThroughNginx(StaticFastCGILiveServerTestCase):
                                          timeout=30)
         with request as response:
             self.assertIn(b"rgb(0, 128, 0)", response.read())
-            # nginx's own headers: Django never saw this request.
-            self.assertIn("nginx", response.headers["Server"])
+            self.assertEqual(response.headers["Content-Type"].split(";")[0], "text/css")
+            # The web server's own answer: Django never saw this request.
+            self.assertIn(self.server_header, response.headers["Server"])
+            self.assertNotIn("X-Content-Type-Options", response.headers)
+
+
+class StaticFilesThroughApache(StaticFilesThroughNginx):
+    frontend = "apache"
+    server_header = "Apache"
+
+
+class StaticFilesThroughLighttpd(StaticFilesThroughNginx):
+    frontend = "lighttpd"
+    protocol = "scgi"
+    server_header = "lighttpd"

@@ -51,3 +51,15 @@ def test_client_sends_headers_json_and_secure(runfcgi_client):
 def test_with_db_fixture(db, runfcgi_live_server):
     Note.objects.create(text="db fixture")
     assert Note.objects.count() == 1
+
+
+def test_the_deployment_the_options_chose(runfcgi_live_server, request):
+    option = request.config.getoption
+    assert runfcgi_live_server.protocol == option("runfcgi_protocol")
+    assert runfcgi_live_server.method == option("runfcgi_method")
+    assert runfcgi_live_server.frontend == option("runfcgi_frontend")
+    assert runfcgi_live_server.url.endswith(f":{runfcgi_live_server.web_server.port}"
+                                            + option("runfcgi_prefix"))
+    data = get_json(f"{runfcgi_live_server.url}/echo/")
+    assert (data["path"], data["script_name"]) == (
+        option("runfcgi_prefix") + "/echo/", option("runfcgi_prefix"))

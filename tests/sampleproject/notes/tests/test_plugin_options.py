@@ -10,7 +10,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 def test_fixture_tests_through_scgi_prefork_lighttpd_under_a_prefix():
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "pytest", "-c", "pytest.ini", "-q",
+        [sys.executable, "-W", "error", "-m", "pytest", "-q",
          "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
          "--runfcgi-protocol=scgi", "--runfcgi-method=prefork",
          "--runfcgi-frontend=lighttpd", "--runfcgi-prefix=/app",

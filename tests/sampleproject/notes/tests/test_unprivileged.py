@@ -40,6 +40,6 @@ def test_test_case_as_nobody():
 
 def test_fixture_as_nobody():
     output = run_unprivileged(
-        "-W", "error", "-m", "pytest", "-c", "pytest.ini", "-p", "no:cacheprovider", "-q",
+        "-W", "error", "-m", "pytest", "-p", "no:cacheprovider", "-q",
         "notes/tests/test_fixtures.py::test_orm_write_then_read_through_the_web_server")
     assert "1 passed" in output

@@ -53,16 +53,27 @@ class BrowserThroughNginx(StaticFastCGILiveServerTestCase):
         cls.addClassCleanup(shutil.rmtree, profile, True)
         cls.addClassCleanup(cls.browser.quit)
 
-    def test_fill_in_the_form_and_see_the_styled_page(self):
-        from selenium.webdriver.common.by import By
+    def wait_for(self, condition, what):
+        """Wait until ``condition(browser)``; fail with the page shown if it never is."""
+        from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.support.wait import WebDriverWait
 
+        try:
+            WebDriverWait(self.browser, 30).until(condition)
+        except TimeoutException:
+            self.fail(f"{what} did not appear at {self.browser.current_url}:\n"
+                      f"{self.browser.page_source[:2000]}\n{self.live_server.logs()}")
+
+    def test_fill_in_the_form_and_see_the_styled_page(self):
+        from selenium.webdriver.common.by import By
+
         self.browser.get(f"{self.live_server_url}/notes/new/")
+        self.wait_for(lambda browser: browser.find_elements(By.ID, "text"), "the form")
         self.browser.find_element(By.ID, "text").send_keys("typed in Chromium")
         self.browser.find_element(By.ID, "save").click()
         # The form redirects to the list of notes (JSON), once it is saved.
-        WebDriverWait(self.browser, 30).until(
-            lambda browser: "typed in Chromium" in browser.page_source)
+        self.wait_for(lambda browser: "typed in Chromium" in browser.page_source,
+                      "the saved note")
         self.assertTrue(self.browser.current_url.endswith("/notes/"))
         self.assertEqual(list(Note.objects.values_list("text", flat=True)),
                          ["typed in Chromium"])

@@ -12,6 +12,17 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[2]
 
 
+def allow_traversal(path):
+    """Let other users pass through (never list) the directories above ``path``:
+    a checkout or a tox directory may sit in a private one (mkdtemp's 0700)."""
+    path = os.path.realpath(path)
+    while path not in ("/", ""):
+        mode = os.stat(path).st_mode
+        if not mode & 0o001:
+            os.chmod(path, (mode & 0o7777) | 0o001)
+        path = os.path.dirname(path)
+
+
 def run_unprivileged(*argv):
     """Run ``python argv...`` in the project as nobody (if root); return its output."""
     command = [sys.executable, *argv]
@@ -19,6 +30,12 @@ def run_unprivileged(*argv):
         runuser = shutil.which("runuser")
         if runuser is None:
             pytest.fail("runuser (Debian package util-linux) is needed to run as nobody")
+        import runfcgi_compat
+
+        for path in (sys.executable, sys.prefix, sys.base_prefix, *sys.path,
+                     runfcgi_compat.__file__, PROJECT):
+            if path and os.path.exists(path):
+                allow_traversal(path)
         command = [runuser, "-u", "nobody", "--", *command]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", HOME="/tmp")
     env.pop("SAMPLE_TEST_DATABASE", None)

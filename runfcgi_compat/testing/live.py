@@ -47,7 +47,7 @@ class LiveServer:
     """
 
     def __init__(self, *, protocol="fcgi", method="threaded", frontend="nginx", prefix="",
-                 https=False, host="localhost", static=None, in_process=None):
+                 https=False, host="localhost", port=0, static=None, in_process=None):
         check_choices(protocol, method, frontend, prefix)
         self.protocol = protocol
         self.method = method
@@ -55,6 +55,7 @@ class LiveServer:
         self.prefix = prefix
         self.https = https
         self.host = host
+        self.port = port  # Where the front end listens; 0: a free port.
         # "collect": collectstatic into a directory of our own for the front
         # end to serve (the Static test case); "root": serve STATIC_ROOT if
         # it exists (as LiveServerTestCase does); None: serve none.
@@ -91,7 +92,7 @@ class LiveServer:
                                          connections_=connections_, workdir=self.workdir)
             if self.frontend is not None:
                 self.web_server = WebServer(self.frontend, self._site_args(static),
-                                            self.workdir)
+                                            self.workdir, self.port)
         except BaseException:
             self.stop()
             raise

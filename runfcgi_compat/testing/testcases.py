@@ -34,6 +34,7 @@ class FastCGILiveServerTestCase(TransactionTestCase):
     prefix = ""
     https = False
     host = "localhost"
+    port = 0  # The front end's port on 127.0.0.1; 0: a free one.
     # Skip the class (instead of failing it) when the front end is not
     # installed; RUNFCGI_TESTING_SKIP_MISSING=1 in the environment does too.
     skip_missing_frontend = False
@@ -53,7 +54,7 @@ class FastCGILiveServerTestCase(TransactionTestCase):
         super().setUpClass()
         server = LiveServer(protocol=cls.protocol, method=cls.method, frontend=cls.frontend,
                             prefix=cls.prefix, https=cls.https, host=cls.host,
-                            static=cls.static)
+                            port=cls.port, static=cls.static)
         try:
             server.check_frontend()
         except FrontEndMissing as exc:

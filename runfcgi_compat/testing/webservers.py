@@ -150,12 +150,14 @@ def get_frontend(name):
 class WebServer:
     """A running front end; ``port`` is where it listens on 127.0.0.1."""
 
-    def __init__(self, name, site_args, root):
+    def __init__(self, name, site_args, root, port=0):
+        """Start front end ``name`` on ``port`` (0: a free one)."""
         frontend = get_frontend(name)
         program = find_program(frontend)
-        for attempt in range(3):
-            site = Site(root=Path(root) / f"{frontend.name}-{attempt}", port=_free_port(),
-                        **site_args)
+        attempts = 1 if port else 3
+        for attempt in range(attempts):
+            site = Site(root=Path(root) / f"{frontend.name}-{attempt}",
+                        port=port or _free_port(), **site_args)
             site.root.mkdir()
             try:
                 argv, env = frontend.configure(site, program)
@@ -165,7 +167,8 @@ class WebServer:
                 self._start(frontend, site, argv, env)
                 return
             except LiveServerError as exc:
-                if "in use" not in str(exc) or attempt == 2:
+                # A free port taken before the server bound it: another.
+                if "in use" not in str(exc) or attempt == attempts - 1:
                     raise
 
     def _start(self, frontend, site, argv, env):

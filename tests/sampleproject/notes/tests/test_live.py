@@ -2,6 +2,7 @@
 changed only its base class (and chose a deployment) from LiveServerTestCase."""
 import json
 import re
+import socket
 import ssl
 import urllib.parse
 import urllib.request
@@ -102,11 +103,17 @@ class PreforkAJPThroughApacheUnderPrefix(LiveChecks, FastCGILiveServerTestCase):
     prefix = "/app"
 
 
+def free_port():
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
 class HTTPSThroughNginx(LiveChecks, FastCGILiveServerTestCase):
     https = True
+    port = free_port()  # A port of the test's choosing, as LiveServerTestCase allows.
 
     def test_request_is_secure(self):
-        self.assertTrue(self.live_server_url.startswith("https://localhost:"))
+        self.assertEqual(self.live_server_url, f"https://localhost:{self.port}")
         status, body = fetch(f"{self.live_server_url}/echo/")
         self.assertIs(json.loads(body)["secure"], True)
 

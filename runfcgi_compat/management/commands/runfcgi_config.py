@@ -21,6 +21,10 @@ FRONTEND_WORDS = {
     "servername": str,          # server_name / ServerName
     "keepalive": int,           # nginx: idle kept FastCGI connections per worker
     "https": options.as_bool,   # TLS ends in front of nginx/Apache
+    "certificate": str,         # the web server serves TLS itself: its PEM certificate
+    "certificatekey": str,      # and the certificate's PEM key
+    "staticurl": str,           # served from staticroot by the web server, e.g. /static/
+    "staticroot": str,          # STATIC_ROOT
     "secret": str,              # Apache mod_proxy_ajp secret=
     "unit": str,                # systemd unit name
     "activated": options.as_bool,  # systemd: the service of a .socket unit
@@ -41,7 +45,8 @@ class Command(BaseCommand):
         parser.add_argument("words", nargs="*", metavar="key=value",
                             help="runfcgi's options (protocol, host, port, socket, method, "
                                  "...) and prefix=, listen=, servername=, keepalive=, "
-                                 "https=, secret=, unit=, activated=, spawnsocket=")
+                                 "https=, certificate=, certificatekey=, staticurl=, "
+                                 "staticroot=, secret=, unit=, activated=, spawnsocket=")
 
     def handle(self, *args, kind, words, **kwargs):
         try:
@@ -71,19 +76,24 @@ def render(kind, parsed, extra):
     where = {"protocol": parsed.protocol, "host": parsed.host, "port": parsed.port,
              "socket": parsed.socket}
     prefix = extra.get("prefix", "")
+    served = {"static_url": extra.get("staticurl"), "static_root": extra.get("staticroot"),
+              "certificate": extra.get("certificate"),
+              "certificate_key": extra.get("certificatekey")}
     if kind == "nginx":
         return frontends.nginx(
-            **where, prefix=prefix, listen=extra.get("listen", "80"),
+            **where, prefix=prefix,
+            listen=extra.get("listen", "443" if served["certificate"] else "80"),
             server_name=extra.get("servername", "_"), https=extra.get("https", False),
-            keepalive=extra.get("keepalive", 0))
+            keepalive=extra.get("keepalive", 0), **served)
     if kind == "apache":
         return frontends.apache(
-            **where, prefix=prefix, listen=extra.get("listen", "*:80"),
+            **where, prefix=prefix,
+            listen=extra.get("listen", "*:443" if served["certificate"] else "*:80"),
             server_name=extra.get("servername", "localhost"),
-            secret=extra.get("secret"), https=extra.get("https", False))
+            secret=extra.get("secret"), https=extra.get("https", False), **served)
     if kind == "lighttpd":
         if parsed.bind is not None:
-            return frontends.lighttpd(**where, prefix=prefix)
+            return frontends.lighttpd(**where, prefix=prefix, **served)
         # No address: lighttpd starts runfcgi itself (bin-path, socket on fd 0).
         bin_path = " ".join([sys.executable, _manage_py(), "runfcgi",
                              f"protocol={parsed.protocol}", f"method={parsed.method}"])

@@ -50,7 +50,13 @@ def test_client_sends_headers_json_and_secure(runfcgi_client):
 
 def test_with_db_fixture(db, runfcgi_live_server):
     Note.objects.create(text="db fixture")
-    assert Note.objects.count() == 1
+    assert get_json(f"{runfcgi_live_server.url}/notes/") == {"notes": ["db fixture"]}
+
+
+def test_with_transactional_db_fixture(transactional_db, runfcgi_live_server):
+    Note.objects.create(text="transactional_db fixture")
+    assert get_json(f"{runfcgi_live_server.url}/notes/") == {
+        "notes": ["transactional_db fixture"]}
 
 
 def test_the_deployment_the_options_chose(runfcgi_live_server, request):

@@ -18,4 +18,4 @@ def test_fixture_tests_through_scgi_prefork_lighttpd_under_a_prefix():
         cwd=PROJECT, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert "7 passed" in output, output
+    assert "8 passed" in output, output

@@ -1,9 +1,12 @@
 """The pytest plugin without pytest-django (as in this suite's own runs): it
 adds its options, stays quiet, and its fixtures say what they need."""
+import os
 import subprocess
 import sys
 import textwrap
 from importlib import metadata
+
+import pytest
 
 
 def plugin_args():
@@ -51,3 +54,9 @@ def test_options_are_listed_in_help(tmp_path):
                    "--runfcgi-frontend=NAME", "--runfcgi-prefix=PATH", "--runfcgi-https",
                    "--runfcgi-skip-missing"):
         assert option in output
+
+
+@pytest.mark.skipif(not os.environ.get("RUNFCGI_TEST_WHEEL"), reason="only under tox")
+def test_the_wheel_registers_the_plugin():
+    entries = {entry.name: entry.value for entry in metadata.entry_points(group="pytest11")}
+    assert entries.get("runfcgi_compat") == "runfcgi_compat.pytest_plugin"

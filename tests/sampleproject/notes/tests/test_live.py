@@ -118,6 +118,15 @@ class HTTPSThroughNginx(LiveChecks, FastCGILiveServerTestCase):
         self.assertIs(json.loads(body)["secure"], True)
 
 
+class HTTPSThroughApache(LiveChecks, FastCGILiveServerTestCase):
+    frontend = "apache"
+    https = True
+
+    def test_request_is_secure(self):
+        status, body = fetch(f"{self.live_server_url}/echo/")
+        self.assertIs(json.loads(body)["secure"], True)
+
+
 class StaticFilesThroughNginx(StaticFastCGILiveServerTestCase):
     server_header = "nginx"
 

@@ -32,6 +32,8 @@ setup(
                            ["runfcgi_compat/servers/_wire.c"], optional=not require_c)],
     python_requires=">=3.10",
     install_requires=["Django>=4.2", "flup>=1.0.3,<1.1"],
+    # The live-server fixtures (runfcgi_compat.testing) for pytest-django users.
+    entry_points={"pytest11": ["runfcgi_compat = runfcgi_compat.pytest_plugin"]},
     classifiers=[
         "Development Status :: 5 - Production/Stable",
         "Environment :: Web Environment",

@@ -15,6 +15,10 @@ if os.environ.get("RUNFCGI_TEST_WHEEL"):
     for name in [m for m in sys.modules if m.split(".")[0] == "runfcgi_compat"]:
         del sys.modules[name]
 
+# The sample project has its own settings and pytest-django; its tox
+# environment runs it (tests/sampleproject/pytest.ini).
+collect_ignore = ["sampleproject"]
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
 import django  # noqa: E402

@@ -204,12 +204,17 @@ def render(template, /, **context):
 def nginx(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
           server_name="_", prefix="", https=False, keepalive=0, max_body="20m",
           params_dir="/etc/nginx", upstream="django", static_url=None,
-          static_root=None, allow=None):
+          static_root=None, allow=None, certificate=None, certificate_key=None,
+          host_with_port=False):
     """Return an nginx snippet for the ``http`` context.
 
     ``keepalive`` > 0 keeps that many idle FastCGI connections open
     (``fastcgi_keep_conn on``); SCGI cannot keep connections.  ``https``
-    sends ``HTTPS on`` for TLS that ends before nginx.  Only the stock
+    sends ``HTTPS on`` for TLS that ends before nginx; ``certificate`` and
+    ``certificate_key`` (PEM files) make nginx itself serve TLS.
+    ``host_with_port`` sends the listening port in HTTP_HOST, for a server
+    on a port other than 80 or 443: Debian's stock params send ``$host``,
+    without it, and Django's CSRF checks compare the Referer with both.  Only the stock
     ``fastcgi_params``/``scgi_params`` are included: runfcgi_compat fixes
     SCRIPT_NAME and PATH_INFO itself.  ``allow``: nginx's addresses, for
     the runfcgi command shown (``hardened_words``).
@@ -219,8 +224,8 @@ def nginx(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
         raise OptionError("protocol='ajp': nginx has no AJP module; use fcgi or scgi.")
     if keepalive and protocol != "fcgi":
         raise OptionError("keepalive needs protocol=fcgi (SCGI closes each connection).")
-    if static_url and not static_root:
-        raise OptionError("static_url needs static_root (the STATIC_ROOT directory).")
+    _check_static(static_url, static_root)
+    certificate, certificate_key = _tls(certificate, certificate_key)
     prefix = _as_prefix("prefix", prefix)
     return render(
         "nginx.conf",
@@ -241,37 +246,63 @@ def nginx(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
         https=https,
         static_url=static_url and _safe("static_url", static_url),
         static_root=static_root and _safe("static_root", static_root).rstrip("/"),
+        certificate=certificate,
+        certificate_key=certificate_key,
+        host_with_port=host_with_port,
     )
 
 
-def nginx_main(root, site, *, user=None):
+def _check_static(static_url, static_root):
+    if static_url and not static_root:
+        raise OptionError("static_url needs static_root (the STATIC_ROOT directory).")
+    if static_url and not (static_url.startswith("/") and static_url.endswith("/")):
+        raise OptionError(f"static_url={static_url!r} must be a path that starts and "
+                          "ends with '/' (e.g. /static/).")
+
+
+def _tls(certificate, certificate_key):
+    """Check the PEM files a front end that serves TLS itself needs."""
+    if bool(certificate) != bool(certificate_key):
+        raise OptionError("certificate and certificate_key go together (both PEM files).")
+    if not certificate:
+        return None, None
+    return _safe("certificate", certificate), _safe("certificate_key", certificate_key)
+
+
+def nginx_main(root, site, *, user=None, mime_types="/etc/nginx/mime.types"):
     """Return a whole nginx.conf that runs from ``root`` and includes ``site``.
 
     ``root`` needs a ``tmp`` directory for request bodies and buffers.
     """
     return render("nginx-main.conf", root=_safe("root", root), site=_safe("site", site),
-                  user=user and _safe("user", user))
+                  user=user and _safe("user", user),
+                  mime_types=_safe("mime_types", mime_types))
 
 
 # -- Apache -------------------------------------------------------------------------
 
 
-def apache_modules(protocol="fcgi", *, fcgid=False):
-    """Return the Apache modules a set-up needs (names as in ``a2enmod``)."""
+def apache_modules(protocol="fcgi", *, fcgid=False, tls=False):
+    """Return the Apache modules a set-up needs (names as in ``a2enmod``);
+    ``tls``: Apache serves TLS itself (mod_ssl)."""
     if fcgid:
         return APACHE_FCGID_MODULES
-    return APACHE_PROXY_MODULES[_as_protocol("protocol", protocol)]
+    modules = APACHE_PROXY_MODULES[_as_protocol("protocol", protocol)]
+    return modules + ("ssl",) if tls else modules
 
 
 def apache(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80",
            server_name="localhost", prefix="", secret=None, reuse=False, https=False,
-           allow=None):
+           allow=None, static_url=None, static_root=None, certificate=None,
+           certificate_key=None):
     """Return an Apache ``<VirtualHost>`` proxying to runfcgi.
 
     mod_proxy_fcgi reaches a UNIX socket as ``unix:/path|fcgi://localhost/``;
     mod_proxy_scgi and mod_proxy_ajp only over TCP.  ``secret`` is AJP's
     shared secret; ``reuse`` keeps backend connections (``enablereuse=on``);
     ``allow``: Apache's addresses, for the runfcgi command shown.
+    ``static_url`` is served from ``static_root``; ``certificate`` and
+    ``certificate_key`` make Apache serve TLS itself (mod_ssl).
     """
     protocol, host, port, socket = backend(protocol, host, port, socket)
     if socket and protocol != "fcgi":
@@ -279,6 +310,8 @@ def apache(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80",
                           "use host and port.")
     if secret is not None and protocol != "ajp":
         raise OptionError("secret is an AJP setting (protocol=ajp).")
+    _check_static(static_url, static_root)
+    certificate, certificate_key = _tls(certificate, certificate_key)
     scheme = {"fcgi": "fcgi", "scgi": "scgi", "ajp": "ajp"}[protocol]
     if socket:
         proxy_url = f"unix:{socket}|fcgi://localhost/"
@@ -292,7 +325,7 @@ def apache(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80",
         runfcgi=" ".join(["manage.py runfcgi"] + hardened_words(
             protocol, host, port, socket, allow=allow,
             ajpsecret=secret and _safe("secret", secret))),
-        modules=list(apache_modules(protocol)),
+        modules=list(apache_modules(protocol, tls=bool(certificate))),
         protocol=protocol,
         listen=_safe("listen", listen),
         server_name=_safe("server_name", server_name),
@@ -302,6 +335,10 @@ def apache(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80",
         secret=secret and _safe("secret", secret),
         reuse=reuse,
         https=https,
+        static_url=static_url and _safe("static_url", static_url),
+        static_root=static_root and _safe("static_root", static_root).rstrip("/"),
+        certificate=certificate,
+        certificate_key=certificate_key,
     )
 
 
@@ -366,8 +403,13 @@ def apache_main(root, site, *, host="127.0.0.1", port=80, modules=(), user="www-
 
 
 def lighttpd(protocol="fcgi", host=None, port=None, socket=None, *, prefix="",
-             fix_root=True, bin_path=None, bin_environment=None):
+             fix_root=True, bin_path=None, bin_environment=None, static_url=None,
+             static_root=None, certificate=None, certificate_key=None):
     """Return lighttpd directives sending ``prefix`` to runfcgi.
+
+    ``static_url`` is served from ``static_root``; ``certificate`` and
+    ``certificate_key`` make lighttpd serve TLS itself (mod_openssl, Debian's
+    lighttpd-mod-openssl).
 
     With ``bin_path`` (a command line, e.g. ``/venv/bin/python manage.py
     runfcgi``) lighttpd starts the application itself on ``socket`` and passes
@@ -381,6 +423,8 @@ def lighttpd(protocol="fcgi", host=None, port=None, socket=None, *, prefix="",
         raise OptionError("protocol='ajp': lighttpd's mod_ajp13 does not send the "
                           "request path; use fcgi or scgi.")
     module, directive = LIGHTTPD_BACKENDS[protocol]
+    _check_static(static_url, static_root)
+    certificate, certificate_key = _tls(certificate, certificate_key)
     prefix = _as_prefix("prefix", prefix)
     environment = sorted((bin_environment or {}).items())
     for name, value in environment:
@@ -398,6 +442,11 @@ def lighttpd(protocol="fcgi", host=None, port=None, socket=None, *, prefix="",
         fix_root=fix_root and not prefix,
         bin_path=bin_path and _as_command("bin_path", bin_path),
         bin_environment=environment,
+        static_url=static_url and _safe("static_url", static_url),
+        static_url_regex=static_url and re.escape(static_url),
+        static_root=static_root and _safe("static_root", static_root).rstrip("/"),
+        certificate=certificate,
+        certificate_key=certificate_key,
     )
 
 

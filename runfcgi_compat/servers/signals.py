@@ -103,6 +103,15 @@ class SignalBox:
         """True if signals arrived since the last ``drain`` (no system call)."""
         return bool(self._pending)
 
+    def post(self, signum):
+        """Record ``signum`` as if it had arrived, from any thread.
+
+        For a pool run in a thread other than the main one (the live
+        server of ``runfcgi_compat.testing``), which no signal reaches.
+        """
+        self._pending.append(signum)
+        self.wake()
+
     def wake(self):
         """Make the box readable from another thread (no signal implied)."""
         try:

@@ -195,6 +195,12 @@ class ThreadedPool:
             self._box.restore()
             self.close()
 
+    def stop(self):
+        """Stop gracefully, as SIGTERM does, from any thread, once ``open()``
+        has returned: for a pool whose ``turn()`` runs in a thread that no
+        signal reaches (``runfcgi_compat.testing``'s live server)."""
+        self._box.post(signal.SIGTERM)
+
     def open(self, listen_sock):
         """Load the app, start ``minspare`` threads and watch ``listen_sock``.
 

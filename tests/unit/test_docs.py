@@ -303,3 +303,25 @@ def test_the_changelog_keeps_one_convention():
         assert found == sorted(found, key=groups.index), found
     assert "docs/changelog.rst" in (REPO / "CHANGELOG.rst").read_text()
     assert headings((REPO / "CHANGELOG.rst").read_text(), "=") == ["Changelog"]  # No entries.
+
+
+def test_ci_examples_run_what_the_livetests_environment_runs():
+    """The testing page's CI examples run the sample project's tests with the
+    commands tox's livetests environment runs."""
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(REPO / "tox.ini")
+    commands = [line.replace(" {posargs}", "").strip()
+                for line in tox["testenv:livetests"]["commands"].strip().splitlines()]
+    assert commands == ["python -W error manage.py test", "python -W error -m pytest"]
+    for name in ("github-actions.yml", "gitlab-ci.yml"):
+        text = (DOCS / "ci" / name).read_text()
+        run = [line.strip().lstrip("- ").strip() for line in text.splitlines()
+               if "manage.py test" in line or "-m pytest" in line]
+        assert run == commands, name
+        assert "apt-get install -y --no-install-recommends nginx" in text, name
+        assert "runfcgi-compat pytest-django" in text, name
+    page = (DOCS / "testing.rst").read_text()
+    assert ".. literalinclude:: ci/github-actions.yml" in page
+    assert ".. literalinclude:: ci/gitlab-ci.yml" in page

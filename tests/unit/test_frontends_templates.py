@@ -24,7 +24,16 @@ ALL_RENDERED = {
                                            static_root="/srv/static"),
     "nginx-scgi": lambda: conf.nginx("scgi", prefix="/app", https=True),
     "nginx-main": lambda: conf.nginx_main("/srv/n", "/srv/n/site.conf", user="www-data"),
+    "nginx-tls": lambda: conf.nginx(certificate="/c.pem", certificate_key="/k.pem",
+                                    host_with_port=True),
+    "nginx-scgi-tls": lambda: conf.nginx("scgi", certificate="/c.pem",
+                                         certificate_key="/k.pem", host_with_port=True),
     "apache": lambda: conf.apache(prefix="/app", https=True, reuse=True),
+    "apache-tls-static": lambda: conf.apache(certificate="/c.pem", certificate_key="/k.pem",
+                                             static_url="/static/", static_root="/srv/s"),
+    "lighttpd-tls-static": lambda: conf.lighttpd(certificate="/c.pem",
+                                                 certificate_key="/k.pem",
+                                                 static_url="/static/", static_root="/srv/s"),
     "apache-ajp": lambda: conf.apache("ajp", secret="abc"),
     "apache-fcgid": lambda: conf.apache_fcgid("/srv/www"),
     "htaccess": lambda: conf.htaccess(),
@@ -111,6 +120,43 @@ def test_nginx_prefix_splits_path_info():
 def test_nginx_https():
     assert "fastcgi_param HTTPS on;" in lines(conf.nginx(https=True))
     assert "HTTPS" not in conf.nginx()
+
+
+def test_tls_served_by_the_front_end():
+    text = lines(conf.nginx(listen="127.0.0.1:8443", certificate="/c.pem",
+                            certificate_key="/k.pem"))
+    assert "listen 127.0.0.1:8443 ssl;" in text
+    assert {"ssl_certificate /c.pem;", "ssl_certificate_key /k.pem;"} <= set(text)
+    assert "fastcgi_param HTTPS on;" not in text  # fastcgi_params send $https.
+    text = lines(conf.apache(certificate="/c.pem", certificate_key="/k.pem"))
+    assert {"SSLEngine on", "SSLCertificateFile /c.pem",
+            "SSLCertificateKeyFile /k.pem"} <= set(text)
+    assert conf.apache_modules("fcgi", tls=True) == ("proxy", "proxy_fcgi", "ssl")
+    text = lines(conf.lighttpd(certificate="/c.pem", certificate_key="/k.pem"))
+    assert {'ssl.engine = "enable"', 'ssl.pemfile = "/c.pem"',
+            'ssl.privkey = "/k.pem"'} <= set(text)
+    with pytest.raises(OptionError, match="certificate and certificate_key go together"):
+        conf.nginx(certificate="/c.pem")
+
+
+def test_static_files_from_apache_and_lighttpd():
+    text = lines(conf.apache(static_url="/static/", static_root="/srv/s/"))
+    assert text.index('ProxyPass "/static/" "!"') < text.index(
+        'ProxyPass "/" "fcgi://127.0.0.1:8000/"')
+    assert 'Alias "/static/" "/srv/s/"' in text
+    text = lines(conf.lighttpd(static_url="/static/", static_root="/srv/s"))
+    assert 'alias.url += ( "/static/" => "/srv/s/" )' in text
+    assert '$HTTP["url"] !~ "^/static/" {' in text
+    with pytest.raises(OptionError, match="static_url='static' must be a path"):
+        conf.apache(static_url="static", static_root="/srv/s")
+
+
+def test_nginx_host_with_port():
+    assert "fastcgi_param HTTP_HOST $host:$server_port;" in lines(
+        conf.nginx(host_with_port=True))
+    assert "scgi_param HTTP_HOST $host:$server_port;" in lines(
+        conf.nginx("scgi", host_with_port=True))
+    assert "HTTP_HOST" not in conf.nginx()
 
 
 def test_nginx_scgi():
@@ -395,3 +441,20 @@ def test_systemd_hardening_leaves_out_what_would_break_serving():
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in lines(low)
     assert ("ExecStart=/v/bin/python manage.py runfcgi protocol=ajp method=prefork "
             "host=10.0.0.5 port=80 daemonize=false allow=10.0.0.1 ajpsecret=s3") in lines(low)
+
+
+@pytest.mark.parametrize("kind", ["nginx", "apache", "lighttpd"])
+def test_runfcgi_config_prints_tls_and_static_files(kind):
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("runfcgi_config", kind, "host=127.0.0.1", "port=3033",
+                 "certificate=/c.pem", "certificatekey=/k.pem", "staticurl=/static/",
+                 "staticroot=/srv/s", stdout=out)
+    make = {"nginx": conf.nginx, "apache": conf.apache, "lighttpd": conf.lighttpd}[kind]
+    listen = {"nginx": {"listen": "443"}, "apache": {"listen": "*:443"}}.get(kind, {})
+    assert out.getvalue() == make("fcgi", "127.0.0.1", 3033, certificate="/c.pem",
+                                  certificate_key="/k.pem", static_url="/static/",
+                                  static_root="/srv/s", **listen)

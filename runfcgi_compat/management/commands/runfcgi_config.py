@@ -26,6 +26,10 @@ FRONTEND_WORDS = {
     "keepalive": int,           # nginx: idle kept connections; h2o: seconds kept
     "https": options.as_bool,   # TLS ends in front of the web server
     "docroot": str,             # HAProxy fcgi-app docroot
+    "certificate": str,         # the web server serves TLS itself: its PEM certificate
+    "certificatekey": str,      # and the certificate's PEM key
+    "staticurl": str,           # served from staticroot by the web server, e.g. /static/
+    "staticroot": str,          # STATIC_ROOT
     "secret": str,              # Apache mod_proxy_ajp secret=
     "unit": str,                # systemd unit name
     "activated": options.as_bool,  # systemd: the service of a .socket unit
@@ -46,7 +50,9 @@ class Command(BaseCommand):
         parser.add_argument("words", nargs="*", metavar="key=value",
                             help="runfcgi's options (protocol, host, port, socket, method, "
                                  "...) and prefix=, listen=, servername=, keepalive=, "
-                                 "https=, secret=, unit=, activated=, spawnsocket=, docroot=")
+                                 "https=, certificate=, certificatekey=, staticurl=, "
+                                 "staticroot=, secret=, unit=, activated=, spawnsocket=, "
+                                 "docroot=")
 
     def handle(self, *args, kind, words, **kwargs):
         try:
@@ -92,19 +98,25 @@ def render(kind, parsed, extra, given=None):
              "socket": parsed.socket}
     allow = _allow_text(parsed.allow)
     prefix = extra.get("prefix", "")
+    served = {"static_url": extra.get("staticurl"), "static_root": extra.get("staticroot"),
+              "certificate": extra.get("certificate"),
+              "certificate_key": extra.get("certificatekey")}
     if kind == "nginx":
         return frontends.nginx(
-            **where, prefix=prefix, listen=extra.get("listen", "80"),
+            **where, prefix=prefix,
+            listen=extra.get("listen", "443" if served["certificate"] else "80"),
             server_name=extra.get("servername", "_"), https=extra.get("https", False),
-            keepalive=extra.get("keepalive", 0), allow=allow)
+            keepalive=extra.get("keepalive", 0), allow=allow, **served)
     if kind == "apache":
         return frontends.apache(
-            **where, prefix=prefix, listen=extra.get("listen", "*:80"),
+            **where, prefix=prefix,
+            listen=extra.get("listen", "*:443" if served["certificate"] else "*:80"),
             server_name=extra.get("servername", "localhost"),
-            secret=_ajp_secret(parsed, extra), https=extra.get("https", False), allow=allow)
+            secret=_ajp_secret(parsed, extra), https=extra.get("https", False), allow=allow,
+            **served)
     if kind == "lighttpd":
         if parsed.bind is not None:
-            return frontends.lighttpd(**where, prefix=prefix)
+            return frontends.lighttpd(**where, prefix=prefix, **served)
         # No address: lighttpd starts runfcgi itself (bin-path, socket on fd 0).
         bin_path = " ".join([sys.executable, _manage_py(), "runfcgi",
                              f"protocol={parsed.protocol}", f"method={parsed.method}"])

@@ -1,0 +1,143 @@
+"""runfcgi_compat.testing without a web server: the FastCGI test client
+against runfcgi running threaded in this process, over each protocol, and
+the checks made before anything starts.  (The test cases and fixtures
+behind real web servers are tested by tests/sampleproject, in tox's
+livetests environment.)"""
+import json
+import ssl
+
+import pytest
+from django.db import connections
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
+from django.test.utils import override_settings
+from django.urls import path
+
+from runfcgi_compat.testing import FastCGIClient, LiveServer, LiveServerError
+from runfcgi_compat.testing.backend import check_shareable
+from runfcgi_compat.testing.certificate import make_certificate
+
+
+def echo(request):
+    body = request.body.decode()  # Read first: POST is then parsed from it.
+    return JsonResponse({
+        "method": request.method, "path": request.path,
+        "script_name": request.META.get("SCRIPT_NAME"), "query": request.GET.dict(),
+        "post": request.POST.dict(), "body": body,
+        "content_type": request.content_type, "foo": request.headers.get("X-Foo"),
+        "cookies": request.COOKIES, "secure": request.is_secure(),
+        "host": request.get_host()})
+
+
+def set_cookie(request):
+    response = HttpResponse("set")
+    response.set_cookie("flavour", "mint")
+    return response
+
+
+def delete_cookie(request):
+    response = HttpResponse("deleted")
+    response.delete_cookie("flavour")
+    return response
+
+
+urlpatterns = [
+    path("echo/", echo),
+    path("cookie/", set_cookie),
+    path("uncookie/", delete_cookie),
+    path("hop/", lambda request: HttpResponseRedirect("/echo/?from=hop")),
+]
+
+
+@pytest.fixture(scope="module", params=["fcgi", "scgi", "ajp"])
+def server(request):
+    with override_settings(ROOT_URLCONF=__name__):
+        server = LiveServer(protocol=request.param, frontend=None).start(connections)
+        yield server
+        server.stop()
+
+
+def test_get_with_headers_and_query(server):
+    client = server.client()
+    response = client.get("/echo/", {"a": "1"}, HTTP_X_FOO="bar")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    data = response.json()
+    assert (data["method"], data["path"], data["query"], data["foo"]) == (
+        "GET", "/echo/", {"a": "1"}, "bar")
+    assert client.get("/echo/?b=2", headers={"X-Foo": "baz"}).json()["foo"] == "baz"
+
+
+def test_post_form_and_json(server):
+    client = server.client()
+    data = client.post("/echo/", {"text": "hello"}).json()
+    assert data["post"] == {"text": "hello"}
+    assert data["content_type"] == "multipart/form-data"
+    data = client.post("/echo/", {"a": [1, 2]}, content_type="application/json").json()
+    assert json.loads(data["body"]) == {"a": [1, 2]}
+    assert client.put("/echo/", "raw", content_type="text/plain").json()["body"] == "raw"
+
+
+def test_cookies_are_kept_and_deleted(server):
+    client = server.client()
+    assert client.get("/cookie/").cookies["flavour"].value == "mint"
+    assert client.get("/echo/").json()["cookies"] == {"flavour": "mint"}
+    client.get("/uncookie/")
+    assert client.get("/echo/").json()["cookies"] == {}
+
+
+def test_follow_and_secure(server):
+    response = server.client().get("/hop/", follow=True, secure=True)
+    assert response.redirect_chain == [("/echo/?from=hop", 302)]
+    assert response.json()["query"] == {"from": "hop"}
+    assert response.json()["secure"] is True
+
+
+def test_url_needs_a_front_end(server):
+    with pytest.raises(LiveServerError, match="frontend=None"):
+        server.url  # noqa: B018
+
+
+def test_prefix_is_sent_as_the_mount_point():
+    with override_settings(ROOT_URLCONF=__name__):
+        server = LiveServer(protocol="fcgi", frontend=None, prefix="/app").start(connections)
+        try:
+            data = server.client().get("/echo/").json()
+        finally:
+            server.stop()
+    assert (data["script_name"], data["path"]) == ("/app", "/app/echo/")
+
+
+def test_client_names_where_nothing_listens():
+    client = FastCGIClient(("127.0.0.1", 9), "fcgi")
+    with pytest.raises(OSError, match="no server at 127.0.0.1:9"):
+        client.get("/")
+
+
+@pytest.mark.parametrize("choice, message", [
+    ({"protocol": "http"}, "protocol='http' is not one of: fcgi, scgi, ajp."),
+    ({"method": "forking"}, "method='forking' is not one of: threaded, prefork."),
+    ({"frontend": "caddy"}, "frontend='caddy' is not one of: nginx, apache, lighttpd"),
+    ({"prefix": "/app/"}, "prefix='/app/' must start with '/' and not end with one"),
+])
+def test_bad_choices_are_named(choice, message):
+    with pytest.raises(LiveServerError) as caught:
+        LiveServer(**choice)
+    assert message in str(caught.value)
+
+
+def test_prefork_refuses_an_in_memory_database():
+    class Memory:
+        vendor, alias = "sqlite", "default"
+
+        def is_in_memory_db(self):
+            return True
+
+    with pytest.raises(LiveServerError, match="cannot open the in-memory SQLite test "
+                                              "database of 'default'"):
+        check_shareable([Memory()], "prefork")
+
+
+def test_certificate_is_a_usable_pair(tmp_path):
+    cert, key = make_certificate(tmp_path)
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0

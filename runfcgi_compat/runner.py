@@ -35,10 +35,24 @@ DAEMON_UMASK = 0o022
 
 
 def load_django_app():
-    """Return the project's WSGI application, as runserver finds it."""
-    from django.core.servers.basehttp import get_internal_wsgi_application
+    """Return the project's WSGI application, as runserver finds it.
 
-    return get_internal_wsgi_application()
+    runserver's own finder (``django.core.servers.basehttp``) would import
+    Python's HTTP server modules into the prefork master, where every worker
+    would carry them; the rule is short enough to follow here.
+    """
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.core.wsgi import get_wsgi_application
+    from django.utils.module_loading import import_string
+
+    path = settings.WSGI_APPLICATION
+    if path is None:
+        return get_wsgi_application()
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"WSGI_APPLICATION {path!r} cannot be imported: {exc}") from exc
 
 
 def default_server_factory(options, load_app, **kwargs):

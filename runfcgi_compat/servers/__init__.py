@@ -8,24 +8,41 @@ Two small tables pick the parts.  A protocol handler (``fcgi``, ``scgi``,
 flup's protocol classes with their Python 3 defects fixed in subclasses.
 A pool (``prefork``, ``threaded``) owns processes or threads, signals and
 the listening socket's accept loop; flup's own pools are not used.
-"""
-from ..options import peer_allowlist
-from .ajp import AJPHandler
-from .fcgi import FastCGIHandler
-from .prefork import PreforkPool
-from .scgi import SCGIHandler
-from .threaded import ThreadedPool
 
+The tables name the classes rather than import them: a server imports only
+the protocol and pool it runs, so a prefork master (whose memory every
+worker shares) carries no code for the others.
+"""
+import importlib
+
+from ..options import peer_allowlist
+
+# name -> "module:class", the module relative to this package.
 PROTOCOLS = {
-    "fcgi": FastCGIHandler,
-    "scgi": SCGIHandler,
-    "ajp": AJPHandler,
+    "fcgi": "fcgi:FastCGIHandler",
+    "scgi": "scgi:SCGIHandler",
+    "ajp": "ajp:AJPHandler",
 }
 
 POOLS = {
-    "prefork": PreforkPool,
-    "threaded": ThreadedPool,
+    "prefork": "prefork:PreforkPool",
+    "threaded": "threaded:ThreadedPool",
 }
+
+
+def protocol_class(name):
+    """Return the handler class of protocol ``name`` (a key of PROTOCOLS)."""
+    return _import(PROTOCOLS[name])
+
+
+def pool_class(name):
+    """Return the pool class of method ``name`` (a key of POOLS)."""
+    return _import(POOLS[name])
+
+
+def _import(where):
+    module, _, name = where.partition(":")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
 def make_server(options, load_app, *, on_reopen_logs=None):
@@ -38,14 +55,14 @@ def make_server(options, load_app, *, on_reopen_logs=None):
     every process.
     """
     threaded = options.method == "threaded"
-    handler = PROTOCOLS[options.protocol](
+    handler = protocol_class(options.protocol)(
         debug=options.debug,
         multithreaded=threaded,
         multiprocess=not threaded,
         max_conns=options.maxchildren,
         allowed_peers=peer_allowlist(options),
     )
-    pool = POOLS[options.method](
+    pool = pool_class(options.method)(
         handler,
         load_app,
         maxspare=options.maxspare,

@@ -86,17 +86,17 @@ def make_app(control_dir, pool=None):
 
 def launch(config):
     from runfcgi_compat.options import from_mapping
-    from runfcgi_compat.servers import POOLS, PROTOCOLS, make_server
+    from runfcgi_compat.servers import POOLS, PROTOCOLS, make_server, pool_class, protocol_class
 
     # RUNFCGI_TEST_LOG=DEBUG shows the pools' debug lines when hunting a failure.
     logging.basicConfig(level=os.environ.get("RUNFCGI_TEST_LOG", "INFO"), stream=sys.stderr,
                         format="%(process)d %(levelname)s %(message)s")
     for name, value in config.get("handler_attrs", {}).items():
-        for handler_class in PROTOCOLS.values():
-            setattr(handler_class, name, value)
+        for protocol in PROTOCOLS:
+            setattr(protocol_class(protocol), name, value)
     for name, value in config.get("pool_attrs", {}).items():
-        for pool_class in POOLS.values():
-            setattr(pool_class, name, value)
+        for method in POOLS:
+            setattr(pool_class(method), name, value)
     control = config["control_dir"]
     bind = config.get("bind", "tcp")
     if bind == "unix":

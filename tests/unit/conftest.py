@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from runfcgi_compat.options import from_mapping, peer_allowlist
-from runfcgi_compat.servers import PROTOCOLS
+from runfcgi_compat.servers import protocol_class
 from runfcgi_compat.servers.base import KEEP
 from runfcgi_compat.servers.signals import wait_readable
 from tests.unit.peers import start_peer, stop_peer
@@ -68,9 +68,9 @@ def serve():
         # accepted: connect bare descriptors, as a prefork worker does;
         # else socket objects, as the threaded pool.
         # The allow list as make_server resolves it (FCGI_WEB_SERVER_ADDRS here).
-        handler = PROTOCOLS[protocol](debug=debug, multithreaded=True,
-                                      multiprocess=False, max_conns=7,
-                                      allowed_peers=peer_allowlist(from_mapping({})))
+        handler = protocol_class(protocol)(debug=debug, multithreaded=True,
+                                           multiprocess=False, max_conns=7,
+                                           allowed_peers=peer_allowlist(from_mapping({})))
         for name, value in attrs.items():
             setattr(handler, name, value)
         handler.set_app(app)

@@ -3,8 +3,13 @@ import io
 import logging
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import override_settings
 
 from runfcgi_compat import runner
 from runfcgi_compat.errors import StartupError
@@ -84,6 +89,39 @@ def test_log_in_missing_directory_is_refused(tmp_path):
     assert str(caught.value) == (
         f"errlog={log!r}: directory {str(tmp_path / 'nope')!r} does not exist.")
     assert fake.calls == [] and os.listdir(tmp_path) == []
+
+
+def test_load_django_app_follows_wsgi_application():
+    with override_settings(WSGI_APPLICATION="tests.unit.test_runner.app"):
+        assert runner.load_django_app() is app
+    with override_settings(WSGI_APPLICATION=None):
+        assert isinstance(runner.load_django_app(), WSGIHandler)
+    with override_settings(WSGI_APPLICATION="nosuchproject.wsgi.application"):
+        with pytest.raises(ImproperlyConfigured) as caught:
+            runner.load_django_app()
+    assert str(caught.value) == ("WSGI_APPLICATION 'nosuchproject.wsgi.application' cannot be "
+                                 "imported: No module named 'nosuchproject'")
+
+
+def test_a_prefork_fastcgi_master_imports_only_what_it_runs():
+    # Every module the master imports is in every worker's memory.
+    code = (
+        "import sys, django; django.setup()\n"
+        "from runfcgi_compat import runner\n"
+        "from runfcgi_compat.options import parse_words\n"
+        "from runfcgi_compat.servers import make_server\n"
+        "make_server(parse_words(['method=prefork', 'protocol=fcgi']), runner.load_django_app)\n"
+        "runner.load_django_app()\n"
+        "watched = ('runfcgi_compat.servers.', 'flup.server.', 'django.core.servers',\n"
+        "           'http.server')\n"
+        "print(' '.join(name for name in sys.modules if name.startswith(watched)))\n")
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert "runfcgi_compat.servers.prefork" in out and "flup.server.fcgi_base" in out
+    assert not {"runfcgi_compat.servers.threaded", "runfcgi_compat.servers.scgi",
+                "runfcgi_compat.servers.ajp", "flup.server.scgi_base", "flup.server.ajp_base",
+                "django.core.servers.basehttp", "http.server"} & set(out)
 
 
 def test_app_that_fails_to_load_leaves_nothing(tmp_path):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from runfcgi_compat.options import from_mapping
-from runfcgi_compat.servers import POOLS, PROTOCOLS, base, make_server
+from runfcgi_compat.servers import PROTOCOLS, base, make_server, pool_class, protocol_class
 from runfcgi_compat.servers.ajp import AJPHandler, AJPRequest, parse_forward_request
 from runfcgi_compat.servers.base import (
     ProtocolError,
@@ -39,8 +39,8 @@ def test_make_server_picks_from_the_tables(protocol, method):
                             "minspare": 3, "maxchildren": 9, "maxrequests": 4})
     reopen = object()
     server = make_server(options, lambda: None, on_reopen_logs=reopen)
-    assert type(server) is POOLS[method]
-    assert type(server.handler) is PROTOCOLS[protocol]
+    assert type(server) is pool_class(method)
+    assert type(server.handler) is protocol_class(protocol)
     assert (server.maxspare, server.minspare, server.maxchildren) == (7, 3, 9)
     assert server.on_reopen_logs is reopen
     assert server.handler.wsgi_multithread is (method == "threaded")
@@ -57,7 +57,7 @@ def test_prefork_keeps_maxrequests_threaded_ignores_it():
 def test_pools_have_tunable_class_defaults():
     assert PreforkPool.graceful_timeout == ThreadedPool.graceful_timeout == 30.0
     assert 1 <= PreforkPool.max_boot_backoff <= 10
-    assert all(handler.idle_timeout == 60.0 for handler in PROTOCOLS.values())
+    assert all(protocol_class(name).idle_timeout == 60.0 for name in PROTOCOLS)
 
 
 def test_make_server_applies_allow_and_timeouts(monkeypatch):
@@ -67,7 +67,7 @@ def test_make_server_applies_allow_and_timeouts(monkeypatch):
     assert [str(n) for n in server.handler.allowed_peers] == ["192.0.2.0/24"]
     assert server.handler.idle_timeout == 7
     assert server.graceful_timeout == 3
-    assert PROTOCOLS["fcgi"].idle_timeout == 60.0  # Class default untouched.
+    assert protocol_class("fcgi").idle_timeout == 60.0  # Class default untouched.
 
 
 def test_make_server_falls_back_to_fcgi_web_server_addrs(monkeypatch):

@@ -116,13 +116,35 @@ def test_client_names_where_nothing_listens():
 @pytest.mark.parametrize("choice, message", [
     ({"protocol": "http"}, "protocol='http' is not one of: fcgi, scgi, ajp."),
     ({"method": "forking"}, "method='forking' is not one of: threaded, prefork."),
-    ({"frontend": "caddy"}, "frontend='caddy' is not one of: nginx, apache, lighttpd"),
+    ({"frontend": "iis"},
+     "frontend='iis' is not one of: nginx, apache, lighttpd, caddy, haproxy, h2o"),
+    ({"frontend": "caddy", "protocol": "scgi"},
+     "protocol='scgi' cannot go through frontend='caddy', which speaks only fcgi;"),
+    ({"frontend": "h2o", "protocol": "ajp"},
+     "protocol='ajp' cannot go through frontend='h2o', which speaks only fcgi;"),
+    ({"frontend": "nginx", "protocol": "ajp"},
+     "protocol='ajp' cannot go through frontend='nginx', which speaks only fcgi and scgi;"),
+    ({"frontend": "haproxy", "static": "collect"},
+     "frontend='haproxy' cannot serve static files, which StaticFastCGILiveServerTestCase "
+     "needs; use nginx, apache, lighttpd, caddy, h2o or FastCGILiveServerTestCase."),
     ({"prefix": "/app/"}, "prefix='/app/' must start with '/' and not end with one"),
 ])
 def test_bad_choices_are_named(choice, message):
     with pytest.raises(LiveServerError) as caught:
         LiveServer(**choice)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("frontend, protocol, changes", [
+    ("nginx", "fcgi", {}),
+    ("caddy", "fcgi", {}),
+    ("apache", "ajp", {"FORCE_SCRIPT_NAME": "/app"}),  # AJP carries no mount point
+    ("h2o", "fcgi", {"FORCE_SCRIPT_NAME": "/app"}),  # h2o sends SCRIPT_NAME ""
+])
+def test_force_script_name_where_the_prefix_is_not_sent(frontend, protocol, changes):
+    server = LiveServer(frontend=frontend, protocol=protocol, prefix="/app")
+    assert server.settings_changes == changes
+    assert LiveServer(frontend=frontend, protocol=protocol).settings_changes == {}
 
 
 def test_prefork_refuses_an_in_memory_database():

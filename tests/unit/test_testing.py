@@ -12,7 +12,7 @@ from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.test.utils import override_settings
 from django.urls import path
 
-from runfcgi_compat.testing import FastCGIClient, LiveServer, LiveServerError
+from runfcgi_compat.testing import FastCGIClient, FrontEndMissing, LiveServer, LiveServerError
 from runfcgi_compat.testing.backend import check_shareable
 from runfcgi_compat.testing.certificate import make_certificate
 
@@ -133,6 +133,24 @@ def test_bad_choices_are_named(choice, message):
     with pytest.raises(LiveServerError) as caught:
         LiveServer(**choice)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("frontend, program, package", [
+    ("nginx", "nginx", "nginx"),
+    ("apache", "apache2", "apache2"),
+    ("lighttpd", "lighttpd", "lighttpd"),
+    ("caddy", "caddy", "caddy"),
+    ("haproxy", "haproxy", "haproxy"),
+    ("h2o", "h2o", "h2o"),
+])
+def test_missing_front_end_names_program_and_package(monkeypatch, frontend, program, package):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr("os.path.exists", lambda path: False)  # not in /usr/sbin either
+    with pytest.raises(FrontEndMissing) as caught:
+        LiveServer(frontend=frontend).check_frontend()
+    assert str(caught.value) == (
+        f"frontend={frontend!r} needs the {program} program, which is not installed "
+        f"(Debian package {package}: apt-get install {package}).")
 
 
 @pytest.mark.parametrize("frontend, protocol, changes", [

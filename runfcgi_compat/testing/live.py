@@ -93,11 +93,12 @@ class LiveServer:
         return {}
 
     def check_frontend(self):
-        """Raise FrontEndMissing now if the front end is not installed."""
+        """Raise FrontEndMissing now if the front end (or, for https, its
+        TLS module) is not installed."""
         if self.frontend is not None:
-            from .webservers import find_program, get_frontend
+            from .webservers import check_installed, get_frontend
 
-            find_program(get_frontend(self.frontend))
+            check_installed(get_frontend(self.frontend), self.https)
 
     def start(self, connections_):
         """Start runfcgi, then the front end; ``connections_`` are Django's."""

@@ -44,6 +44,8 @@ class FrontEnd:
     # False: under a prefix it sends SCRIPT_NAME "" (h2o), so the live
     # server sets FORCE_SCRIPT_NAME to the prefix.
     sends_script_name: bool = True
+    # A file https needs beyond the program, and the package that has it.
+    tls_module: tuple = None
 
 
 @dataclasses.dataclass
@@ -71,6 +73,17 @@ def find_program(frontend):
             f"not installed (Debian package {frontend.package}: "
             f"apt-get install {frontend.package}).")
     return path
+
+
+def check_installed(frontend, https=False):
+    """Raise FrontEndMissing unless ``frontend`` (and its TLS module for
+    ``https``) is installed."""
+    find_program(frontend)
+    if https and frontend.tls_module and not os.path.exists(frontend.tls_module[0]):
+        path, package = frontend.tls_module
+        raise FrontEndMissing(
+            f"https=True with frontend={frontend.name!r} needs {path}, which is not "
+            f"installed (Debian package {package}: apt-get install {package}).")
 
 
 def _write(site, name, text):
@@ -123,10 +136,6 @@ def _apache(site, program):
 def _lighttpd(site, program):
     host, port = site.backend
     cert, key = site.certificate
-    if cert and not os.path.exists("/usr/lib/lighttpd/mod_openssl.so"):
-        raise FrontEndMissing("https=True with frontend='lighttpd' needs lighttpd's "
-                              "mod_openssl (Debian package lighttpd-mod-openssl: "
-                              "apt-get install lighttpd-mod-openssl).")
     snippet = conf.lighttpd(site.protocol, host, port, prefix=site.prefix,
                             static_url=site.static_url, static_root=site.static_root,
                             certificate=cert, certificate_key=key)
@@ -190,7 +199,8 @@ FRONTENDS = {
     frontend.name: frontend for frontend in (
         FrontEnd("nginx", "nginx", "nginx", _nginx, protocols=("fcgi", "scgi")),
         FrontEnd("apache", "apache2", "apache2", _apache, protocols=("fcgi", "scgi", "ajp")),
-        FrontEnd("lighttpd", "lighttpd", "lighttpd", _lighttpd, protocols=("fcgi", "scgi")),
+        FrontEnd("lighttpd", "lighttpd", "lighttpd", _lighttpd, protocols=("fcgi", "scgi"),
+                 tls_module=("/usr/lib/lighttpd/mod_openssl.so", "lighttpd-mod-openssl")),
         FrontEnd("caddy", "caddy", "caddy", _caddy),
         FrontEnd("haproxy", "haproxy", "haproxy", _haproxy, serves_files=False),
         FrontEnd("h2o", "h2o", "h2o", _h2o, sends_script_name=False),

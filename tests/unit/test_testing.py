@@ -153,6 +153,18 @@ def test_missing_front_end_names_program_and_package(monkeypatch, frontend, prog
         f"(Debian package {package}: apt-get install {package}).")
 
 
+def test_missing_tls_module_names_its_package(monkeypatch):
+    monkeypatch.setattr("runfcgi_compat.testing.webservers.find_program", lambda frontend: None)
+    monkeypatch.setattr("os.path.exists", lambda path: not path.endswith("/mod_openssl.so"))
+    LiveServer(frontend="lighttpd").check_frontend()  # plain http needs no TLS module
+    with pytest.raises(FrontEndMissing) as caught:
+        LiveServer(frontend="lighttpd", https=True).check_frontend()
+    assert str(caught.value) == (
+        "https=True with frontend='lighttpd' needs /usr/lib/lighttpd/mod_openssl.so, which "
+        "is not installed (Debian package lighttpd-mod-openssl: apt-get install "
+        "lighttpd-mod-openssl).")
+
+
 @pytest.mark.parametrize("frontend, protocol, changes", [
     ("nginx", "fcgi", {}),
     ("caddy", "fcgi", {}),

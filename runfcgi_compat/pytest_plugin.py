@@ -33,7 +33,8 @@ def pytest_addoption(parser):
                          "process, which needs a test database file or server "
                          "(default: threaded)")
     group.addoption("--runfcgi-frontend", default="nginx", metavar="NAME",
-                    help="web server in front: nginx, apache or lighttpd (default: nginx)")
+                    help="web server in front: nginx, apache, lighttpd, caddy, haproxy or h2o; "
+                         "none for runfcgi alone (default: nginx)")
     group.addoption("--runfcgi-prefix", default="", metavar="PATH",
                     help="mount the site under PATH, e.g. /app (default: the root)")
     group.addoption("--runfcgi-https", action="store_true", default=False,
@@ -54,10 +55,14 @@ def _start(request, frontend):
 
     from runfcgi_compat.testing import LiveServer, LiveServerError
     from runfcgi_compat.testing.live import skip_missing_default
-    from runfcgi_compat.testing.webservers import FrontEndMissing
+    from runfcgi_compat.testing.webservers import FRONTENDS, FrontEndMissing
 
     option = request.config.getoption
-    static = "collect" if "django.contrib.staticfiles" in settings.INSTALLED_APPS else "root"
+    # The project's static files, as StaticLiveServerTestCase serves them,
+    # from a front end that serves files (HAProxy does not).
+    serves_files = frontend in FRONTENDS and FRONTENDS[frontend].serves_files
+    static = ("collect" if serves_files and "django.contrib.staticfiles" in
+              settings.INSTALLED_APPS else "root")
     try:
         server = LiveServer(protocol=option("runfcgi_protocol"),
                             method=option("runfcgi_method"), frontend=frontend,

@@ -374,6 +374,9 @@ BACKENDS = [("10.0.0.5", PORT), ("10.0.0.6", PORT)]
 BALANCER = "10.0.0.2"
 TCP = dict(host="127.0.0.1", port=PORT)
 UNIX = dict(socket=SOCKET)
+# A certificate and its key, for front ends that serve TLS themselves.
+TLS_CERT = "/etc/ssl/certs/mysite.pem"
+TLS_KEY = "/etc/ssl/private/mysite.key"
 
 EXAMPLES = (
     # nginx
@@ -439,18 +442,29 @@ EXAMPLES = (
     Example("caddy-unix-prefix.conf", "caddy", dict(
         UNIX, address="example.com", prefix="/app", https=True),
         base="caddy-tcp.conf", tested_by="caddy-fcgi-unix-prefix-https"),
+    Example("caddy-tls-static.conf", "caddy", dict(
+        TCP, address="example.com", certificate=TLS_CERT, certificate_key=TLS_KEY,
+        static_url="/static/", static_root=f"{PROJECT}/static"),
+        base="caddy-tcp.conf", tested_in="tests/sampleproject/notes/tests/test_live.py"),
     # HAProxy
     Example("haproxy-tcp.cfg", "haproxy", dict(TCP, docroot=PROJECT),
             tested_by="haproxy-fcgi-tcp"),
     Example("haproxy-unix-prefix.cfg", "haproxy", dict(
         UNIX, docroot=PROJECT, prefix="/app", https=True),
         base="haproxy-tcp.cfg", tested_by="haproxy-fcgi-unix-prefix-https"),
+    Example("haproxy-tls.cfg", "haproxy", dict(
+        TCP, docroot=PROJECT, listen="*:443", certificate="/etc/ssl/private/mysite.pem"),
+        base="haproxy-tcp.cfg", tested_in="tests/sampleproject/notes/tests/test_live.py"),
     # h2o
     Example("h2o-tcp.conf", "h2o", dict(TCP, keepalive=10, **SITE),
             tested_by="h2o-fcgi-tcp-keepalive"),
     Example("h2o-unix-prefix.conf", "h2o", dict(
         UNIX, keepalive=10, prefix="/app", https=True, **SITE),
         base="h2o-tcp.conf", tested_by="h2o-fcgi-unix-prefix-https"),
+    Example("h2o-tls-static.conf", "h2o", dict(
+        TCP, keepalive=10, listen="443", certificate=TLS_CERT, certificate_key=TLS_KEY,
+        static_url="/static/", static_root=f"{PROJECT}/static", **SITE),
+        base="h2o-tcp.conf", tested_in="tests/sampleproject/notes/tests/test_live.py"),
     Example("h2o-spawn.conf", "h2o", dict(
         spawn=f"exec /usr/bin/env DJANGO_SETTINGS_MODULE={SETTINGS} {PYTHON} "
               f"{PROJECT}/manage.py runfcgi protocol=fcgi method=prefork",

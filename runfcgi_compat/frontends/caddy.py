@@ -11,22 +11,27 @@ Tested by tests/integration/frontends_more.py (set-ups ``caddy-*``).
 """
 from runfcgi_compat.options import OptionError
 
-from . import _as_prefix, _safe, _title, backend, hardened_words, render
+from . import _as_prefix, _check_static, _safe, _title, _tls, backend, hardened_words, render
 
 
 def caddy(protocol="fcgi", host=None, port=None, socket=None, *, address="example.com",
-          prefix="", https=False, allow=None):
+          prefix="", https=False, allow=None, static_url=None, static_root=None,
+          certificate=None, certificate_key=None):
     """Return a Caddyfile site block sending requests (under ``prefix``) to runfcgi.
 
     ``address`` is Caddy's site address: a domain name (Caddy then gets a
     certificate and serves HTTPS itself, and tells Django so) or
     ``http://host:port``.  ``https`` sends ``HTTPS on`` for TLS that ends in
-    front of Caddy.
+    front of Caddy.  ``certificate`` and ``certificate_key`` (PEM files) are
+    the certificate Caddy serves (``tls``), instead of one it would fetch;
+    ``static_url`` is served from ``static_root`` (``file_server``).
     """
     protocol, host, port, socket = backend(protocol, host, port, socket)
     if protocol != "fcgi":
         raise OptionError(f"protocol={protocol!r}: Caddy speaks FastCGI only; "
                           "use protocol=fcgi.")
+    _check_static(static_url, static_root)
+    certificate, certificate_key = _tls(certificate, certificate_key)
     prefix = _as_prefix("prefix", prefix)
     return render(
         "caddy.conf",
@@ -37,6 +42,10 @@ def caddy(protocol="fcgi", host=None, port=None, socket=None, *, address="exampl
         upstream=f"unix/{socket}" if socket else _dial(host, port),
         prefix=prefix,
         https=https,
+        static_url=static_url and _safe("static_url", static_url),
+        static_root=static_root and _safe("static_root", static_root).rstrip("/"),
+        certificate=certificate,
+        certificate_key=certificate_key,
     )
 
 

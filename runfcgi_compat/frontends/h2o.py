@@ -22,14 +22,25 @@ import shlex
 
 from runfcgi_compat.options import OptionError, as_host, as_port
 
-from . import _as_prefix, _safe, _title, backend, hardened_words, render, runfcgi_words
+from . import (
+    _as_prefix,
+    _check_static,
+    _safe,
+    _title,
+    _tls,
+    backend,
+    hardened_words,
+    render,
+    runfcgi_words,
+)
 
 _LISTEN = re.compile(r"^(?:(?P<host>[^\s:\]\[]+|\[[0-9A-Fa-f:.]+\]):)?(?P<port>\d+)$")
 
 
 def h2o(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
         server_name="default", prefix="", https=False, keepalive=0, spawn=None,
-        spawn_user=None, allow=None):
+        spawn_user=None, allow=None, static_url=None, static_root=None,
+        certificate=None, certificate_key=None):
     """Return an entry of h2o's ``hosts:`` mapping sending ``prefix`` to runfcgi.
 
     ``listen`` is ``port`` or ``host:port``.  ``keepalive`` > 0 keeps an
@@ -37,8 +48,12 @@ def h2o(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
     (``fastcgi.timeout.keepalive``).  ``spawn`` is a shell command h2o runs
     to start runfcgi itself (no host, port or socket then); ``spawn_user``
     the account it runs as (by default h2o's global ``user``: ``nobody``
-    when h2o starts as root and names none).
+    when h2o starts as root and names none).  ``certificate`` and
+    ``certificate_key`` (PEM files) make h2o serve TLS on ``listen``;
+    ``static_url`` is served from ``static_root`` (``file.dir``).
     """
+    _check_static(static_url, static_root)
+    certificate, certificate_key = _tls(certificate, certificate_key)
     prefix = _as_prefix("prefix", prefix)
     mount = f" under {prefix}/" if prefix else ""
     if spawn is not None:
@@ -71,6 +86,10 @@ def h2o(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
         https=https,
         spawn=spawn and _as_command("spawn", spawn),
         spawn_user=spawn_user and _safe("spawn_user", spawn_user),
+        static_url=static_url and _safe("static_url", static_url),
+        static_root=static_root and _safe("static_root", static_root).rstrip("/"),
+        certificate=certificate,
+        certificate_key=certificate_key,
     )
 
 

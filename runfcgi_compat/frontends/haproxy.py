@@ -64,11 +64,14 @@ def fcgi_server_line(name, host=None, port=None, socket=None, *, options=""):
 
 def haproxy(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80",
             prefix="", https=False, keep_conn=True, docroot="/srv/mysite",
-            app="runfcgi", backend_name="django", allow=None):
+            app="runfcgi", backend_name="django", allow=None, certificate=None):
     """Return ``frontend``, ``backend`` and ``fcgi-app`` sections for HAProxy.
 
     The frontend sends ``prefix`` (or everything) to the backend; the
     backend reaches runfcgi on ``host``/``port`` or ``socket``.
+    ``certificate`` makes HAProxy serve TLS itself: one PEM file holding the
+    certificate followed by its private key (``bind ... ssl crt``).
+    HAProxy serves no files, so static files need another server.
     """
     protocol, host, port, socket = backend(protocol, host, port, socket)
     if protocol != "fcgi":
@@ -81,6 +84,7 @@ def haproxy(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80"
         runfcgi=" ".join(["manage.py runfcgi"] + hardened_words(protocol, host, port, socket,
                                                                 allow=allow)),
         listen=_safe("listen", listen),
+        certificate=certificate and _safe("certificate", certificate),
         prefix=prefix,
         backend=_name("backend_name", backend_name),
         app=_name("app", app),

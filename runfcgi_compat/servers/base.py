@@ -359,6 +359,12 @@ class Connection:
             return self.read_now()
         except EOFError:
             return True
+        except CLIENT_GONE:
+            # Reset while kept idle (HAProxy drops spare connections so): as
+            # good as closed.  The next read sees the end, and serve_next
+            # closes the connection quietly.
+            self.peer_closed = True
+            return True
 
     def partial(self):
         """True when part of the next request has come (and is kept here)."""

@@ -24,7 +24,7 @@ def skip_missing_default():
     return os.environ.get(SKIP_ENV, "").lower() in ("1", "true", "yes", "on")
 
 
-def check_choices(protocol, method, frontend, prefix):
+def check_choices(protocol, method, frontend, prefix, static=None):
     """Refuse a bad class attribute or option by name, before starting anything."""
     if protocol not in PROTOCOLS:
         raise LiveServerError(f"protocol={protocol!r} is not one of: {', '.join(PROTOCOLS)}.")
@@ -36,6 +36,19 @@ def check_choices(protocol, method, frontend, prefix):
     if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
         raise LiveServerError(f"prefix={prefix!r} must start with '/' and not end with "
                               "one (e.g. '/app').")
+    if frontend is None:
+        return
+    spoken = FRONTENDS[frontend].protocols
+    if protocol not in spoken:
+        raise LiveServerError(f"protocol={protocol!r} cannot go through "
+                              f"frontend={frontend!r}, which speaks only "
+                              f"{' and '.join(spoken)}; choose another protocol or "
+                              "frontend.")
+    if static == "collect" and not FRONTENDS[frontend].serves_files:
+        raise LiveServerError(f"frontend={frontend!r} cannot serve static files, which "
+                              "StaticFastCGILiveServerTestCase needs; use "
+                              f"{', '.join(n for n, f in FRONTENDS.items() if f.serves_files)}"
+                              " or FastCGILiveServerTestCase.")
 
 
 class LiveServer:
@@ -48,7 +61,7 @@ class LiveServer:
 
     def __init__(self, *, protocol="fcgi", method="threaded", frontend="nginx", prefix="",
                  https=False, host="localhost", port=0, static=None, in_process=None):
-        check_choices(protocol, method, frontend, prefix)
+        check_choices(protocol, method, frontend, prefix, static)
         self.protocol = protocol
         self.method = method
         self.frontend = frontend
@@ -68,18 +81,24 @@ class LiveServer:
 
     @property
     def settings_changes(self):
-        """Settings the project needs behind this front end (AJP under a prefix)."""
-        if self.protocol == "ajp" and self.prefix:
-            # AJP carries only the path after the mount point.
+        """Settings the project needs behind this front end (a prefix Django
+        cannot see otherwise)."""
+        if not self.prefix:
+            return {}
+        # AJP carries only the path after the mount point, and h2o sends
+        # SCRIPT_NAME "": either way Django learns the prefix from settings.
+        hidden = self.frontend is not None and not FRONTENDS[self.frontend].sends_script_name
+        if self.protocol == "ajp" or hidden:
             return {"FORCE_SCRIPT_NAME": self.prefix}
         return {}
 
     def check_frontend(self):
-        """Raise FrontEndMissing now if the front end is not installed."""
+        """Raise FrontEndMissing now if the front end (or, for https, its
+        TLS module) is not installed."""
         if self.frontend is not None:
-            from .webservers import find_program, get_frontend
+            from .webservers import check_installed, get_frontend
 
-            find_program(get_frontend(self.frontend))
+            check_installed(get_frontend(self.frontend), self.https)
 
     def start(self, connections_):
         """Start runfcgi, then the front end; ``connections_`` are Django's."""
@@ -102,7 +121,8 @@ class LiveServer:
         """Return (URL path, directory) of the static files the front end serves."""
         from django.conf import settings
 
-        if self.static is None or self.frontend is None or not settings.STATIC_URL:
+        if (self.static is None or self.frontend is None or not settings.STATIC_URL
+                or not FRONTENDS[self.frontend].serves_files):
             return None, None
         url = settings.STATIC_URL
         if "://" in url or url.startswith("//"):

@@ -23,8 +23,9 @@ class FastCGILiveServerTestCase(TransactionTestCase):
     Class attributes choose the deployment: ``protocol`` (fcgi, scgi, ajp),
     ``method`` (threaded runs inside the test process and shares its
     test database; prefork runs in a child process and needs a database
-    file or server), ``frontend`` (nginx, apache, lighttpd; None: runfcgi
-    alone, for ``fcgi_client``), ``prefix`` (mount point, e.g. "/app"),
+    file or server), ``frontend`` (nginx, apache, lighttpd, caddy, haproxy,
+    h2o; None: runfcgi alone, for ``fcgi_client``), ``prefix`` (mount
+    point, e.g. "/app"),
     ``https`` (the front end serves TLS with a throwaway certificate).
     """
 

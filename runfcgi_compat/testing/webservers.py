@@ -7,7 +7,9 @@ runs in the foreground in its own session, on a free port of 127.0.0.1; it
 is ready once that port takes connections, and it is stopped by its pid.
 
 ``FRONTENDS`` is the table: a name, the program, the Debian package that
-has it, and the function that writes the configuration.
+has it, the function that writes the configuration, the protocols the
+server speaks, whether it can serve static files, and whether it tells
+Django the mount point (SCRIPT_NAME) under a prefix.
 """
 import contextlib
 import dataclasses
@@ -36,7 +38,14 @@ class FrontEnd:
     name: str
     program: str
     package: str
-    configure: object  # (Site) -> (argv, env)
+    configure: object  # (Site, program) -> (argv, env)
+    protocols: tuple = ("fcgi",)
+    serves_files: bool = True
+    # False: under a prefix it sends SCRIPT_NAME "" (h2o), so the live
+    # server sets FORCE_SCRIPT_NAME to the prefix.
+    sends_script_name: bool = True
+    # A file https needs beyond the program, and the package that has it.
+    tls_module: tuple = None
 
 
 @dataclasses.dataclass
@@ -64,6 +73,17 @@ def find_program(frontend):
             f"not installed (Debian package {frontend.package}: "
             f"apt-get install {frontend.package}).")
     return path
+
+
+def check_installed(frontend, https=False):
+    """Raise FrontEndMissing unless ``frontend`` (and its TLS module for
+    ``https``) is installed."""
+    find_program(frontend)
+    if https and frontend.tls_module and not os.path.exists(frontend.tls_module[0]):
+        path, package = frontend.tls_module
+        raise FrontEndMissing(
+            f"https=True with frontend={frontend.name!r} needs {path}, which is not "
+            f"installed (Debian package {package}: apt-get install {package}).")
 
 
 def _write(site, name, text):
@@ -116,10 +136,6 @@ def _apache(site, program):
 def _lighttpd(site, program):
     host, port = site.backend
     cert, key = site.certificate
-    if cert and not os.path.exists("/usr/lib/lighttpd/mod_openssl.so"):
-        raise FrontEndMissing("https=True with frontend='lighttpd' needs lighttpd's "
-                              "mod_openssl (Debian package lighttpd-mod-openssl: "
-                              "apt-get install lighttpd-mod-openssl).")
     snippet = conf.lighttpd(site.protocol, host, port, prefix=site.prefix,
                             static_url=site.static_url, static_root=site.static_root,
                             certificate=cert, certificate_key=key)
@@ -130,11 +146,64 @@ def _lighttpd(site, program):
     return [program, "-D", "-f", main], None
 
 
+def _caddy(site, program):
+    host, port = site.backend
+    cert, key = site.certificate
+    # A site address with no host answers whatever the Host header says;
+    # default_bind keeps it on 127.0.0.1.
+    address = f"{'https' if cert else 'http'}://:{site.port}"
+    snippet = conf.caddy(site.protocol, host, port, address=address, prefix=site.prefix,
+                         static_url=site.static_url, static_root=site.static_root,
+                         certificate=cert, certificate_key=key)
+    main = _write(site, "Caddyfile", conf.caddy_main(
+        str(site.root), _write(site, "site.caddy", snippet), bind="127.0.0.1"))
+    # Caddy keeps its state under HOME and the XDG directories: keep them here.
+    env = dict(os.environ, HOME=str(site.root), XDG_CONFIG_HOME=str(site.root / "config"),
+               XDG_DATA_HOME=str(site.root / "data"))
+    return [program, "run", "--adapter", "caddyfile", "--config", main], env
+
+
+def _haproxy(site, program):
+    host, port = site.backend
+    cert, key = site.certificate
+    pem = None
+    if cert:
+        # HAProxy's crt is one file: the certificate, then its key.
+        pem = site.root / "site.pem"
+        pem.write_text(Path(cert).read_text() + Path(key).read_text())
+        pem.chmod(0o600)
+    snippet = conf.haproxy(site.protocol, host, port, listen=f"127.0.0.1:{site.port}",
+                           prefix=site.prefix, docroot=str(site.root),
+                           certificate=pem and str(pem))
+    path = _write(site, "site.cfg", snippet)
+    main = _write(site, "haproxy.cfg", conf.haproxy_main(str(site.root), path))
+    # -db: stay in the foreground and log to standard output.
+    return [program, "-db", "-f", main, "-f", path], None
+
+
+def _h2o(site, program):
+    host, port = site.backend
+    cert, key = site.certificate
+    snippet = conf.h2o(site.protocol, host, port, listen=f"127.0.0.1:{site.port}",
+                       prefix=site.prefix, static_url=site.static_url, static_root=site.static_root,
+                       certificate=cert, certificate_key=key)
+    # Started as root h2o would switch to nobody, who cannot enter this
+    # test's private directories; as anyone else it stays that user.
+    user = "root" if os.geteuid() == 0 else None
+    main = _write(site, "h2o.conf", conf.h2o_main(
+        str(site.root), _write(site, "site.yaml", snippet), user=user))
+    return [program, "-c", main], None
+
+
 FRONTENDS = {
     frontend.name: frontend for frontend in (
-        FrontEnd("nginx", "nginx", "nginx", _nginx),
-        FrontEnd("apache", "apache2", "apache2", _apache),
-        FrontEnd("lighttpd", "lighttpd", "lighttpd", _lighttpd),
+        FrontEnd("nginx", "nginx", "nginx", _nginx, protocols=("fcgi", "scgi")),
+        FrontEnd("apache", "apache2", "apache2", _apache, protocols=("fcgi", "scgi", "ajp")),
+        FrontEnd("lighttpd", "lighttpd", "lighttpd", _lighttpd, protocols=("fcgi", "scgi"),
+                 tls_module=("/usr/lib/lighttpd/mod_openssl.so", "lighttpd-mod-openssl")),
+        FrontEnd("caddy", "caddy", "caddy", _caddy),
+        FrontEnd("haproxy", "haproxy", "haproxy", _haproxy, serves_files=False),
+        FrontEnd("h2o", "h2o", "h2o", _h2o, sends_script_name=False),
     )
 }
 

@@ -34,6 +34,15 @@ RENDERED = {
     "h2o-spawn": lambda: conf.h2o(spawn="exec /v/bin/python manage.py runfcgi",
                                   spawn_user="www-data", prefix="/app"),
     "h2o-main": lambda: conf.h2o_main("/srv/o", "/srv/o/site.yaml", user="www-data"),
+    "caddy-tls-static": lambda: conf.caddy(address="https://:8443", static_url="/static/",
+                                           static_root="/s", certificate="/c.pem",
+                                           certificate_key="/k.pem"),
+    "caddy-tls-static-prefix": lambda: conf.caddy(
+        address="https://:8443", prefix="/app", static_url="/static/", static_root="/s",
+        certificate="/c.pem", certificate_key="/k.pem"),
+    "haproxy-tls": lambda: conf.haproxy(certificate="/c.pem", prefix="/app"),
+    "h2o-tls-static": lambda: conf.h2o(static_url="/static/", static_root="/s",
+                                       certificate="/c.pem", certificate_key="/k.pem"),
     "spawn-fcgi": lambda: conf.spawn_fcgi(python="/v/bin/python"),
     "spawn-fcgi-pidfile": lambda: conf.spawn_fcgi(socket="/run/s/f.sock", python="/v/bin/python",
                                                   pidfile="/run/s/f.pid"),
@@ -208,3 +217,60 @@ def test_spawn_fcgi_text_is_the_argv():
 def test_spawn_fcgi_refuses_socket_settings_over_tcp():
     with pytest.raises(OptionError, match="need a socket"):
         conf.spawn_fcgi_argv(port=3033, python="/v/bin/python", socket_mode="660")
+
+
+# -- TLS and static files served by the front end itself ------------------------------
+
+
+def test_caddy_serves_tls_and_static_files():
+    text = conf.caddy(port=3033, address="https://:8443", prefix="/app",
+                      static_url="/static/", static_root="/srv/static/",
+                      certificate="/etc/c.pem", certificate_key="/etc/k.pem")
+    assert "tls /etc/c.pem /etc/k.pem" in lines(text)
+    # handle_path drops /static/ before looking under the root.
+    block = lines(text)[lines(text).index("handle_path /static/* {"):][:4]
+    assert block == ["handle_path /static/* {", "root * /srv/static", "file_server", "}"]
+    assert "handle /app/* {" in lines(text)
+    assert "env HTTPS on" not in text  # Caddy ends TLS and says so itself
+
+
+def test_caddy_without_tls_or_static_files_names_neither():
+    text = conf.caddy(port=3033)
+    assert "tls" not in text and "file_server" not in text and "handle_path" not in text
+
+
+def test_haproxy_serves_tls_with_one_pem_file():
+    text = conf.haproxy(port=3033, listen="127.0.0.1:8443", certificate="/etc/site.pem")
+    assert "bind 127.0.0.1:8443 ssl crt /etc/site.pem" in lines(text)
+    assert "bind *:80" in lines(conf.haproxy())
+    assert "ssl" not in conf.haproxy()
+
+
+def test_h2o_serves_tls_and_static_files():
+    text = conf.h2o(port=3033, listen="127.0.0.1:8443", prefix="/app",
+                    static_url="/static/", static_root="/srv/static/",
+                    certificate="/etc/c.pem", certificate_key="/etc/k.pem")
+    after_listen = lines(text)[lines(text).index("listen:") + 1:]
+    assert after_listen[:6] == ["host: 127.0.0.1", "port: 8443", after_listen[2], "ssl:",
+                                "certificate-file: /etc/c.pem", "key-file: /etc/k.pem"]
+    assert after_listen[2].startswith("#")
+    assert lines(text)[lines(text).index('"/static/":') + 1] == "file.dir: /srv/static"
+    assert '"/app":' in lines(text)
+    assert "ssl:" not in conf.h2o() and "file.dir" not in conf.h2o()
+
+
+@pytest.mark.parametrize("function", [conf.caddy, conf.h2o])
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(certificate="/c.pem"), "certificate and certificate_key go together"),
+    (dict(static_url="/static/"), "static_url needs static_root"),
+    (dict(static_url="static", static_root="/s"), "must be a path that starts and ends"),
+    (dict(certificate="/my c.pem", certificate_key="/k.pem"), "cannot be written into"),
+])
+def test_tls_and_static_options_are_checked(function, kwargs, message):
+    with pytest.raises(OptionError, match=message):
+        function(**kwargs)
+
+
+def test_haproxy_certificate_is_checked():
+    with pytest.raises(OptionError, match="certificate='/my site.pem' cannot be written"):
+        conf.haproxy(certificate="/my site.pem")

@@ -458,3 +458,39 @@ def test_runfcgi_config_prints_tls_and_static_files(kind):
     assert out.getvalue() == make("fcgi", "127.0.0.1", 3033, certificate="/c.pem",
                                   certificate_key="/k.pem", static_url="/static/",
                                   static_root="/srv/s", **listen)
+
+
+@pytest.mark.parametrize("kind", ["caddy", "h2o", "haproxy"])
+def test_runfcgi_config_prints_tls_and_static_files_of_the_newer_servers(kind):
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    words = ["host=127.0.0.1", "port=3033", "certificate=/c.pem"]
+    if kind == "haproxy":  # one PEM file, and no file server
+        call_command("runfcgi_config", kind, *words, "docroot=/srv/p", stdout=out)
+        assert out.getvalue() == conf.haproxy("fcgi", "127.0.0.1", 3033, listen="*:443",
+                                              docroot="/srv/p", certificate="/c.pem")
+        return
+    call_command("runfcgi_config", kind, *words, "certificatekey=/k.pem",
+                 "staticurl=/static/", "staticroot=/srv/s", stdout=out)
+    make, listen = {"caddy": (conf.caddy, {"address": ":443"}),
+                    "h2o": (conf.h2o, {"listen": "443"})}[kind]
+    assert out.getvalue() == make("fcgi", "127.0.0.1", 3033, certificate="/c.pem",
+                                  certificate_key="/k.pem", static_url="/static/",
+                                  static_root="/srv/s", **listen)
+
+
+@pytest.mark.parametrize("word, message", [
+    ("certificatekey=/k.pem", "certificatekey: HAProxy reads the key from the certificate's "
+                              "PEM file (the certificate, then its key)."),
+    ("staticurl=/static/", "staticurl: HAProxy serves no files; serve them from another web "
+                           "server."),
+])
+def test_runfcgi_config_haproxy_refuses_what_it_cannot_do(word, message):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError) as caught:
+        call_command("runfcgi_config", "haproxy", "certificate=/c.pem", word)
+    assert str(caught.value) == message

@@ -322,6 +322,22 @@ def test_the_c_read_never_waits_even_on_a_blocking_socket():
             recv_now(ours.fileno(), 100)  # os.read would hang here
 
 
+def test_a_kept_connection_reset_by_its_peer_closes_quietly(caplog):
+    """HAProxy resets spare idle connections: the threaded pool's look for a
+    next request (``arrived``) must end the connection, not raise."""
+    ours, peer = socket.socketpair()
+    handler = SCGIHandler()
+    with ours:
+        ours.settimeout(5)
+        conn = SCGIConnection(handler, ours.fileno(), "", ours)
+        ours.sendall(b"unread")  # closing with unread data resets
+        peer.close()
+        assert conn.arrived() is True and conn.peer_closed
+        with caplog.at_level(logging.DEBUG):
+            assert handler.serve_next(conn) is base.CLOSE
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_fill_waits_only_when_nothing_has_arrived():
     ours, peer = socket.socketpair()
     waits = []

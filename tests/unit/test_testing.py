@@ -12,7 +12,7 @@ from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.test.utils import override_settings
 from django.urls import path
 
-from runfcgi_compat.testing import FastCGIClient, LiveServer, LiveServerError
+from runfcgi_compat.testing import FastCGIClient, FrontEndMissing, LiveServer, LiveServerError
 from runfcgi_compat.testing.backend import check_shareable
 from runfcgi_compat.testing.certificate import make_certificate
 
@@ -116,13 +116,65 @@ def test_client_names_where_nothing_listens():
 @pytest.mark.parametrize("choice, message", [
     ({"protocol": "http"}, "protocol='http' is not one of: fcgi, scgi, ajp."),
     ({"method": "forking"}, "method='forking' is not one of: threaded, prefork."),
-    ({"frontend": "caddy"}, "frontend='caddy' is not one of: nginx, apache, lighttpd"),
+    ({"frontend": "iis"},
+     "frontend='iis' is not one of: nginx, apache, lighttpd, caddy, haproxy, h2o"),
+    ({"frontend": "caddy", "protocol": "scgi"},
+     "protocol='scgi' cannot go through frontend='caddy', which speaks only fcgi;"),
+    ({"frontend": "h2o", "protocol": "ajp"},
+     "protocol='ajp' cannot go through frontend='h2o', which speaks only fcgi;"),
+    ({"frontend": "nginx", "protocol": "ajp"},
+     "protocol='ajp' cannot go through frontend='nginx', which speaks only fcgi and scgi;"),
+    ({"frontend": "haproxy", "static": "collect"},
+     "frontend='haproxy' cannot serve static files, which StaticFastCGILiveServerTestCase "
+     "needs; use nginx, apache, lighttpd, caddy, h2o or FastCGILiveServerTestCase."),
     ({"prefix": "/app/"}, "prefix='/app/' must start with '/' and not end with one"),
 ])
 def test_bad_choices_are_named(choice, message):
     with pytest.raises(LiveServerError) as caught:
         LiveServer(**choice)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("frontend, program, package", [
+    ("nginx", "nginx", "nginx"),
+    ("apache", "apache2", "apache2"),
+    ("lighttpd", "lighttpd", "lighttpd"),
+    ("caddy", "caddy", "caddy"),
+    ("haproxy", "haproxy", "haproxy"),
+    ("h2o", "h2o", "h2o"),
+])
+def test_missing_front_end_names_program_and_package(monkeypatch, frontend, program, package):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr("os.path.exists", lambda path: False)  # not in /usr/sbin either
+    with pytest.raises(FrontEndMissing) as caught:
+        LiveServer(frontend=frontend).check_frontend()
+    assert str(caught.value) == (
+        f"frontend={frontend!r} needs the {program} program, which is not installed "
+        f"(Debian package {package}: apt-get install {package}).")
+
+
+def test_missing_tls_module_names_its_package(monkeypatch):
+    monkeypatch.setattr("runfcgi_compat.testing.webservers.find_program", lambda frontend: None)
+    monkeypatch.setattr("os.path.exists", lambda path: not path.endswith("/mod_openssl.so"))
+    LiveServer(frontend="lighttpd").check_frontend()  # plain http needs no TLS module
+    with pytest.raises(FrontEndMissing) as caught:
+        LiveServer(frontend="lighttpd", https=True).check_frontend()
+    assert str(caught.value) == (
+        "https=True with frontend='lighttpd' needs /usr/lib/lighttpd/mod_openssl.so, which "
+        "is not installed (Debian package lighttpd-mod-openssl: apt-get install "
+        "lighttpd-mod-openssl).")
+
+
+@pytest.mark.parametrize("frontend, protocol, changes", [
+    ("nginx", "fcgi", {}),
+    ("caddy", "fcgi", {}),
+    ("apache", "ajp", {"FORCE_SCRIPT_NAME": "/app"}),  # AJP carries no mount point
+    ("h2o", "fcgi", {"FORCE_SCRIPT_NAME": "/app"}),  # h2o sends SCRIPT_NAME ""
+])
+def test_force_script_name_where_the_prefix_is_not_sent(frontend, protocol, changes):
+    server = LiveServer(frontend=frontend, protocol=protocol, prefix="/app")
+    assert server.settings_changes == changes
+    assert LiveServer(frontend=frontend, protocol=protocol).settings_changes == {}
 
 
 def test_prefork_refuses_an_in_memory_database():

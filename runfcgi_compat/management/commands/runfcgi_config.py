@@ -126,18 +126,29 @@ def render(kind, parsed, extra, given=None):
             parsed.protocol, socket=extra.get("spawnsocket", DEFAULT_SPAWN_SOCKET),
             prefix=prefix, bin_path=bin_path, bin_environment=environment)
     if kind == "caddy":
-        address = extra.get("listen") or extra.get("servername") or ":80"
+        address = (extra.get("listen") or extra.get("servername")
+                   or (":443" if served["certificate"] else ":80"))
         return frontends.caddy(**where, prefix=prefix, address=address,
-                               https=extra.get("https", False), allow=allow)
+                               https=extra.get("https", False), allow=allow, **served)
     if kind == "haproxy":
-        return frontends.haproxy(**where, prefix=prefix, listen=extra.get("listen", "*:80"),
+        if served["certificate_key"]:
+            raise options.OptionError("certificatekey: HAProxy reads the key from the "
+                                      "certificate's PEM file (the certificate, then its key).")
+        if served["static_url"] or served["static_root"]:
+            raise options.OptionError("staticurl: HAProxy serves no files; serve them from "
+                                      "another web server.")
+        return frontends.haproxy(**where, prefix=prefix,
+                                 listen=extra.get("listen",
+                                                  "*:443" if served["certificate"] else "*:80"),
                                  https=extra.get("https", False),
                                  docroot=extra.get("docroot", os.path.dirname(_manage_py())),
-                                 allow=allow)
+                                 allow=allow, certificate=served["certificate"])
     if kind == "h2o":
-        common = dict(prefix=prefix, listen=extra.get("listen", "80"),
+        common = dict(prefix=prefix,
+                      listen=extra.get("listen", "443" if served["certificate"] else "80"),
                       server_name=extra.get("servername", "default"),
-                      https=extra.get("https", False), keepalive=extra.get("keepalive", 0))
+                      https=extra.get("https", False), keepalive=extra.get("keepalive", 0),
+                      **served)
         if parsed.bind is not None:
             return frontends.h2o(**where, **common, allow=allow)
         # No address: h2o starts runfcgi itself (fastcgi.spawn, socket on fd 0).

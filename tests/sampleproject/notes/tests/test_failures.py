@@ -77,11 +77,14 @@ def test_missing_front_end_skips_when_asked(monkeypatch):
     assert "needs the nginx program" in result.skipped[0][1]
 
 
-@pytest.mark.parametrize("attribute, value, message", [
-    ("protocol", "http", "protocol='http' is not one of: fcgi, scgi, ajp."),
-    ("method", "forked", "method='forked' is not one of: threaded, prefork."),
-    ("frontend", "caddy", "frontend='caddy' is not one of: nginx, apache, lighttpd"),
-    ("prefix", "app/", "prefix='app/' must start with '/'"),
+@pytest.mark.parametrize("attributes, message", [
+    ({"protocol": "http"}, "protocol='http' is not one of: fcgi, scgi, ajp."),
+    ({"method": "forked"}, "method='forked' is not one of: threaded, prefork."),
+    ({"frontend": "iis"},
+     "frontend='iis' is not one of: nginx, apache, lighttpd, caddy, haproxy, h2o"),
+    ({"prefix": "app/"}, "prefix='app/' must start with '/'"),
+    ({"frontend": "haproxy", "protocol": "ajp"},
+     "protocol='ajp' cannot go through frontend='haproxy', which speaks only fcgi;"),
 ])
-def test_bad_class_attribute_is_named(attribute, value, message):
-    assert message in run_class(**{attribute: value})
+def test_bad_class_attribute_is_named(attributes, message):
+    assert message in run_class(**attributes)

@@ -9,17 +9,26 @@ import urllib.request
 from http.cookiejar import CookieJar
 
 from notes.models import Note
-from runfcgi_compat.testing import FastCGILiveServerTestCase, StaticFastCGILiveServerTestCase
+from runfcgi_compat.testing import (
+    FastCGILiveServerTestCase,
+    LiveServerError,
+    StaticFastCGILiveServerTestCase,
+)
+
+
+def unverified():
+    """An https handler that takes the live server's throwaway certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return urllib.request.HTTPSHandler(context=context)
 
 
 def fetch(url, data=None, opener=None, headers=None):
     """Return (status, body text) for a GET, or a POST of form ``data``."""
     body = urllib.parse.urlencode(data).encode() if data is not None else None
     request = urllib.request.Request(url, body, headers=headers or {})
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # The live server's throwaway certificate.
-    opener = opener or urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+    opener = opener or urllib.request.build_opener(unverified())
     with opener.open(request, timeout=30) as response:
         return response.status, response.read().decode()
 
@@ -28,10 +37,7 @@ def browser(https=False):
     """An opener that keeps cookies, as a browser does."""
     handlers = [urllib.request.HTTPCookieProcessor(CookieJar())]
     if https:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        handlers.append(urllib.request.HTTPSHandler(context=context))
+        handlers.append(unverified())
     return urllib.request.build_opener(*handlers)
 
 
@@ -133,9 +139,10 @@ class StaticFilesThroughNginx(StaticFastCGILiveServerTestCase):
     def test_static_file_served_by_the_front_end(self):
         status, page = fetch(f"{self.live_server_url}/about/")
         self.assertIn('href="/static/notes/site.css"', page)
-        request = urllib.request.urlopen(f"{self.live_server_url}/static/notes/site.css",
-                                         timeout=30)
-        with request as response:
+        # STATIC_URL is /static/ on the server, outside any prefix.
+        origin = self.live_server_url.removesuffix(self.prefix)
+        opener = urllib.request.build_opener(unverified())
+        with opener.open(f"{origin}/static/notes/site.css", timeout=30) as response:
             self.assertIn(b"rgb(0, 128, 0)", response.read())
             self.assertEqual(response.headers["Content-Type"].split(";")[0], "text/css")
             # The web server's own answer: Django never saw this request.
@@ -152,3 +159,50 @@ class StaticFilesThroughLighttpd(StaticFilesThroughNginx):
     frontend = "lighttpd"
     protocol = "scgi"
     server_header = "lighttpd"
+
+
+class HTTPSThroughLighttpd(HTTPSThroughApache):
+    frontend = "lighttpd"  # Its TLS is in Debian's lighttpd-mod-openssl.
+
+
+class SecurePrefixChecks(LiveChecks):
+    """https under /app, with the project's static files from the front end."""
+
+    https = True
+    prefix = "/app"
+
+    def test_request_is_secure_under_the_prefix(self):
+        self.assertTrue(self.live_server_url.startswith("https://localhost:"))
+        self.assertTrue(self.live_server_url.endswith("/app"))
+        status, body = fetch(f"{self.live_server_url}/echo/")
+        seen = json.loads(body)
+        self.assertIs(seen["secure"], True)
+        self.assertEqual((seen["path"], seen["script_name"]), ("/app/echo/", "/app"))
+
+
+class CaddyHTTPSUnderPrefix(SecurePrefixChecks, StaticFilesThroughNginx):
+    frontend = "caddy"
+    server_header = "Caddy"
+
+
+class H2OHTTPSUnderPrefixPrefork(SecurePrefixChecks, StaticFilesThroughNginx):
+    # h2o sends SCRIPT_NAME "": the live server sets FORCE_SCRIPT_NAME, in
+    # the prefork child too.
+    frontend = "h2o"
+    method = "prefork"
+    server_header = "h2o"
+
+
+class HAProxyHTTPSUnderPrefix(SecurePrefixChecks, FastCGILiveServerTestCase):
+    frontend = "haproxy"
+
+    def test_static_test_case_needs_a_front_end_that_serves_files(self):
+        class Static(StaticFastCGILiveServerTestCase):
+            frontend = "haproxy"
+
+        try:
+            with self.assertRaises(LiveServerError) as caught:
+                Static.setUpClass()
+        finally:
+            Static.doClassCleanups()  # What setUpClass set before it failed.
+        self.assertIn("frontend='haproxy' cannot serve static files", str(caught.exception))

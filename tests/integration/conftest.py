@@ -164,3 +164,17 @@ def site(tmp_path):
     site = Site(tmp_path)
     yield site
     site.stop()
+
+
+@pytest.fixture
+def tmp():
+    """``(directory, processes)`` for a front end and its back ends: every
+    process appended is stopped, and the directory removed, at the end."""
+    from tests.integration import frontends
+
+    path = frontends.make_tmp()
+    processes = []
+    yield path, processes
+    for process in reversed(processes):
+        process.stop()
+    shutil.rmtree(path, ignore_errors=True)

@@ -20,16 +20,6 @@ def generate(*words):
     return done.stdout
 
 
-@pytest.fixture
-def tmp():
-    path = harness.make_tmp()
-    processes = []
-    yield path, processes
-    for process in reversed(processes):
-        process.stop()
-    subprocess.run(["rm", "-rf", str(path)], check=False)
-
-
 def check_site(port, prefix=""):
     site = harness.Site("generated", port, prefix)
     answer = site.json("GET", "/caf%C3%A9/x?q=1")

@@ -6,7 +6,6 @@ the documented way, and checks that the master and every worker are gone.
 """
 import os
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -18,16 +17,6 @@ from tests.integration import frontends as harness
 from tests.integration import frontends_more as more
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def tmp():
-    path = harness.make_tmp()
-    processes = []
-    yield path, processes
-    for process in reversed(processes):
-        process.stop()
-    subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
 def runfcgi_pids(session):

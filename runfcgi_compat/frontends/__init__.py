@@ -156,6 +156,13 @@ def hardened_words(protocol="fcgi", host=None, port=None, socket=None, *, allow=
     return runfcgi_words(protocol, host, port, socket, **options)
 
 
+def runfcgi_command(protocol="fcgi", host=None, port=None, socket=None, **options):
+    """The ``manage.py runfcgi`` line a generated file shows for its Django
+    side: ``hardened_words`` after the command."""
+    return " ".join(["manage.py runfcgi", *hardened_words(protocol, host, port, socket,
+                                                          **options)])
+
+
 def is_loopback(host):
     """True for a loopback address or ``localhost``."""
     if host.strip("[]").lower() in ("localhost", "localhost6"):
@@ -230,8 +237,7 @@ def nginx(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
     return render(
         "nginx.conf",
         title=_title(protocol, host, port, socket, prefix),
-        runfcgi=" ".join(["manage.py runfcgi"] + hardened_words(protocol, host, port, socket,
-                                                                allow=allow)),
+        runfcgi=runfcgi_command(protocol, host, port, socket, allow=allow),
         protocol=protocol,
         upstream=_safe("upstream", upstream),
         nginx_backend=f"unix:{socket}" if socket else _address(host, port),
@@ -322,9 +328,8 @@ def apache(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80",
         "apache.conf",
         title=_title(protocol, host, port, socket, prefix),
         # With a secret, runfcgi must check it too, or the secret protects nothing.
-        runfcgi=" ".join(["manage.py runfcgi"] + hardened_words(
-            protocol, host, port, socket, allow=allow,
-            ajpsecret=secret and _safe("secret", secret))),
+        runfcgi=runfcgi_command(protocol, host, port, socket, allow=allow,
+                                ajpsecret=secret and _safe("secret", secret)),
         modules=list(apache_modules(protocol, tls=bool(certificate))),
         protocol=protocol,
         listen=_safe("listen", listen),

@@ -11,7 +11,7 @@ Tested by tests/integration/frontends_more.py (set-ups ``caddy-*``).
 """
 from runfcgi_compat.options import OptionError
 
-from . import _as_prefix, _check_static, _safe, _title, _tls, backend, hardened_words, render
+from . import _as_prefix, _check_static, _safe, _title, _tls, backend, render, runfcgi_command
 
 
 def caddy(protocol="fcgi", host=None, port=None, socket=None, *, address="example.com",
@@ -36,8 +36,7 @@ def caddy(protocol="fcgi", host=None, port=None, socket=None, *, address="exampl
     return render(
         "caddy.conf",
         title=_title(protocol, host, port, socket, prefix),
-        runfcgi=" ".join(["manage.py runfcgi"] + hardened_words(protocol, host, port, socket,
-                                                                allow=allow)),
+        runfcgi=runfcgi_command(protocol, host, port, socket, allow=allow),
         address=_safe("address", address),
         upstream=f"unix/{socket}" if socket else _dial(host, port),
         prefix=prefix,

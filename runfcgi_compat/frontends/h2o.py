@@ -29,8 +29,8 @@ from . import (
     _title,
     _tls,
     backend,
-    hardened_words,
     render,
+    runfcgi_command,
     runfcgi_words,
 )
 
@@ -74,8 +74,7 @@ def h2o(protocol="fcgi", host=None, port=None, socket=None, *, listen="80",
     return render(
         "h2o.conf",
         title=title,
-        runfcgi=None if spawn else " ".join(
-            ["manage.py runfcgi"] + hardened_words(protocol, host, port, socket, allow=allow)),
+        runfcgi=None if spawn else runfcgi_command(protocol, host, port, socket, allow=allow),
         server_name=_safe("server_name", server_name),
         listen_host=listen_host,
         listen_port=listen_port,

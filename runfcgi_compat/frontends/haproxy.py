@@ -19,7 +19,7 @@ import re
 
 from runfcgi_compat.options import OptionError
 
-from . import _address, _as_prefix, _safe, _title, backend, hardened_words, render
+from . import _address, _as_prefix, _safe, _title, backend, render, runfcgi_command
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -81,8 +81,7 @@ def haproxy(protocol="fcgi", host=None, port=None, socket=None, *, listen="*:80"
     return render(
         "haproxy.conf",
         title=_title(protocol, host, port, socket, prefix),
-        runfcgi=" ".join(["manage.py runfcgi"] + hardened_words(protocol, host, port, socket,
-                                                                allow=allow)),
+        runfcgi=runfcgi_command(protocol, host, port, socket, allow=allow),
         listen=_safe("listen", listen),
         certificate=certificate and _safe("certificate", certificate),
         prefix=prefix,

@@ -550,7 +550,10 @@ fix_usual(PyObject *module, PyObject *environ)
         Py_RETURN_FALSE;
     const char *mark = memchr(uri_at, '?', uri_len);
     Py_ssize_t raw_len = mark ? mark - uri_at : uri_len;
+    /* A SCRIPT_NAME of "/" is not the usual case: PEP 3333 wants "" (the
+       general code in environ.py moves the slash to PATH_INFO). */
     if (memchr(uri_at, '%', raw_len) != NULL || script_len + path_len != raw_len
+        || (script_len == 1 && script_at[0] == '/')
         || memcmp(script_at, uri_at, script_len) != 0
         || memcmp(path_at, uri_at + script_len, path_len) != 0)
         Py_RETURN_FALSE;

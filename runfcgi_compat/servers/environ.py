@@ -88,8 +88,8 @@ def fix_usual_py(environ):
     if uri is None or not path:
         return False
     raw, _, query = uri.partition("?")
-    if "%" in raw or script + path != raw:
-        return False
+    if "%" in raw or script == "/" or script + path != raw:
+        return False  # "/": PEP 3333's root is "" (the general code moves it).
     https = get("HTTPS")
     if https is not None:
         secure = https.lower() in ("on", "1")

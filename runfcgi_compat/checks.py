@@ -1,6 +1,10 @@
-"""Django system checks for what can be known before serving."""
-from importlib import metadata
+"""Django system checks for what can be known before serving.
 
+Imported in every process that loads the project (the app registers the
+checks); what only a check needs is imported inside it: runfcgi runs the
+checks in a child process (management/commands/runfcgi.py), so the
+prefork master and its workers never carry it.
+"""
 from django.conf import settings
 from django.core.checks import Error, Info, Warning, register
 
@@ -9,6 +13,8 @@ SUPPORTED_FLUP = ("1.0",)
 
 @register("runfcgi")
 def check_flup(app_configs=None, **kwargs):
+    from importlib import metadata  # zipfile, csv, email...: ~1 MiB
+
     try:
         import flup.server.fcgi_base  # noqa: F401
     except ImportError as exc:

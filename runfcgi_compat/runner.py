@@ -83,7 +83,7 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
     allow = peer_allowlist(options)  # A bad FCGI_WEB_SERVER_ADDRS stops us here.
     if options.umask is not None:
         os.umask(options.umask)
-    _load(load_app)
+    app = _load(load_app)
     listener = sockets.listen(options)
     # SIGHUP and SIGUSR1 end a process that has no handler for them.  Once
     # the socket accepts, a reload or log rotation may come at any moment:
@@ -114,7 +114,7 @@ def run(options, *, load_app=load_django_app, server_factory=default_server_fact
             _banner(options, listener, rule, os.getpid(), stdout, verbosity)
         if listener.spawned_by_web_server and options.method == "threaded":
             scriptwatch.start(os.path.abspath(sys.argv[0]))  # touch mysite.fcgi
-        _serve(options, listener, load_app, server_factory, streams, reporter, account,
+        _serve(options, listener, _loaded(app), server_factory, streams, reporter, account,
                launch_dir)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -212,6 +212,16 @@ def _load(load_app):
         raise StartupError(f"cannot load the project's WSGI application: {exc}") from None
 
 
+def _loaded(app):
+    """The server's ``load_app`` once the app is loaded: the same object.
+
+    A prefork worker uses the master's app, as uWSGI's workers do unless
+    told ``lazy-apps``: loading it again after fork (even from the modules
+    already imported) writes to pages every worker would otherwise share.
+    """
+    return lambda: app
+
+
 def _serve(options, listener, load_app, server_factory, streams, reporter, account,
            launch_dir):
     master_pid = os.getpid()
@@ -219,8 +229,6 @@ def _serve(options, listener, load_app, server_factory, streams, reporter, accou
     try:
         if options.pidfile:
             written = pidfile.write(options.pidfile)
-        # The app loaded above proved the project imports; the server builds
-        # its own (prefork: in each worker, after fork) from the cached modules.
         # Made before switching account: our code is imported while we may
         # still read wherever it is installed.
         server = server_factory(options, load_app, on_reopen_logs=streams.reopen)
@@ -263,8 +271,8 @@ def _resume(options, state, load_app, server_factory):
     try:
         # If the code broke between the reload's check and now, this master
         # ends with the error in errlog and its old workers follow it.
-        _load(load_app)
-        server = server_factory(options, load_app, on_reopen_logs=streams.reopen)
+        app = _load(load_app)
+        server = server_factory(options, _loaded(app), on_reopen_logs=streams.reopen)
     except BaseException:
         logger.exception("prefork: the master's new image cannot serve; stopping")
         if written is not None:

@@ -6,14 +6,16 @@
  * same results and errors (tests/unit/test_wire.py): parse_whole,
  * decode_params and stdout_record in fcgi_whole (``*_py``), encode_head and
  * check_start in base (``*_py``), fix_usual in environ (fix_usual_py), and
- * recv_now and send_now, whose twins are os.read and os.write.  The module
+ * recv_now and send_now, whose twins are os.read and os.write, and
+ * parent_death_signal in orphan (_parent_death_signal_py).  The module
  * is built when a compiler is at hand (setup.py marks it optional) and the
  * twins run without it.  In Python these loops were most of the server's
  * own instructions per request (bench/PROFILE.rst).
  *
- * Portable POSIX C: nothing here is Linux's own.  Flags some systems lack
- * are tested for (MSG_NOSIGNAL, MSG_DONTWAIT), and tests/unit/test_wire.py
- * compiles this file with Linux's own headers hidden.
+ * Portable POSIX C: nothing here is Linux's own but prctl(), behind
+ * __linux__.  Flags some systems lack are tested for (MSG_NOSIGNAL,
+ * MSG_DONTWAIT), and tests/unit/test_wire.py compiles this file with
+ * Linux's own headers hidden.
  *
  * Names and values: nginx sends about twenty pairs per request, nearly the
  * same ones every time.  The usual CGI names are made once, interned (the
@@ -30,6 +32,9 @@
 #include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 static const char OVERRUN[] = "a name-value pair runs past the end of the parameters";
 
@@ -728,6 +733,27 @@ send_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 #endif /* MSG_DONTWAIT */
 
+/* -- the parent-death signal (orphan.py) ----------------------------------------- */
+
+/* Here rather than through ctypes: importing ctypes and libffi in the prefork
+ * master cost every server about 0.5 MiB of memory (bench/memory.py). */
+static PyObject *
+parent_death_signal(PyObject *module, PyObject *arg)
+{
+    long signum = PyLong_AsLong(arg);
+    if (signum == -1 && PyErr_Occurred())
+        return NULL;
+    if (signum <= 0 || signum > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "parent_death_signal: not a signal number");
+        return NULL;
+    }
+#ifdef PR_SET_PDEATHSIG
+    if (prctl(PR_SET_PDEATHSIG, (unsigned long)signum, 0UL, 0UL, 0UL) == 0)
+        Py_RETURN_TRUE;
+#endif
+    Py_RETURN_FALSE;
+}
+
 /* -- the module ----------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -744,6 +770,9 @@ static PyMethodDef methods[] = {
      "check_start(status, headers): AssertionError unless they are what WSGI allows."},
     {"fix_usual", fix_usual, METH_O,
      "fix_usual(environ) -> bool: environ.fix_environ's usual case done; False: not that case."},
+    {"parent_death_signal", parent_death_signal, METH_O,
+     "parent_death_signal(signum) -> bool: ask the kernel for signum when our parent "
+     "dies (Linux's prctl); False where it cannot."},
 #ifdef MSG_DONTWAIT
     {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL,
      "recv_now(fd, size) -> bytes: what a socket has, at once; BlockingIOError if nothing."},

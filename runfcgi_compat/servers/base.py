@@ -106,6 +106,18 @@ def describe_peer(sock, addr):
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
+def flush_std_streams():
+    """Flush stdout and stderr, ignoring any error: before a fork (or an
+    exit that skips Python's own clean-up), so no line is written twice
+    or lost."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
 def close_quietly(sock):
     """Close a connection whose peer may already have gone."""
     try:

@@ -33,12 +33,12 @@ Elsewhere (no ``prctl``) the worker's loop notices the new parent at most a
 second after the request it holds ends, lets go of the socket the same way
 and leaves.
 """
-import ctypes
 import os
 import signal
 import socket
 import sys
 
+from . import speedups
 from .base import log
 
 SIGNAL = signal.SIGUSR2  # Not otherwise used by workers.
@@ -46,8 +46,15 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _find_prctl():
+    """prctl() through ctypes, for the Python twin; None where there is none.
+
+    Only when the C module is absent: ctypes and libffi in the master cost
+    every server about 0.5 MiB (bench/memory.py).
+    """
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
@@ -58,16 +65,22 @@ def _find_prctl():
     return prctl
 
 
-# Looked up once in the master; every worker inherits it.
-_prctl = _find_prctl()
+def _parent_death_signal_py(signum):
+    """Python twin of the C module's parent_death_signal."""
+    if _prctl is None:
+        return False
+    return _prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+
+
+parent_death_signal = speedups.pick("parent_death_signal", _parent_death_signal_py)
+# Looked up once in the master (every worker inherits it), for the twin only.
+_prctl = _find_prctl() if parent_death_signal is _parent_death_signal_py else None
 
 
 def ask_for_parent_death_signal(signum):
     """Ask the kernel to send ``signum`` when our parent dies; False if it
     cannot (not Linux, or prctl refused)."""
-    if _prctl is None:
-        return False
-    return _prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    return parent_death_signal(int(signum))
 
 
 class Watch:

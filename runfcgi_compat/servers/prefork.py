@@ -77,11 +77,10 @@ import functools
 import os
 import selectors
 import signal
-import sys
 import time
 
 from . import memory, orphan, reexec
-from .base import log
+from .base import flush_std_streams, log
 from .idle import RESERVED_FDS, IdleKeeper
 from .scoreboard import FREE, IDLE, STALLED, STARTING, Scoreboard
 from .signals import STOP_SIGNALS, SignalBox, reopen_logs
@@ -171,11 +170,12 @@ class PreforkPool:
         """Run the pool on ``listen_sock`` until a graceful stop; return None."""
         was_blocking = listen_sock.getblocking()
         self.prepare(listen_sock)
+        # Before our handlers: the warm-up forks a child of its own.
+        memory.share_with_workers(self.handler)
         self._box.install()
         # After a reload the previous image blocked these across exec so
         # that none was lost; pending ones arrive now, handled.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
-        memory.share_with_workers()
         try:
             self._run()
         finally:
@@ -630,7 +630,7 @@ class PreforkPool:
                 # Never return into the caller's stack (its cleanup code
                 # belongs to the master).
                 orphan.report()
-                _flush_std_streams()
+                flush_std_streams()
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(write_fd)
@@ -655,12 +655,3 @@ class PreforkPool:
 def _wake():
     """A selector key's action: run the master's turn (see _wait_for_events)."""
     return True
-
-
-def _flush_std_streams():
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass

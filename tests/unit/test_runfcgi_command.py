@@ -106,3 +106,23 @@ def test_project_import_error_is_reported_in_the_terminal(tmp_path):
     assert err.startswith("CommandError: cannot load the project's WSGI application: ")
     assert "nosuchproject.wsgi.application" in err and err.count("\n") == 1
     assert not {"s.sock", "s.pid"} & set(os.listdir(tmp_path))
+
+
+def test_system_checks_run_in_a_child_and_their_errors_stop_the_start(monkeypatch):
+    from django.core.management.base import BaseCommand, SystemCheckError
+
+    from runfcgi_compat.management.commands.runfcgi import Command
+
+    ran = []
+
+    def failing_check(self, *args, **kwargs):
+        ran.append(os.getpid())
+        raise SystemCheckError("System check identified some issues:\n\nERRORS:\nboom")
+
+    monkeypatch.setattr(BaseCommand, "check", failing_check)
+    with pytest.raises(SystemCheckError) as raised:
+        Command().check()
+    assert str(raised.value) == "System check identified some issues:\n\nERRORS:\nboom"
+    assert ran == []  # It ran in the child.
+    monkeypatch.setattr(BaseCommand, "check", lambda self, *a, **k: ran.append(1))
+    assert Command().check() is None and ran == []

@@ -241,3 +241,20 @@ def test_warnings_reach_stderr_whatever_logging_says(tmp_path, capsys, monkeypat
         assert capsys.readouterr().err == "serving as root: ...\n"
     finally:
         to_file.close()
+
+
+def test_the_server_is_handed_the_app_loaded_once(tmp_path):
+    # Prefork workers use the master's app rather than loading it again
+    # after fork, which writes to pages they would otherwise share.
+    fake = FakeServer(tmp_path)
+    loads = []
+
+    def load():
+        loads.append(1)
+        return object()
+
+    runner.run(parse_words([f"socket={tmp_path / 's.sock'}", "daemonize=false"]),
+               load_app=load, server_factory=fake.factory, stdout=io.StringIO())
+    make = fake.calls[0]
+    first = make[2]()
+    assert make[2]() is first and len(loads) == 1

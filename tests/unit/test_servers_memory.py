@@ -1,6 +1,8 @@
 """servers/memory.py: what the prefork master does before forking."""
 import gc
 import logging
+import os
+from signal import SIGKILL
 
 import django.urls
 import pytest
@@ -9,7 +11,8 @@ from django.http import HttpResponse
 from django.test import override_settings
 from django.urls import path, re_path
 
-from runfcgi_compat.servers import memory
+from runfcgi_compat.options import parse_words
+from runfcgi_compat.servers import make_server, memory
 
 views_called = []
 
@@ -49,7 +52,7 @@ def test_warm_up_resolves_a_made_up_request(monkeypatch):
     resolver = FakeResolver()
     monkeypatch.setattr(django.urls, "get_resolver", lambda: resolver)
     memory.warm_up_django()
-    assert resolver.paths == ["/"]
+    assert resolver.paths == ["/", f"/{memory.NOWHERE}/"] * memory.WARM_UP_ROUNDS
 
 
 @override_settings(ROOT_URLCONF=__name__)
@@ -96,3 +99,64 @@ def test_warm_up_waits_for_django_to_be_set_up(monkeypatch):
     monkeypatch.setattr(apps, "ready", False)
     memory.warm_up_django()
     assert resolver.paths == []
+
+
+# -- run_apart: work whose litter stays out of the master --------------------------
+
+
+def test_run_apart_runs_in_a_child_and_says_what_it_raised():
+    touched = []
+
+    def works():
+        touched.append(os.getpid())
+
+    def fails():
+        raise ValueError("a bad setting")
+
+    assert memory.run_apart(works) is None
+    assert memory.run_apart(fails) == ("ValueError", "a bad setting")
+    assert touched == []  # The child's memory is its own.
+
+
+def test_run_apart_reports_a_child_that_died():
+    assert memory.run_apart(lambda: os.kill(os.getpid(), SIGKILL)) == (
+        "Error", "the child died (signal 9)")
+
+
+# -- warm_up_server: our request path, run once in the master ------------------------
+
+
+@pytest.mark.parametrize("protocol", ["fcgi", "scgi", "ajp"])
+def test_warm_up_server_serves_made_up_requests_with_a_stand_in_app(protocol, monkeypatch):
+    options = parse_words([f"protocol={protocol}", "host=127.0.0.1", "port=9"])
+    handler = make_server(options, lambda: None).handler
+    project_app = object()
+    handler.set_app(project_app)
+    served = []
+    monkeypatch.setattr(memory, "_stand_in_app", _counting(served))
+    memory.warm_up_server(handler)
+    assert served == [("GET", "/")] * memory.WARM_UP_ROUNDS
+    assert handler.app is project_app
+
+
+def _counting(served, real=memory._stand_in_app):
+    def app(environ, start_response):
+        served.append((environ["REQUEST_METHOD"], environ["PATH_INFO"]))
+        return real(environ, start_response)
+    return app
+
+
+def test_a_failing_server_warm_up_is_logged_and_the_app_put_back(monkeypatch, caplog):
+    handler = make_server(parse_words(["host=127.0.0.1", "port=9"]), lambda: None).handler
+    project_app = object()
+    handler.set_app(project_app)
+
+    def refuse(sock, addr):
+        raise OSError("no connections today")
+
+    monkeypatch.setattr(handler, "connect", refuse)
+    with caplog.at_level(logging.DEBUG, logger="runfcgi_compat"):
+        memory.warm_up_server(handler)
+    assert [r.getMessage() for r in caplog.records] == [
+        "warm-up of the server's request path failed"]
+    assert handler.app is project_app

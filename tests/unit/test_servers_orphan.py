@@ -2,10 +2,13 @@
 import os
 import select
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from runfcgi_compat.servers import orphan
+from tests import modes
 
 
 @pytest.fixture
@@ -47,25 +50,59 @@ def test_the_watch_acts_only_when_the_master_is_gone(listener):
         listener.accept()
 
 
-@pytest.mark.skipif(orphan._prctl is None, reason="prctl is Linux's")
-def test_the_parent_death_signal_is_asked_for_in_a_child():
+LINUX = sys.platform.startswith("linux")
+
+
+def parent_death_signal_after(ask):
+    """In a forked child: ``ask(SIGNAL)``, then read the signal back with
+    PR_GET_PDEATHSIG; return (what ask said, the signal number set)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
             import ctypes
-            asked = orphan.ask_for_parent_death_signal(orphan.SIGNAL)
+            asked = ask(orphan.SIGNAL)
             value = ctypes.c_int()
-            orphan._prctl(2, ctypes.addressof(value), 0, 0, 0)  # PR_GET_PDEATHSIG
+            orphan._find_prctl()(2, ctypes.addressof(value), 0, 0, 0)  # PR_GET_PDEATHSIG
             os.write(write_fd, f"{asked} {value.value}".encode())
         finally:
             os._exit(0)
     os.close(write_fd)
     try:
-        assert os.read(read_fd, 100).decode() == f"True {int(orphan.SIGNAL)}"
+        asked, value = os.read(read_fd, 100).decode().split()
     finally:
         os.close(read_fd)
         os.waitpid(pid, 0)
+    return asked, int(value)
+
+
+@pytest.mark.skipif(not LINUX, reason="prctl is Linux's")
+def test_the_parent_death_signal_is_asked_for_in_a_child():
+    assert parent_death_signal_after(orphan.ask_for_parent_death_signal) == (
+        "True", int(orphan.SIGNAL))
+
+
+@pytest.mark.skipif(not LINUX, reason="prctl is Linux's")
+def test_the_python_twin_asks_for_the_same_signal(monkeypatch):
+    monkeypatch.setattr(orphan, "_prctl", orphan._find_prctl())
+    assert parent_death_signal_after(orphan._parent_death_signal_py) == (
+        "True", int(orphan.SIGNAL))
+
+
+def test_the_twin_says_false_where_there_is_no_prctl(monkeypatch):
+    monkeypatch.setattr(orphan, "_prctl", None)
+    assert orphan._parent_death_signal_py(orphan.SIGNAL) is False
+
+
+def test_ctypes_is_imported_only_for_the_twin():
+    # ctypes and libffi cost every prefork server ~0.5 MiB (bench/memory.py).
+    code = ("import sys; from runfcgi_compat.servers import orphan; "
+            "print(orphan.parent_death_signal is orphan._parent_death_signal_py, "
+            "'ctypes' in sys.modules)")
+    seen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=modes.REPO).stdout.split()
+    twin = seen[0] == "True"
+    assert seen == [str(twin), str(twin and LINUX)]
 
 
 def test_where_no_abstract_socket_exists_the_stand_in_is_never_readable(monkeypatch):

@@ -6,7 +6,8 @@
   decides, test_speedups.py checks); the twins are held to the same results by
   property tests: parse_whole, decode_params, stdout_record, encode_head
   and check_start in test_servers_fcgi_whole.py, fix_usual in
-  test_environ.py, recv_now and send_now here.
+  test_environ.py, recv_now and send_now here, parent_death_signal in
+  test_servers_orphan.py.
 * No value of a request outlives the request in a cache.
 * The portable mode (tests/portable/sitecustomize.py) really is on in its
   tox cell, and the C module really is there in the others.
@@ -26,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runfcgi_compat import client
-from runfcgi_compat.servers import base, environ, fcgi_whole
+from runfcgi_compat.servers import base, environ, fcgi_whole, orphan
 from tests import modes
 
 from .test_servers_protocols import fcgi_record
@@ -43,6 +44,7 @@ TWINS = {
     "fix_usual": (environ, environ.fix_usual_py),
     "recv_now": (base, os.read),
     "send_now": (base, os.write),
+    "parent_death_signal": (orphan, orphan._parent_death_signal_py),
 }
 
 
@@ -128,8 +130,13 @@ def test_the_c_module_compiles_without_linux(tmp_path, system):
 
 
 def test_the_c_module_includes_only_posix_headers():
-    included = re.findall(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', SOURCE.read_text(), re.M)
-    assert included and set(included) <= POSIX_HEADERS
+    # Linux's own headers only inside "#ifdef __linux__" (compiled out elsewhere).
+    text = SOURCE.read_text()
+    guarded = re.findall(r'^#ifdef __linux__\n(.*?)^#endif', text, re.M | re.S)
+    linux = re.findall(r'#\s*include\s*[<"]([^>"]+)[>"]', "".join(guarded))
+    included = re.findall(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', text, re.M)
+    assert included and set(included) - set(linux) <= POSIX_HEADERS
+    assert linux == ["sys/prctl.h"]
 
 
 def test_the_portable_compile_rejects_a_linux_header(tmp_path):

@@ -6,10 +6,16 @@ list them, from the same table that parses them.
 """
 import argparse
 
-from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    DjangoHelpFormatter,
+    SystemCheckError,
+)
 
 from ... import fastcgi, options, runner
 from ...errors import StartupError
+from ...servers import memory
 
 
 class HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -23,6 +29,20 @@ class Command(BaseCommand):
         kwargs.setdefault("formatter_class", HelpFormatter)
         kwargs.setdefault("epilog", fastcgi.FASTCGI_HELP)
         return super().create_parser(prog_name, subcommand, **kwargs)
+
+    def check(self, *args, **kwargs):
+        """Django's system checks, as every command runs them (``--skip-checks``
+        skips them), but in a child process that exits after: what they
+        build and drop would stay in the prefork master's memory, where
+        every worker would copy the pages around it (servers/memory.py).
+        Warnings are printed, errors stop the start, as in Django."""
+        failed = memory.run_apart(lambda: super(Command, self).check(*args, **kwargs))
+        if failed is None:
+            return
+        name, text = failed
+        if name == "SystemCheckError":
+            raise SystemCheckError(text)
+        raise CommandError(f"the system checks failed: {name}: {text}")
 
     def add_arguments(self, parser):
         parser.add_argument(

@@ -1,34 +1,36 @@
 """Keep the prefork master's memory shared with its workers.
 
 A forked worker shares every page of the master until one side writes to
-it; then the writer gets a private copy of that page.  Two things make a
-worker copy pages it would not need to:
+it; then the writer gets a private copy of that page.  Four things make a
+worker copy pages it would not need to, and the master does something
+about each before its first fork (``share_with_workers``):
 
 * Work Django leaves for the first requests.  It builds parts of its
-  request machinery lazily: the URL resolver's per-pattern state, the
-  template engine's parser tables and compiled nodes, the classes a
-  request and a response are made of on first use, the JSON encoder.
-  Done in each worker, that work writes all over the pages of the
-  master's objects; done once in the master, the workers share its
-  result.  ``warm_up_django()`` does it on requests the master makes up
-  (one that matches a URL pattern, one that matches none, as a 404 page
-  does), through Django's own code only: it never calls a view, a
-  middleware, a signal receiver or a template of the site, and sends
-  nothing anywhere.  It goes through them a few times: Python rewrites a
-  function's bytecode for speed after its first calls, in place, so that
-  too is better done once in the master.  (Serving real requests in the master would share
-  more, but would run the site's code at every start.)
+  request machinery lazily: the request's headers and host checks, the
+  URL resolver's per-pattern state, the template engine's parser tables
+  and compiled nodes, the classes a request and a response are made of on
+  first use, the JSON encoder.  Done in each worker, that work writes all
+  over the pages of the master's objects; done once in the master, the
+  workers share its result.  ``warm_up_django()`` does it on requests the
+  master makes up (one that matches a URL pattern, one that matches none,
+  as a 404 does), through Django's own code only: it never calls a view,
+  a middleware, a signal receiver or a template of the site, and sends
+  nothing anywhere.  (Serving real requests in the master would share
+  more, but would run the site's code at every start.)  It goes through
+  them a few times: Python rewrites a function's bytecode for speed after
+  its first calls, in place, which is also better done once.
 
-* Work that is done once and dropped.  Whatever the master builds and
-  frees leaves holes all over its memory, which the workers' first
-  allocations fill, copying the pages around them.  Django's system checks
-  are the largest such work (they look at every model, URL pattern and
-  setting): ``run_apart()`` runs them in a child that exits after
-  (measured: 1.9 % less memory in all, with the warm-up above in their
-  place; the checks had been warming some of it by chance).
+* Our own request path, which the master, busy supervising, never runs:
+  ``warm_up_server()`` serves made-up requests through the protocol
+  handler with a stand-in app.
 
-* Our own request path, which the master never runs: ``warm_up_server()``
-  serves made-up requests through it with a stand-in app.
+* Work done once and dropped.  What the master builds and frees leaves
+  holes all over its memory, which the workers' first allocations fill,
+  copying the pages around them.  Django's system checks are the largest
+  such work (they look at every model, URL pattern and setting):
+  ``run_apart()`` runs them in a child that exits after.  For the same
+  reason there is no ``gc.collect()`` before the freeze below (measured:
+  1 % more memory in all).
 
 * Python's cyclic garbage collector writes to the header of every object
   it examines, so a worker's first full collection (which comes sooner or
@@ -36,17 +38,15 @@ worker copy pages it would not need to:
   ``gc.collect()``) writes to every page that holds a container object the
   master loaded, and the worker ends up with a private copy of most of
   them: about 12 MiB more per worker for the bench site (``bench/memory.py``).
-  ``gc.freeze()`` in the master, once the application is loaded and before
-  the first fork, moves every object it holds to a generation that no
-  collection examines, in the master or in any worker forked from it
-  (respawned workers too); objects the workers create are collected as
-  usual.  No ``gc.collect()`` before it: the holes it leaves in the
-  master's memory are filled by the workers' first allocations, which
-  copies the pages around them (measured: 1 % more memory in all).
+  ``gc.freeze()`` in the master, last, moves every object it holds to a
+  generation that no collection examines, in the master or in any worker
+  forked from it (respawned workers too); objects the workers create are
+  collected as usual.
 
 What a worker still copies is mostly the price of running Python at all:
 each object a request reads gets its reference count written, so the page
-it lives on is copied in every worker that reads it.
+it lives on is copied in every worker that reads it.  docs/performance.rst
+has the measurements.
 """
 import gc
 import io
@@ -186,15 +186,16 @@ def _how(status):
 def warm_up_django():
     """Build in this process what Django builds on a worker's first requests.
 
-    A made-up ``GET /`` goes through Django's request class, the project's
-    URL resolver (matching only: no view is called), the template engine
+    A made-up ``GET /`` goes through Django's request class (its headers,
+    its host checked against ALLOWED_HOSTS, its URL), the project's URL
+    resolver (matching only: no view is called), the template engine
     (Django's own engine on a template of ours, not the project's
     templates or context processors), the response classes and the JSON
     encoder; a made-up request for a path no pattern matches goes through
     the resolver's every pattern, a template lookup that finds nothing (a
     name no project has) and Django's own error page, as a 404 does in a
-    project without a 404 template.  Skipped when Django is not
-    set up; anything it raises is logged at debug level and ignored, as
+    project without a 404 template.  Skipped when Django is not set up;
+    anything it raises is logged at debug level and ignored, as
     the server does not need it.
     """
     try:
@@ -213,6 +214,7 @@ def warm_up_django():
 def _made_up_request():
     from urllib.parse import quote
 
+    from django.core.exceptions import SuspiciousOperation
     from django.core.handlers.wsgi import WSGIRequest
     from django.http import HttpResponse, HttpResponseNotFound, JsonResponse
     from django.template import Context, Engine, TemplateDoesNotExist, loader
@@ -221,7 +223,12 @@ def _made_up_request():
 
     for path in ("/", f"/{NOWHERE}/"):
         request = WSGIRequest(_environ(path))
-        request.GET, request.COOKIES  # noqa: B018 - parsed on first access
+        request.GET, request.COOKIES, request.headers  # noqa: B018 - built on first access
+        request.get_full_path(), request.is_secure()
+        try:
+            request.build_absolute_uri()  # get_host(): ALLOWED_HOSTS, as middleware asks
+        except SuspiciousOperation:
+            pass  # The made-up host is not allowed (DisallowedHost).
         try:
             get_resolver().resolve(request.path_info)
         except Resolver404:
@@ -246,7 +253,8 @@ def _environ(path):
     return {
         "REQUEST_METHOD": "GET", "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
         "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1", "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr,
+        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost", "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
         "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.multithread": False,
         "wsgi.multiprocess": True, "wsgi.run_once": False,
     }

@@ -55,6 +55,16 @@ def test_warm_up_resolves_a_made_up_request(monkeypatch):
     assert resolver.paths == ["/", f"/{memory.NOWHERE}/"] * memory.WARM_UP_ROUNDS
 
 
+@override_settings(ALLOWED_HOSTS=["example.com"])
+def test_a_host_the_project_does_not_allow_leaves_the_warm_up_whole(monkeypatch, caplog):
+    resolver = FakeResolver()
+    monkeypatch.setattr(django.urls, "get_resolver", lambda: resolver)
+    with caplog.at_level(logging.DEBUG, logger="runfcgi_compat"):
+        memory.warm_up_django()
+    assert resolver.paths == ["/", f"/{memory.NOWHERE}/"] * memory.WARM_UP_ROUNDS
+    assert caplog.records == []
+
+
 @override_settings(ROOT_URLCONF=__name__)
 def test_warm_up_runs_no_view_and_sends_no_signal():
     sent = []

@@ -535,17 +535,23 @@ class ThreadedPool:
         conn = handler.connect(*item) if type(item) is tuple else item
         if conn is None:
             return None
-        while handler.serve_next(conn) is KEEP:
-            if conn.ready():
-                continue  # The next request was buffered with the last.
-            if self._stop.is_set() and not conn.arriving():
-                close_quietly(conn)  # Stopping: a kept connection closes at once.
-                return None
-            # A request on its way (a fresh connection's, or the rest of
-            # one) is read at once if it has come; a kept connection's next
-            # request only if nothing else waits for this thread.
-            if not (conn.arrived() if conn.arriving() else self.serve_again(conn)):
-                return conn
+        try:
+            while handler.serve_next(conn) is KEEP:
+                if conn.ready():
+                    continue  # The next request was buffered with the last.
+                if self._stop.is_set() and not conn.arriving():
+                    close_quietly(conn)  # Stopping: a kept connection closes at once.
+                    return None
+                # A request on its way (a fresh connection's, or the rest of
+                # one) is read at once if it has come; a kept connection's
+                # next request only if nothing else waits for this thread.
+                if not (conn.arrived() if conn.arriving() else self.serve_again(conn)):
+                    return conn
+        except BaseException:
+            # A handler broke the contract (it never raises): the connection
+            # is in no known state, and nobody else would ever close it.
+            close_quietly(conn)
+            raise
         return None
 
     def serve_again(self, conn):

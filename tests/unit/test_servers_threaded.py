@@ -66,6 +66,8 @@ class LineConnection:
             data = self.sock.recv(4096)
         except BlockingIOError:
             return False
+        except ConnectionResetError:
+            return True  # As good as the end, as base.Connection says.
         if not data:
             return True  # The end: serve_next closes.
         self.buffer += data
@@ -216,6 +218,8 @@ def closed_by_server(sock):
         return sock.recv(1) == b""
     except BlockingIOError:
         return False
+    except ConnectionResetError:
+        return True  # Closed with our request unread.
     finally:
         sock.setblocking(True)
 
@@ -337,6 +341,25 @@ def test_no_more_than_maxchildren_connections_are_taken_at_once(pools, clients):
     app.release(b"1")
     turn_until(pool, lambda: app.started[b"3"].is_set(), "the third request")
     assert stat(pool, "threads") == 2
+
+
+def test_a_handler_that_raises_gets_its_connection_closed(pools, clients, caplog):
+    # The contract says a handler never raises; if one does, the thread
+    # lives on and the connection is closed, not left for the collector.
+    pool, app, address = pools(maxchildren=1, maxspare=1)
+    conn = clients(address)
+    assert ask(pool, conn, b"a") == b"a!\n"
+    turn_until(pool, lambda: settled(pool, 1), "the connection back, idle")
+
+    def broken(conn):
+        raise RuntimeError("a handler bug")
+
+    pool.handler.serve_next = broken
+    conn.sendall(b"b\n")
+    turn_until(pool, lambda: closed_by_server(conn), "the connection closed")
+    turn_until(pool, lambda: settled(pool, 0), "the thread free again")
+    assert "unexpected error serving a connection" in caplog.text
+    assert stat(pool, "threads") == 1
 
 
 # -- deadlines -------------------------------------------------------------------------

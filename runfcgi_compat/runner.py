@@ -35,24 +35,38 @@ DAEMON_UMASK = 0o022
 
 
 def load_django_app():
-    """Return the project's WSGI application, as runserver finds it.
+    """Return the project's WSGI application, as runserver finds it, with
+    the project's URLconf (and the views it imports) loaded too.
 
     runserver's own finder (``django.core.servers.basehttp``) would import
     Python's HTTP server modules into the prefork master, where every worker
     would carry them; the rule is short enough to follow here.
+
+    The URLconf is imported here, in the process that is about to switch
+    accounts (``user=``) and fork, as Django's system checks would do if they
+    ran in it (they run in a child: management/commands/runfcgi.py).  Left
+    to the first request, it would be read as the serving account, and by
+    each prefork worker from whatever is on disk then: a reload's half-edited
+    views would reach old workers.
     """
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
     from django.core.wsgi import get_wsgi_application
+    from django.urls import get_resolver
     from django.utils.module_loading import import_string
 
     path = settings.WSGI_APPLICATION
     if path is None:
-        return get_wsgi_application()
-    try:
-        return import_string(path)
-    except ImportError as exc:
-        raise ImproperlyConfigured(f"WSGI_APPLICATION {path!r} cannot be imported: {exc}") from exc
+        app = get_wsgi_application()
+    else:
+        try:
+            app = import_string(path)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"WSGI_APPLICATION {path!r} cannot be imported: {exc}") from exc
+    if getattr(settings, "ROOT_URLCONF", None):
+        get_resolver().url_patterns  # noqa: B018 - imports the URLconf
+    return app
 
 
 def default_server_factory(options, load_app, **kwargs):

@@ -40,7 +40,8 @@ def test_serve_as_www_data_with_a_group_socket(method, start_backend, tmp_path):
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
         account.pw_uid, account.pw_gid, 0o660)
     answer = client.request(sock, path="/")
-    assert answer.status == 200 and answer.body.startswith(b"Hello from runfcgi")
+    assert answer.status == 200 and answer.body.startswith(b"Hello from runfcgi"), \
+        backend.output()
     assert uids_of(backend.pid) == {account.pw_uid}
     for worker in children_of(backend.pid):
         assert uids_of(worker) == {account.pw_uid}

@@ -121,7 +121,7 @@ def test_code_that_does_not_load_cancels_the_reload(site):
     errors = [line for line in site.log().splitlines() if " ERROR " in line]
     assert len(errors) == 1, errors
     assert "still serving the old code" in errors[0]
-    assert site.text() == "version 1"
+    assert site.text() == "version 1", site.log()
     assert process.poll() is None
     reload_to(site, process.pid, 2)  # Fixed: the next reload goes through.
 

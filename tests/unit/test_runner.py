@@ -103,6 +103,19 @@ def test_load_django_app_follows_wsgi_application():
                                  "imported: No module named 'nosuchproject'")
 
 
+def test_load_django_app_imports_the_urlconf_before_any_request(monkeypatch):
+    # As the system checks did in this process before they moved to a child:
+    # the serving account and later workers never read the URLconf from disk.
+    monkeypatch.delitem(sys.modules, "tests.unit.loaded_urls", raising=False)
+    with override_settings(WSGI_APPLICATION="tests.unit.test_runner.app",
+                           ROOT_URLCONF="tests.unit.loaded_urls"):
+        assert runner.load_django_app() is app
+        assert "tests.unit.loaded_urls" in sys.modules
+    with override_settings(ROOT_URLCONF="tests.unit.no_such_urls"):
+        with pytest.raises(ImportError):
+            runner.load_django_app()
+
+
 def test_a_prefork_fastcgi_master_imports_only_what_it_runs():
     # Every module the master imports is in every worker's memory.
     code = (

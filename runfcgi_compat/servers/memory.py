@@ -149,11 +149,12 @@ def run_apart(func):
     os.close(write_fd)
     with open(read_fd, "rb") as pipe:
         said = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) == 0:
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code == 0:
         return None
     name, _, text = said.decode(errors="replace").partition("\0")
-    return (name, text) if name else ("Error", f"the child died ({_how(status)})")
+    how = f"signal {-code}" if code < 0 else f"exit status {code}"
+    return (name, text) if name else ("Error", f"the child died ({how})")
 
 
 def _start_apart(func, write_fd=None):
@@ -176,11 +177,6 @@ def _start_apart(func, write_fd=None):
             flush_std_streams()
             os._exit(code)
     return pid
-
-
-def _how(status):
-    code = os.waitstatus_to_exitcode(status)
-    return f"signal {-code}" if code < 0 else f"exit status {code}"
 
 
 def warm_up_django():

@@ -32,7 +32,7 @@ import signal
 import sys
 
 from .. import handover
-from .base import log
+from .base import flush_std_streams, log
 
 
 def command_line():
@@ -80,11 +80,7 @@ def exec_master(state, worker_pids, blocked_signals):
     here = os.getcwd()
     try:
         os.chdir(state.cwd)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+        flush_std_streams()
         os.execve(sys.executable, command_line(), env)
     except OSError as exc:
         os.chdir(here)

@@ -287,7 +287,10 @@ class ThreadedPool:
             self._close_expired(now)
             with self._lock:
                 self._retire(self._spare())  # Idle threads leave.
-                busy = self._threads - self._idle + self._queued
+                # A connection handed back since _take_returned above is
+                # work left too: counting it, not returning, is what keeps
+                # a request that arrives in that moment from being lost.
+                busy = self._threads - self._idle + self._queued + len(self._returned)
             if not busy and not self._conns:
                 log.info("threaded: all connections closed")
                 return

@@ -90,6 +90,9 @@ class LineHandler:
 
     def __init__(self):
         self.app = None
+        # (inside, go) Events: the next serve_next that reads half a line
+        # sets ``inside`` and waits for ``go`` before it returns.
+        self.pause = None
 
     def set_app(self, app):
         self.app = app
@@ -114,6 +117,7 @@ class LineHandler:
                     return CLOSE
                 conn.buffer += data
                 if b"\n" not in conn.buffer:
+                    self._paused()
                     return KEEP
             line, conn.buffer = conn.buffer.split(b"\n", 1)
             conn.fresh = False
@@ -125,15 +129,21 @@ class LineHandler:
             conn.close()
             return CLOSE
 
+    def _paused(self):
+        if self.pause is not None:
+            (inside, go), self.pause = self.pause, None
+            inside.set()
+            assert go.wait(LIMIT), "never let go"
+
 
 @pytest.fixture
 def pools():
     """``pools(**limits) -> (pool, app, address)``: an opened pool, closed at the end."""
     made = []
 
-    def make(maxchildren=4, maxspare=4, minspare=1, **attrs):
+    def make(maxchildren=4, maxspare=4, minspare=1, cls=ThreadedPool, **attrs):
         app = LineApp()
-        pool = ThreadedPool(LineHandler(), lambda: app, maxspare=maxspare, minspare=minspare,
+        pool = cls(LineHandler(), lambda: app, maxspare=maxspare, minspare=minspare,
                             maxchildren=maxchildren)
         pool.clock = FakeClock()
         for name, value in attrs.items():
@@ -183,6 +193,14 @@ def turn_until(pool, done, what="the condition"):
     while not done():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         pool.turn(wait=0.05)
+
+
+def wait_until(done, what):
+    """Wait in real time for ``done()``, set by another thread; fail after LIMIT."""
+    deadline = time.monotonic() + LIMIT
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
 
 
 def stat(pool, name):
@@ -490,6 +508,49 @@ def test_a_stop_closes_idle_kept_connections_and_waits_for_fresh_ones(pools, cli
         half.sendall(b"lf\n")  # The rest of a request stalled half-way.
         half.settimeout(LIMIT)
         assert half.recv(4096) == b"half!\n"
+    finally:
+        stopper.join(LIMIT)
+    assert done.is_set()
+
+
+class CountingPool(ThreadedPool):
+    """Runs ``between()`` once, in finish(), between its look at the
+    connections handed back and its count of the work left."""
+
+    between = None
+
+    def _take_returned(self, now):
+        super()._take_returned(now)
+        if self._stop.is_set() and self.between is not None:
+            between, self.between = self.between, None
+            between()
+
+
+def test_a_stop_waits_for_a_connection_handed_back_while_it_counts(pools, clients):
+    pool, app, address = pools(cls=CountingPool)
+    half = clients(address)
+    turn_until(pool, lambda: settled(pool, 1), "the fresh connection idle")
+    inside, go = threading.Event(), threading.Event()
+    pool.handler.pause = (inside, go)
+    half.sendall(b"ha")  # A thread reads it, and waits inside the handler.
+    turn_until(pool, inside.is_set, "half a request read")
+    returned, handed = stat(pool, "returned"), threading.Event()
+
+    def hand_back():
+        go.set()
+        wait_until(lambda: stat(pool, "returned") == returned + 1, "the hand-back")
+        handed.set()
+
+    pool.between = hand_back
+    done = threading.Event()
+    stopper = threading.Thread(target=lambda: (pool.finish(), done.set()))
+    stopper.start()
+    try:
+        assert handed.wait(LIMIT)
+        half.sendall(b"lf\n")  # The rest: the stop must not have left it behind.
+        half.settimeout(LIMIT)
+        assert half.recv(4096) == b"half!\n"
+        assert half.recv(1) == b""
     finally:
         stopper.join(LIMIT)
     assert done.is_set()

@@ -66,7 +66,9 @@ def _find_prctl():
 
 
 def _parent_death_signal_py(signum):
-    """Python twin of the C module's parent_death_signal."""
+    """Ask the kernel to send ``signum`` when our parent dies; False if it
+    cannot (not Linux, or prctl refused).  The Python twin of the C
+    module's parent_death_signal."""
     if _prctl is None:
         return False
     return _prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
@@ -75,12 +77,6 @@ def _parent_death_signal_py(signum):
 parent_death_signal = speedups.pick("parent_death_signal", _parent_death_signal_py)
 # Looked up once in the master (every worker inherits it), for the twin only.
 _prctl = _find_prctl() if parent_death_signal is _parent_death_signal_py else None
-
-
-def ask_for_parent_death_signal(signum):
-    """Ask the kernel to send ``signum`` when our parent dies; False if it
-    cannot (not Linux, or prctl refused)."""
-    return parent_death_signal(int(signum))
 
 
 class Watch:
@@ -114,7 +110,7 @@ def watch(listen, drain, master_pid):
     global _watch
     _watch = Watch(listen, drain, master_pid)
     signal.signal(SIGNAL, _watch.on_signal)
-    ask_for_parent_death_signal(SIGNAL)
+    parent_death_signal(SIGNAL)
     # The master may have died between fork and prctl: no signal then.
     _watch.check()
     return _watch

@@ -78,7 +78,7 @@ def parent_death_signal_after(ask):
 
 @pytest.mark.skipif(not LINUX, reason="prctl is Linux's")
 def test_the_parent_death_signal_is_asked_for_in_a_child():
-    assert parent_death_signal_after(orphan.ask_for_parent_death_signal) == (
+    assert parent_death_signal_after(orphan.parent_death_signal) == (
         "True", int(orphan.SIGNAL))
 
 

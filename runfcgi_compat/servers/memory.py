@@ -56,7 +56,8 @@ import socket
 import sys
 import tempfile
 
-from .base import flush_std_streams, log
+from .base import KEEP, flush_std_streams, log
+from .signals import wait_readable
 
 # Python 3.11 specializes a function after 8 calls; a few more cost ~20 ms.
 WARM_UP_ROUNDS = 20
@@ -109,9 +110,6 @@ def warm_up_server(handler):
 
 
 def _serve_one(handler, sock, path):
-    from .base import KEEP
-    from .signals import wait_readable
-
     try:
         conn = handler.connect(sock, path)
     except BaseException:
